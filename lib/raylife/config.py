@@ -1,0 +1,205 @@
+"""Typed, validated configuration: hyperparameters, data, training, tuning, and environment settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from raylife.errors import RaylifeError
+
+Optimizer = Literal["adam", "sgd"]
+Activation = Literal["relu", "sigmoid", "tanh"]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise RaylifeError(message)
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """What Tune may search and what a training run is configured with."""
+
+    lr: float
+    """Learning rate of the optimizer."""
+    batch_size: int
+    """GLOBAL batch size: split evenly across Ray Train workers (each sees batch_size // workers)."""
+    epochs: int
+    """Number of passes over the training split."""
+    hidden_sizes: tuple[int, ...]
+    """Widths of the hidden fully connected layers (MLP body, or the CNN's classifier head)."""
+    dropout: float = 0.0
+    """Dropout probability after each hidden layer."""
+    weight_decay: float = 0.0
+    """L2 penalty (AdamW-style decoupled for adam, classic for sgd)."""
+    optimizer: Optimizer = "adam"
+    """Optimizer: adam (AdamW) or sgd (with momentum 0.9, the tutorial's choice)."""
+    activation: Activation = "relu"
+    """Hidden-layer activation of MLPs."""
+    conv_channels: tuple[int, ...] = ()
+    """Output channels of each 3x3 conv + max-pool block (CNN only)."""
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}")
+        _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _require(
+            len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+            f"hidden sizes must be one or more positive widths, got {self.hidden_sizes}",
+        )
+        _require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        _require(self.optimizer in ("adam", "sgd"), f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        _require(
+            self.activation in ("relu", "sigmoid", "tanh"),
+            f"activation must be relu, sigmoid or tanh, got {self.activation!r}",
+        )
+        _require(all(c >= 1 for c in self.conv_channels), "conv channels must be positive")
+
+    def replace(self, **overrides: Any) -> Hyperparams:
+        """A copy with some fields changed (None values are ignored); validated again."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        _require(not unknown, f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
+        changes = {k: _coerce(k, v) for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hyperparams:
+        return cls(**{k: _coerce(k, v) for k, v in data.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Tune and JSON hand back lists and numpy scalars; the dataclass wants tuples and ints."""
+    if name in ("hidden_sizes", "conv_channels"):
+        return tuple(int(v) for v in value)
+    if name in ("batch_size", "epochs"):
+        return int(value)
+    if name in ("lr", "dropout", "weight_decay"):
+        return float(value)
+    return value
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is split."""
+
+    source: str = "embedded"
+    """'embedded' (shipped with the packages), 'torchvision' (full MNIST), or a CSV/Parquet path or
+    http(s):// / s3:// URL of a user table."""
+    target: str | None = None
+    """Target column of a user table (required for tables)."""
+    data_dir: str | None = None
+    """Local directory for torchvision MNIST (holds or receives MNIST/raw/*)."""
+    download: bool = False
+    """Allow torchvision to download full MNIST into data_dir (needs internet)."""
+    val_fraction: float = 0.15
+    """Share of all rows held out for validation (model selection, early stopping)."""
+    test_fraction: float = 0.15
+    """Share of all rows held out for the final test score; never seen in training or tuning."""
+    seed: int = 0
+    """Seed of the split: the same seed gives the same rows in every split."""
+
+    def __post_init__(self) -> None:
+        _require(
+            0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+            and self.val_fraction + self.test_fraction < 0.9,
+            "validation and test fractions must each be in (0, 1) and leave >= 10% for training",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One Ray Train run of one model."""
+
+    model: str
+    """Registry key: boston, ionosphere, iris or mnist."""
+    hparams: Hyperparams
+    """Hyperparameters (registry default, debug preset, or overridden by flags / Tune)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data source and split."""
+    num_workers: int = 2
+    """Ray Train workers (DDP processes)."""
+    use_gpu: bool = False
+    """One GPU per worker (NCCL backend) instead of CPU (gloo)."""
+    cpus_per_worker: float = 1.0
+    """Logical CPUs Ray reserves per worker."""
+    threads_per_worker: int = 1
+    """torch intra-op threads per worker; workers x threads should not exceed the cores."""
+    seed: int = 0
+    """Seed of weight init and batch order (the data split has its own seed)."""
+    run_name: str | None = None
+    """Ray Train run name; a unique one is generated when None. Reusing a name resumes that run."""
+    max_failures: int = 2
+    """Times Ray Train restarts the worker group from the latest checkpoint after a failure."""
+    checkpoints_to_keep: int = 2
+    """Best checkpoints (by validation metric) kept on storage; the latest is always kept too."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_workers >= 1, f"num workers must be >= 1, got {self.num_workers}")
+        _require(self.cpus_per_worker > 0, "cpus per worker must be > 0")
+        _require(self.threads_per_worker >= 1, "threads per worker must be >= 1")
+        _require(self.max_failures >= 0, "max failures must be >= 0")
+        _require(self.checkpoints_to_keep >= 1, "checkpoints to keep must be >= 1")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """One Ray Tune sweep: each trial is a Ray Train run built by the same build_trainer."""
+
+    num_samples: int = 4
+    """Trials to sample from the model's search space."""
+    max_concurrent_trials: int = 1
+    """Trials running at once; on 2 cores one 2-worker trial already uses both."""
+    grace_period: int = 2
+    """ASHA: epochs every trial runs before it may be stopped."""
+    reduction_factor: int = 3
+    """ASHA: keep the top 1/reduction_factor at each rung."""
+    scheduler: Literal["asha", "fifo"] = "asha"
+    """asha (early stopping) or fifo (every trial runs all epochs)."""
+    seed: int = 0
+    """Seed of the search algorithm's sampling."""
+    name: str | None = None
+    """Sweep name (Tune experiment); generated when None. Reusing a name resumes the sweep."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_samples >= 1, "num samples must be >= 1")
+        _require(self.max_concurrent_trials >= 1, "max concurrent trials must be >= 1")
+        _require(self.grace_period >= 1, "grace period must be >= 1")
+        _require(self.reduction_factor >= 2, "reduction factor must be >= 2")
+        _require(self.scheduler in ("asha", "fifo"), "scheduler must be asha or fifo")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where raylife keeps its files. From the environment: RAYLIFE_HOME, RAYLIFE_STORE."""
+
+    home: Path
+    """Working folder (default ./.raylife): store/, runs/ and plots/ live here."""
+    store_uri: str
+    """Model store: a local folder or s3://bucket/prefix (default <home>/store)."""
+
+    @classmethod
+    def from_env(cls, store: str | None = None, home: str | None = None) -> Settings:
+        home_path = Path(home or os.environ.get("RAYLIFE_HOME") or ".raylife").expanduser().resolve()
+        store_uri = store or os.environ.get("RAYLIFE_STORE") or str(home_path / "store")
+        return cls(home=home_path, store_uri=store_uri)
+
+    @property
+    def runs_dir(self) -> Path:
+        """Ray Train / Tune storage_path: checkpoints and results of every run and sweep."""
+        return self.home / "runs"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.home / "plots"

@@ -1,0 +1,103 @@
+"""Plain PyTorch training steps, shared by the Ray Train worker loop, the plain baseline and tests.
+
+No Ray here: unit tests and the benchmark's plain loop run exactly this code.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from raylife.config import Hyperparams
+from raylife.data import Split
+from raylife.tasks import Task
+
+
+OBJECTIVE = "val_objective"
+"""Reported every epoch; checkpoints, Tune trials and promotions are all chosen by it."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def as_tensors(split: Split, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+    # A copy: arrays from Ray's object store are read-only.
+    X = torch.tensor(split.X, dtype=torch.float32)
+    y_dtype = torch.float32 if task.name != "multiclass" else torch.int64
+    return X, torch.tensor(split.y, dtype=y_dtype)
+
+
+def make_loader(
+    split: Split, task: Task, batch_size: int, seed: int, sampler: Sampler | None = None
+) -> DataLoader:
+    """Shuffled mini-batches; a sampler (DistributedSampler) replaces shuffling when given."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        TensorDataset(*as_tensors(split, task)),
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
+    )
+
+
+def make_optimizer(hp: Hyperparams, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+    return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def train_epoch(
+    model: nn.Module, loader: Iterable, task: Task, optimizer: torch.optim.Optimizer
+) -> torch.Tensor:
+    """One pass over the loader; returns additive batch statistics (see Task.batch_sums)."""
+    model.train()
+    sums = torch.zeros(4)
+    for X, y in loader:
+        optimizer.zero_grad(set_to_none=True)
+        outputs = model(X)
+        loss = task.loss(outputs, y)
+        loss.backward()
+        optimizer.step()
+        sums += task.batch_sums(outputs, y, loss)
+    return sums
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int = 2048
+) -> torch.Tensor:
+    """Batch statistics of the model on (X, y), in eval mode (no dropout)."""
+    model.eval()
+    sums = torch.zeros(4)
+    for start in range(0, len(y), batch_size):
+        outputs = model(X[start : start + batch_size])
+        target = y[start : start + batch_size]
+        sums += task.batch_sums(outputs, target, task.loss(outputs, target))
+    return sums
+
+
+def epoch_metrics(
+    epoch: int, train_sums: torch.Tensor, val_sums: torch.Tensor, task: Task, target_std: float
+) -> dict[str, float]:
+    """The row reported for one epoch: train_* and val_* metrics, in target units."""
+    row: dict[str, float] = {"epoch": epoch}
+    row.update({f"train_{k}": v for k, v in task.finalize(train_sums, target_std).items()})
+    val = task.finalize(val_sums, target_std)
+    row.update({f"val_{k}": v for k, v in val.items()})
+    row[OBJECTIVE] = task.objective(val)
+    return row
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best

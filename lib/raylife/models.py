@@ -1,0 +1,103 @@
+"""The tutorial's four architectures as pure torch modules (no Ray), corrected.
+
+Corrections over the tutorial: models return logits (the loss applies sigmoid/softmax itself, so
+softmax is never applied twice), and widths, depth and dropout are arguments so Tune can search them.
+Initialisation follows the tutorial: He (Kaiming) uniform for ReLU layers, Xavier otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from raylife.errors import RaylifeError
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+def _linear(n_in: int, n_out: int, activation: str | None) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    if activation == "relu":
+        nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+    else:
+        nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _dense_stack(n_in: int, hidden_sizes: Sequence[int], activation: str, dropout: float) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for width in hidden_sizes:
+        layers += [_linear(n_in, width, activation), _ACTIVATIONS[activation]()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        n_in = width
+    return layers
+
+
+class MLP(nn.Module):
+    """Fully connected network: in_features -> hidden_sizes... -> out_features logits."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_sizes: Sequence[int] = (10, 8),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        body = _dense_stack(in_features, hidden_sizes, activation, dropout)
+        self.net = nn.Sequential(*body, _linear(hidden_sizes[-1], out_features, None))
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """Conv(3x3)+ReLU+MaxPool(2) blocks, then a fully connected head to class logits.
+
+    The tutorial's network is conv_channels=(32, 32), hidden_sizes=(100,), 28x28 single-channel input.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        out_features: int,
+        conv_channels: Sequence[int] = (32, 32),
+        hidden_sizes: Sequence[int] = (100,),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        channels, size = in_channels, image_size
+        for out_channels in conv_channels:
+            conv = nn.Conv2d(channels, out_channels, kernel_size=3)
+            nn.init.kaiming_uniform_(conv.weight, nonlinearity="relu")
+            blocks += [conv, nn.ReLU(), nn.MaxPool2d(2)]
+            channels, size = out_channels, (size - 2) // 2
+        if size < 1:
+            raise RaylifeError(
+                f"{len(conv_channels)} conv blocks shrink a {image_size}px image to nothing; use fewer"
+            )
+        head = _dense_stack(channels * size * size, hidden_sizes, "relu", dropout)
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), *head, _linear(hidden_sizes[-1], out_features, None)
+        )
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.classifier(self.features(x))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
+
+
+def build_model(architecture: str, model_args: dict[str, Any]) -> nn.Module:
+    """Rebuild a module from the (architecture, model_args) pair that artifacts carry."""
+    if architecture not in ARCHITECTURES:
+        raise RaylifeError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](**model_args)

@@ -1,0 +1,80 @@
+"""Predictor: a loaded, verified artifact that turns raw inputs into predictions. No Ray needed."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raylife.artifact import Artifact
+from raylife.data import validate_rows
+from raylife.errors import InputError
+from raylife.tasks import TASKS
+
+
+@dataclass
+class Predictor:
+    artifact: Artifact
+    version: str
+
+    def __post_init__(self) -> None:
+        self.module = self.artifact.build_module()
+        self.task = TASKS[self.artifact.task]
+
+    @classmethod
+    def from_store(cls, store: Any, model: str, version: str | None = None) -> Predictor:
+        resolved, artifact = store.load(model, version)
+        return cls(artifact, resolved)
+
+    @torch.no_grad()
+    def predict_array(self, X: np.ndarray) -> list[dict[str, Any]]:
+        """Raw (unpreprocessed) inputs of shape (n, *schema.shape) -> one answer per row."""
+        features = torch.from_numpy(self.artifact.preprocessing.transform(X))
+        outputs = self.module(features)
+        if self.task.name == "regression":
+            values = self.artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy())
+            return [{"value": float(v)} for v in values]
+        labels = self.artifact.label_names or []
+        probabilities = self.task.probabilities(outputs).numpy()
+        return [
+            {
+                "label": labels[int(p.argmax())],
+                "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p, strict=True)},
+            }
+            for p in probabilities
+        ]
+
+    def predict_rows(self, rows: Any) -> list[dict[str, Any]]:
+        """Rows as lists of numbers or dicts keyed by feature name (validated against the schema)."""
+        return self.predict_array(validate_rows(rows, self.artifact.schema))
+
+    def predict_image(self, image: bytes | str | Path) -> dict[str, Any]:
+        """One PNG (or any Pillow-readable image) of exactly the model's height x width."""
+        return self.predict_array(image_to_array(image, self.artifact.schema.shape))[0]
+
+
+def image_to_array(image: bytes | str | Path, shape: list[int]) -> np.ndarray:
+    """Grayscale pixels 0..255 as (1, *shape). Wrong sizes are refused, not silently resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(shape) != 3:
+        raise InputError("this model takes feature rows, not images; send --input rows instead")
+    try:
+        source = io.BytesIO(image) if isinstance(image, bytes) else Path(image)
+        with Image.open(source) as img:
+            pixels = np.asarray(img.convert("L"), dtype=np.float64)
+    except FileNotFoundError as exc:
+        raise InputError(f"image file {image} not found; pass an existing PNG path") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"cannot read the image ({exc}); send a PNG file") from exc
+    height, width = shape[1], shape[2]
+    if pixels.shape != (height, width):
+        raise InputError(
+            f"image is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes {width}x{height} "
+            "grayscale (white digit on black), resize it first"
+        )
+    return pixels.reshape(1, *shape)

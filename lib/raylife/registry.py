@@ -1,0 +1,172 @@
+"""MODEL_SPECS: the only place a model is added. Everything else looks a model up here by its key.
+
+The same key is used everywhere: `--model iris`, `ray-job.train-iris.yaml`, route `/iris`, store path
+`<store>/iris/<version>/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from raylife import data
+from raylife.config import Hyperparams
+from raylife.data import InputKind, RawData
+from raylife.errors import RaylifeError
+from raylife.tasks import TASKS, Task, TaskName
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """Search dimension sampled log-uniformly in [low, high]."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Search dimension sampled from a fixed set of options."""
+
+    options: tuple[Any, ...]
+
+
+SearchDim = LogUniform | Choice
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The tutorial's reported figure for this model (see shared TUTORIAL_REFERENCE)."""
+
+    metric: Literal["accuracy", "rmse"]
+    value: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    task_name: TaskName
+    architecture: Literal["mlp", "cnn"]
+    input_kind: InputKind
+    load_embedded: Callable[[], RawData]
+    defaults: Hyperparams
+    """Registry default: what `raylife train` and `make quality` use."""
+    debug: Hyperparams
+    """Tiny preset for fast tests (`--preset debug`)."""
+    search_space: dict[str, SearchDim]
+    """What `raylife tune` searches; other fields keep the defaults (epochs = the sweep budget)."""
+    tutorial: Baseline
+    quick_epochs: int = field(default=0)
+    """Epoch budget of the main job's sweep (0 = defaults.epochs)."""
+
+    @property
+    def task(self) -> TaskName:
+        return self.task_name
+
+    @property
+    def task_obj(self) -> Task:
+        return TASKS[self.task_name]
+
+    def preset(self, name: str) -> Hyperparams:
+        presets = {"default": self.defaults, "debug": self.debug}
+        if name not in presets:
+            raise RaylifeError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
+        return presets[name]
+
+    def model_args(self, hp: Hyperparams, input_shape: list[int], n_outputs: int) -> dict[str, Any]:
+        """Constructor arguments of models.ARCHITECTURES[architecture]; stored in artifacts."""
+        if self.architecture == "cnn":
+            return {
+                "in_channels": input_shape[0],
+                "image_size": input_shape[-1],
+                "out_features": n_outputs,
+                "conv_channels": list(hp.conv_channels),
+                "hidden_sizes": list(hp.hidden_sizes),
+                "dropout": hp.dropout,
+            }
+        return {
+            "in_features": input_shape[0],
+            "out_features": n_outputs,
+            "hidden_sizes": list(hp.hidden_sizes),
+            "activation": hp.activation,
+            "dropout": hp.dropout,
+        }
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "ionosphere": ModelSpec(
+        name="ionosphere",
+        description="MLP binary classifier: radar returns good (g) / bad (b), 33 features",
+        task_name="binary",
+        architecture="mlp",
+        input_kind="tabular",
+        load_embedded=data.load_ionosphere,
+        defaults=Hyperparams(lr=1e-3, batch_size=32, epochs=60, hidden_sizes=(64, 32), dropout=0.2, weight_decay=1e-4),
+        debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
+        search_space={
+            "lr": LogUniform(3e-4, 1e-2),
+            "hidden_sizes": Choice(((32, 16), (64, 32), (128, 64))),
+            "batch_size": Choice((16, 32, 64)),
+        },
+        tutorial=Baseline("accuracy", 0.948),
+    ),
+    "iris": ModelSpec(
+        name="iris",
+        description="MLP multiclass classifier: iris species from 4 flower measurements",
+        task_name="multiclass",
+        architecture="mlp",
+        input_kind="tabular",
+        load_embedded=data.load_iris,
+        defaults=Hyperparams(lr=1e-2, batch_size=16, epochs=100, hidden_sizes=(16, 8), weight_decay=1e-4),
+        debug=Hyperparams(lr=1e-2, batch_size=16, epochs=2, hidden_sizes=(8,)),
+        search_space={
+            "lr": LogUniform(1e-3, 3e-2),
+            "hidden_sizes": Choice(((10, 8), (16, 8), (32, 16))),
+            "batch_size": Choice((8, 16, 32)),
+        },
+        tutorial=Baseline("accuracy", 0.980),
+    ),
+    "boston": ModelSpec(
+        name="boston",
+        description="MLP regressor: median house value (k$) from 13 Boston housing features",
+        task_name="regression",
+        architecture="mlp",
+        input_kind="tabular",
+        load_embedded=data.load_boston,
+        defaults=Hyperparams(lr=3e-3, batch_size=32, epochs=200, hidden_sizes=(64, 32), dropout=0.1, weight_decay=1e-4),
+        debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
+        search_space={
+            "lr": LogUniform(1e-3, 1e-2),
+            "hidden_sizes": Choice(((32, 16), (64, 32), (128, 64))),
+            "batch_size": Choice((16, 32, 64)),
+        },
+        tutorial=Baseline("rmse", 9.09),
+    ),
+    "mnist": ModelSpec(
+        name="mnist",
+        description="CNN image classifier: handwritten digits 0-9, 28x28 grayscale",
+        task_name="multiclass",
+        architecture="cnn",
+        input_kind="image",
+        load_embedded=data.load_mnist_sample,
+        defaults=Hyperparams(
+            lr=1e-3, batch_size=64, epochs=12, hidden_sizes=(128,), dropout=0.3, conv_channels=(32, 64)
+        ),
+        debug=Hyperparams(lr=1e-3, batch_size=64, epochs=1, hidden_sizes=(16,), conv_channels=(4, 8)),
+        search_space={
+            "lr": LogUniform(3e-4, 3e-3),
+            "hidden_sizes": Choice(((64,), (128,))),
+            "batch_size": Choice((32, 64)),
+        },
+        tutorial=Baseline("accuracy", 0.985),
+    ),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a model key; the error lists the valid keys."""
+    if name not in MODEL_SPECS:
+        raise RaylifeError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}")
+    return MODEL_SPECS[name]

@@ -1,0 +1,257 @@
+"""Ray Train: the DDP worker loop, build_trainer(cfg) (shared with Tune) and run_training(cfg).
+
+The Ray touchpoints are few and numbered in train_loop_per_worker:
+  [1] read the shared, already-preprocessed data from the object store
+  [2] ray.train.torch.prepare_model        (DDP wrap + device)
+  [3] DistributedSampler + prepare_data_loader (sharding + device)
+  [4] ray.train.get_checkpoint              (resume after a failure or with --resume)
+  [5] ray.train.report                      (every worker, once per epoch; rank 0 attaches the checkpoint)
+Everything else is plain PyTorch from raylife.loop.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
+from raylife.config import Settings, TrainConfig
+from raylife.data import PreparedData, prepare
+from raylife.errors import RaylifeError
+from raylife.loop import (
+    OBJECTIVE,
+    as_tensors,
+    epoch_metrics,
+    evaluate,
+    is_better,
+    make_loader,
+    make_optimizer,
+    seed_everything,
+    train_epoch,
+)
+from raylife.models import build_model
+from raylife.registry import get_spec
+
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+def new_run_name(model: str, kind: str = "train") -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{kind}-{model}-{stamp}-{uuid.uuid4().hex[:4]}"
+
+
+def model_args_for(cfg: TrainConfig, data: PreparedData) -> dict[str, Any]:
+    spec = get_spec(cfg.model)
+    n_outputs = spec.task_obj.output_size(len(data.label_names or []))
+    return spec.model_args(cfg.hparams, data.schema.shape, n_outputs)
+
+
+def make_artifact(
+    cfg: TrainConfig, data: PreparedData, model: torch.nn.Module, history: list[dict[str, float]],
+    metrics: dict[str, float], run_name: str,
+) -> Artifact:
+    """A complete artifact of the current weights: checkpoints ARE artifacts, so any checkpoint can
+    be registered in the store without re-running anything."""
+    spec = get_spec(cfg.model)
+    return Artifact(
+        model=cfg.model,
+        architecture=spec.architecture,
+        model_args=model_args_for(cfg, data),
+        task=spec.task,
+        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        preprocessing=data.preprocessing,
+        schema=data.schema,
+        label_names=data.label_names,
+        metrics=metrics,
+        history=list(history),
+        run={
+            "run_name": run_name,
+            "hparams": cfg.hparams.to_dict(),
+            "num_workers": cfg.num_workers,
+            "use_gpu": cfg.use_gpu,
+            "seed": cfg.seed,
+            "data_config": {k: v for k, v in cfg.data.__dict__.items()},
+        },
+        data=data.provenance,
+    )
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _all_reduce(sums: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        sums = sums.to(device)
+        dist.all_reduce(sums)
+    return sums.cpu()
+
+
+def _restore(checkpoint: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list, float | None]:
+    """Weights (checksum-verified), optimizer state, next epoch, history and best-so-far."""
+    if checkpoint is None:
+        return 0, [], None
+    with checkpoint.as_directory() as folder:
+        path = Path(folder)
+        artifact = Artifact.from_files(
+            (path / META_FILE).read_bytes(), (path / WEIGHTS_FILE).read_bytes(), where=str(path)
+        )
+        state = torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    _unwrap(model).load_state_dict(artifact.state_dict)
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]) + 1, list(state["history"]), state["best"]
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+    from torch.utils.data.distributed import DistributedSampler
+
+    cfg: TrainConfig = loop_config["cfg"]
+    data: PreparedData = ray.get(loop_config["data_ref"])  # [1]
+    task, hp = get_spec(cfg.model).task_obj, cfg.hparams
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(cfg.threads_per_worker)
+    seed_everything(cfg.seed)
+
+    model = ray.train.torch.prepare_model(build_model(get_spec(cfg.model).architecture, model_args_for(cfg, data)))  # [2]
+    device = ray.train.torch.get_device()
+    sampler = DistributedSampler(_dataset_len(data), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    loader = ray.train.torch.prepare_data_loader(  # [3]
+        make_loader(data.train, task, max(1, hp.batch_size // world), cfg.seed, sampler), add_dist_sampler=False
+    )
+    val_X, val_y = (t[rank::world].to(device) for t in as_tensors(data.val, task))
+    optimizer = make_optimizer(hp, model.parameters())
+    start, history, best = _restore(ray.train.get_checkpoint(), model, optimizer)  # [4]
+    target_std = data.preprocessing.target_std or 1.0
+
+    for epoch in range(start, hp.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_sums = _all_reduce(train_epoch(model, loader, task, optimizer), device)
+        val_sums = _all_reduce(evaluate(model, val_X, val_y, task), device)
+        row = epoch_metrics(epoch, train_sums, val_sums, task, target_std)
+        history.append(row)
+        if is_better(row[OBJECTIVE], best, task.mode):
+            best = row[OBJECTIVE]
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                _write_checkpoint(Path(folder), cfg, data, model, optimizer, history, row, best, context.get_experiment_name())
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))  # [5]
+        else:
+            ray.train.report(row)  # [5] every worker reports once per epoch
+
+
+def _dataset_len(data: PreparedData) -> Any:
+    # DistributedSampler only needs len(); avoids building the TensorDataset twice.
+    return range(len(data.train))
+
+
+def _write_checkpoint(
+    folder: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer, history: list, row: dict[str, float], best: float | None, run_name: str,
+) -> None:
+    artifact = make_artifact(cfg, data, _unwrap(model), history, row, run_name)
+    for name, payload in artifact.to_files().items():
+        (folder / name).write_bytes(payload)
+    torch.save({"optimizer": optimizer.state_dict(), "epoch": int(row["epoch"]), "history": history, "best": best}, folder / TRAIN_STATE_FILE)
+
+
+def build_trainer(
+    cfg: TrainConfig, data_ref: Any, storage_path: str, run_name: str, callbacks: list | None = None
+) -> Any:
+    """The TorchTrainer of one run. Tune's trials call exactly this (see tune.py)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    task = get_spec(cfg.model).task_obj
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg, "data_ref": data_ref},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.checkpoints_to_keep,
+                checkpoint_score_attribute=OBJECTIVE,
+                checkpoint_score_order=task.mode,
+            ),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=callbacks or [],
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+
+
+@dataclass
+class TrainOutcome:
+    run_name: str
+    checkpoint_path: str
+    """The best (by validation metric) checkpoint: a complete artifact folder."""
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+
+
+def run_training(cfg: TrainConfig, settings: Settings, data: PreparedData | None = None) -> TrainOutcome:
+    """Prepare data, fit one TorchTrainer run, return its best checkpoint."""
+    import ray
+
+    from raylife.cluster import ensure_ray
+
+    ensure_ray(num_cpus=cfg.num_workers * cfg.cpus_per_worker)
+    data = data or prepare(get_spec(cfg.model), cfg.data)
+    run_name = cfg.run_name or new_run_name(cfg.model)
+    storage = storage_path(settings)
+    trainer = build_trainer(cfg, ray.put(data), storage, run_name)
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; surface the user-facing cause in one line
+        raise RaylifeError(f"training run {run_name} failed: {_root_cause(exc)}") from exc
+    return outcome_from_result(result, cfg, run_name)
+
+
+def outcome_from_result(result: Any, cfg: TrainConfig, run_name: str) -> TrainOutcome:
+    task = get_spec(cfg.model).task_obj
+    checkpoint = result.get_best_checkpoint(metric=OBJECTIVE, mode=task.mode) if result.best_checkpoints else None
+    if checkpoint is None:
+        raise RaylifeError(f"run {run_name} reported no checkpoint; check its logs under the runs folder")
+    best_metrics = next(m for c, m in result.best_checkpoints if c.path == checkpoint.path)
+    history = _load_history(checkpoint)
+    return TrainOutcome(run_name, checkpoint.path, dict(best_metrics), history)
+
+
+def _load_history(checkpoint: Any) -> list[dict[str, float]]:
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    return list(state["history"])
+
+
+def storage_path(settings: Settings) -> str:
+    """Ray Train/Tune storage: RAYLIFE_RUNS (e.g. s3://bucket/runs) or <home>/runs."""
+    import os
+
+    uri = os.environ.get("RAYLIFE_RUNS")
+    if uri:
+        return uri
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    return str(settings.runs_dir)
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

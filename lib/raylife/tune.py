@@ -1,0 +1,183 @@
+"""Ray Tune: sample hyperparameters, run each trial as a Ray Train run built by train.build_trainer.
+
+Train V2 pattern: the trial is a function trainable that builds the SAME TorchTrainer as
+`raylife train` and forwards its per-epoch reports to Tune with TuneReportCallback, so ASHA can stop
+weak trials early and the best trial's best checkpoint (an artifact) can be promoted directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raylife.config import Settings, TrainConfig, TuneConfig
+from raylife.data import PreparedData, prepare
+from raylife.errors import RaylifeError
+from raylife.loop import OBJECTIVE
+from raylife.registry import Choice, LogUniform, ModelSpec, get_spec
+from raylife.train import build_trainer, new_run_name, storage_path
+
+HPARAMS = "hparams"
+"""The single key of a trial's Tune config: the sampled hyperparameters."""
+
+TRIAL_DRIVER_CPUS = 1.0
+"""CPUs reserved for each trial's driver (the function that calls TorchTrainer.fit)."""
+
+
+def sample_configs(spec: ModelSpec, num_samples: int, seed: int) -> list[dict[str, Any]]:
+    """Draw the sweep's hyperparameter sets up front, from a seeded generator.
+
+    Sampling here (not inside Tune) makes a sweep reproducible and lets two schedulers (ASHA vs
+    FIFO) be compared on exactly the same trials; Tune then runs them as a grid.
+    """
+    rng = np.random.default_rng(seed)
+    configs = []
+    for _ in range(num_samples):
+        config: dict[str, Any] = {}
+        for name, dim in spec.search_space.items():
+            if isinstance(dim, LogUniform):
+                config[name] = float(np.exp(rng.uniform(np.log(dim.low), np.log(dim.high))))
+            else:
+                config[name] = dim.options[int(rng.integers(len(dim.options)))]
+        configs.append(config)
+    return configs
+
+
+def trial_train_config(base: TrainConfig, sampled: dict[str, Any], run_name: str) -> TrainConfig:
+    """The trial's TrainConfig: the base run with the sampled hyperparameters."""
+    return base.replace(hparams=base.hparams.replace(**sampled), run_name=run_name)
+
+
+def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], storage: str) -> None:
+    """Function trainable: one Ray Train run per trial, reports forwarded to Tune.
+
+    data_box holds the ObjectRef of the prepared data; the tuple keeps tune.with_parameters from
+    resolving it, so every trial's workers read the one shared copy.
+    """
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raylife.cluster import configure_train_env
+
+    configure_train_env()
+    context = tune.get_context()
+    run_name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
+    cfg = trial_train_config(base, config[HPARAMS], run_name)
+    build_trainer(cfg, data_box[0], storage, run_name, callbacks=[TuneReportCallback()]).fit()
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    best_config: dict[str, Any]
+    best_metrics: dict[str, Any]
+    checkpoint_path: str
+    """Best checkpoint of the best trial: a complete artifact folder, ready to register."""
+    trials: pd.DataFrame
+    """One row per trial: sampled config, epochs run, best validation metric, status."""
+    histories: dict[str, pd.DataFrame]
+    """Per-trial per-epoch metrics, keyed by trial id."""
+
+
+def required_cpus(base: TrainConfig, tune_cfg: TuneConfig) -> float:
+    return tune_cfg.max_concurrent_trials * (TRIAL_DRIVER_CPUS + base.num_workers * base.cpus_per_worker)
+
+
+def run_sweep(
+    base: TrainConfig, tune_cfg: TuneConfig, settings: Settings, data: PreparedData | None = None
+) -> SweepOutcome:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raylife.cluster import ensure_ray
+
+    spec = get_spec(base.model)
+    task = spec.task_obj
+    metric = OBJECTIVE
+    ensure_ray(num_cpus=required_cpus(base, tune_cfg))
+    _check_capacity(base, tune_cfg)
+    data = data or prepare(spec, base.data)
+    name = tune_cfg.name or new_run_name(base.model, kind="tune")
+    storage = storage_path(settings)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=base, data_box=(ray.put(data),), storage=storage),
+        {"CPU": TRIAL_DRIVER_CPUS},
+    )
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration", max_t=base.hparams.epochs,
+            grace_period=min(tune_cfg.grace_period, base.hparams.epochs), reduction_factor=tune_cfg.reduction_factor,
+        )
+        if tune_cfg.scheduler == "asha" else FIFOScheduler()
+    )
+    path = f"{storage.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(path):
+        # Resuming an interrupted sweep of the same name: finished trials are not rerun.
+        # (Checked before constructing a new Tuner, which writes its own state file at once.)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={HPARAMS: tune.grid_search(sample_configs(spec, tune_cfg.num_samples, tune_cfg.seed))},
+            tune_config=tune.TuneConfig(
+                metric=metric, mode=task.mode, scheduler=scheduler,
+                max_concurrent_trials=tune_cfg.max_concurrent_trials,
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0),
+        )
+    grid = tuner.fit()
+    return _outcome(grid, name, metric, task.mode)
+
+
+def _check_capacity(base: TrainConfig, tune_cfg: TuneConfig) -> None:
+    import ray
+
+    available = ray.cluster_resources().get("CPU", 0.0)
+    per_trial = TRIAL_DRIVER_CPUS + base.num_workers * base.cpus_per_worker
+    if available < per_trial:
+        raise RaylifeError(
+            f"a trial needs {per_trial:g} CPUs (1 driver + {base.num_workers} workers x {base.cpus_per_worker:g}) "
+            f"but the Ray cluster has {available:g}; lower --num-workers/--cpus-per-worker or add CPUs"
+        )
+
+
+def _outcome(grid: Any, name: str, metric: str, mode: str) -> SweepOutcome:
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    rows, histories = [], {}
+    best: tuple[float, dict[str, Any], dict[str, Any], str] | None = None
+    for result in grid:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or metric not in frame:
+            rows.append({"trial": _trial_id(result), **_config_view(result.config), "status": "no results", "error": str(result.error or "")[:80]})
+            continue
+        trial_id = str(frame["trial_id"].iloc[0]) if "trial_id" in frame else _trial_id(result)
+        histories[trial_id] = frame
+        with_ckpt = frame.dropna(subset=[CHECKPOINT_PATH_KEY]) if CHECKPOINT_PATH_KEY in frame else frame.iloc[0:0]
+        top = with_ckpt.loc[with_ckpt[metric].idxmax() if mode == "max" else with_ckpt[metric].idxmin()] if len(with_ckpt) else None
+        rows.append({
+            "trial": trial_id, **_config_view(result.config), "epochs": int(frame["training_iteration"].max()),
+            metric: None if top is None else float(top[metric]), "status": "error" if result.error else "done",
+        })
+        if top is None:
+            continue
+        value = float(top[metric])
+        if best is None or (value > best[0] if mode == "max" else value < best[0]):
+            best = (value, dict(result.config.get(HPARAMS, {})), top.to_dict(), str(top[CHECKPOINT_PATH_KEY]))
+    if best is None:
+        raise RaylifeError(f"sweep {name}: no trial produced a checkpoint; see the trial errors under the runs folder")
+    table = pd.DataFrame(rows).sort_values(metric, ascending=(mode == "min"), na_position="last")
+    return SweepOutcome(name, best[1], best[2], best[3], table.reset_index(drop=True), histories)
+
+
+def _trial_id(result: Any) -> str:
+    return str(result.path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _config_view(config: dict[str, Any]) -> dict[str, Any]:
+    config = config.get(HPARAMS, config)
+    return {k: (round(v, 6) if isinstance(v, float) else str(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items()}
