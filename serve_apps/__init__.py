@@ -1,0 +1,1 @@
+"""Ray Serve applications (see the Serve issue)."""

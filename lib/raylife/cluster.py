@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+_started_here = False
+"""True when ensure_ray started a local cluster (so this process should also stop it)."""
+
 # Ray Train V2's controller polls workers every 2 s by default and a worker's report blocks until
 # the controller has taken the previous one, so per-epoch reporting cost ~1.75 s per epoch. A short
 # poll interval makes a report cost milliseconds; Train propagates this variable from the process
@@ -31,7 +34,9 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
     if address:
         ray.init(address=address, log_to_driver=True)
         return
+    global _started_here
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
+    _started_here = True
     ray.init(
         num_cpus=int(cpus + 0.999),
         include_dashboard=True,
@@ -40,3 +45,14 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
         configure_logging=True,
         logging_level="WARNING",
     )
+
+
+def shutdown_if_started() -> None:
+    """Stop the local cluster ensure_ray started; leave a cluster someone else started alone."""
+    global _started_here
+    if not _started_here:
+        return
+    import ray
+
+    ray.shutdown()
+    _started_here = False

@@ -161,8 +161,8 @@ class TuneConfig:
     """Trials to sample from the model's search space."""
     max_concurrent_trials: int = 1
     """Trials running at once; on 2 cores one 2-worker trial already uses both."""
-    grace_period: int = 2
-    """ASHA: epochs every trial runs before it may be stopped."""
+    grace_period: int | None = None
+    """ASHA: epochs every trial runs before it may be stopped (default: a sixth of the epochs)."""
     reduction_factor: int = 3
     """ASHA: keep the top 1/reduction_factor at each rung."""
     scheduler: Literal["asha", "fifo"] = "asha"
@@ -175,7 +175,7 @@ class TuneConfig:
     def __post_init__(self) -> None:
         _require(self.num_samples >= 1, "num samples must be >= 1")
         _require(self.max_concurrent_trials >= 1, "max concurrent trials must be >= 1")
-        _require(self.grace_period >= 1, "grace period must be >= 1")
+        _require(self.grace_period is None or self.grace_period >= 1, "grace period must be >= 1")
         _require(self.reduction_factor >= 2, "reduction factor must be >= 2")
         _require(self.scheduler in ("asha", "fifo"), "scheduler must be asha or fifo")
 

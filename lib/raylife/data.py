@@ -123,14 +123,12 @@ class PreparedData:
     train: Split
     val: Split
     test: Split
+    test_raw: Split
+    """The test split before preprocessing: evaluation feeds it through the artifact, as serving does."""
     preprocessing: Preprocessing
     schema: InputSchema
     label_names: list[str] | None
     provenance: dict[str, Any]
-
-    @property
-    def n_outputs_hint(self) -> int:
-        return len(self.label_names) if self.label_names else 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -396,7 +394,7 @@ def prepare(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
         "sha256": fingerprint(raw.X, raw.y),
     }
     return PreparedData(
-        transformed(train), transformed(val), transformed(test), pre, schema, raw.label_names, provenance
+        transformed(train), transformed(val), transformed(test), test, pre, schema, raw.label_names, provenance
     )
 
 
@@ -425,9 +423,9 @@ def _row_values(row: Any, index: int, schema: InputSchema) -> list[float]:
                 f"expected: {', '.join(schema.feature_names)}"
             )
         row = [row[n] for n in schema.feature_names]
-    flat = np.asarray(row, dtype=object).reshape(-1).tolist() if isinstance(row, list) else None
-    if flat is None:
+    if not isinstance(row, list):
         raise InputError(f"row {index}: expected a list of numbers or an object of named features")
+    flat = _flatten(row)
     if len(flat) != schema.n_values:
         raise InputError(
             f"row {index}: got {len(flat)} values, the model takes {schema.n_values} "
@@ -438,4 +436,15 @@ def _row_values(row: Any, index: int, schema: InputSchema) -> list[float]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
             raise InputError(f"row {index}: {value!r} is not a finite number; send numbers only")
         out.append(float(value))
+    return out
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    """[[1, 2], [3, 4]] -> [1, 2, 3, 4]: image rows may come as nested pixel lists."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, list):
+            out.extend(_flatten(value))
+        else:
+            out.append(value)
     return out

@@ -7,7 +7,7 @@ The same key is used everywhere: `--model iris`, `ray-job.train-iris.yaml`, rout
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from raylife import data
@@ -58,8 +58,6 @@ class ModelSpec:
     search_space: dict[str, SearchDim]
     """What `raylife tune` searches; other fields keep the defaults (epochs = the sweep budget)."""
     tutorial: Baseline
-    quick_epochs: int = field(default=0)
-    """Epoch budget of the main job's sweep (0 = defaults.epochs)."""
 
     @property
     def task(self) -> TaskName:
@@ -103,11 +101,12 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture="mlp",
         input_kind="tabular",
         load_embedded=data.load_ionosphere,
-        defaults=Hyperparams(lr=1e-3, batch_size=32, epochs=60, hidden_sizes=(64, 32), dropout=0.2, weight_decay=1e-4),
+        # Wide, heavily regularised: 245 training rows. Chosen over seeds 0-9 (see the quality report).
+        defaults=Hyperparams(lr=2e-3, batch_size=32, epochs=100, hidden_sizes=(128, 64), dropout=0.5, weight_decay=1e-2),
         debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
         search_space={
             "lr": LogUniform(3e-4, 1e-2),
-            "hidden_sizes": Choice(((32, 16), (64, 32), (128, 64))),
+            "hidden_sizes": Choice(((64, 32), (128, 64), (256, 128))),
             "batch_size": Choice((16, 32, 64)),
         },
         tutorial=Baseline("accuracy", 0.948),
@@ -135,11 +134,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture="mlp",
         input_kind="tabular",
         load_embedded=data.load_boston,
-        defaults=Hyperparams(lr=3e-3, batch_size=32, epochs=200, hidden_sizes=(64, 32), dropout=0.1, weight_decay=1e-4),
+        defaults=Hyperparams(lr=3e-3, batch_size=32, epochs=300, hidden_sizes=(64, 64), dropout=0.1, weight_decay=1e-4),
         debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
         search_space={
             "lr": LogUniform(1e-3, 1e-2),
-            "hidden_sizes": Choice(((32, 16), (64, 32), (128, 64))),
+            "hidden_sizes": Choice(((64, 32), (64, 64), (128, 128))),
             "batch_size": Choice((16, 32, 64)),
         },
         tutorial=Baseline("rmse", 9.09),
@@ -152,11 +151,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         input_kind="image",
         load_embedded=data.load_mnist_sample,
         defaults=Hyperparams(
-            lr=1e-3, batch_size=64, epochs=12, hidden_sizes=(128,), dropout=0.3, conv_channels=(32, 64)
+            lr=2e-3, batch_size=64, epochs=15, hidden_sizes=(128,), dropout=0.5, conv_channels=(32, 64)
         ),
         debug=Hyperparams(lr=1e-3, batch_size=64, epochs=1, hidden_sizes=(16,), conv_channels=(4, 8)),
         search_space={
-            "lr": LogUniform(3e-4, 3e-3),
+            "lr": LogUniform(5e-4, 4e-3),
             "hidden_sizes": Choice(((64,), (128,))),
             "batch_size": Choice((32, 64)),
         },

@@ -114,6 +114,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
     from torch.utils.data.distributed import DistributedSampler
 
+    _quiet_report_log()
     cfg: TrainConfig = loop_config["cfg"]
     data: PreparedData = ray.get(loop_config["data_ref"])  # [1]
     task, hp = get_spec(cfg.model).task_obj, cfg.hparams
@@ -148,6 +149,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))  # [5]
         else:
             ray.train.report(row)  # [5] every worker reports once per epoch
+
+
+def _quiet_report_log() -> None:
+    """Ray 2.60 logs every report at INFO through a logger named by file path (not under
+    `ray.train`), so LoggingConfig cannot silence it; per-epoch reports would flood the console."""
+    import logging
+
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def _dataset_len(data: PreparedData) -> Any:
@@ -211,8 +222,8 @@ def run_training(cfg: TrainConfig, settings: Settings, data: PreparedData | None
 
     from raylife.cluster import ensure_ray
 
+    data = data or prepare(get_spec(cfg.model), cfg.data)  # bad data fails before Ray starts
     ensure_ray(num_cpus=cfg.num_workers * cfg.cpus_per_worker)
-    data = data or prepare(get_spec(cfg.model), cfg.data)
     run_name = cfg.run_name or new_run_name(cfg.model)
     storage = storage_path(settings)
     trainer = build_trainer(cfg, ray.put(data), storage, run_name)

@@ -7,6 +7,8 @@ weak trials early and the best trial's best checkpoint (an artifact) can be prom
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,36 @@ def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], stor
     build_trainer(cfg, data_box[0], storage, run_name, callbacks=[TuneReportCallback()]).fit()
 
 
+def _trial_progress_base() -> type:
+    from ray.tune import Callback
+
+    return Callback
+
+
+class TrialProgress(_trial_progress_base()):  # type: ignore[misc]
+    """One line when a trial starts and when it ends, so a long sweep shows progress."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.started: dict[str, float] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started[trial.trial_id] = time.monotonic()
+        hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.get(HPARAMS, {}).items())
+        self.say(f"    trial {trial.trial_id} started: {hp}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+        self.say(
+            f"    trial {trial.trial_id} finished after {last.get('training_iteration', 0)} epochs "
+            f"in {seconds:.0f}s: {OBJECTIVE} {last.get(OBJECTIVE, float('nan')):.4f}"
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.say(f"    trial {trial.trial_id} FAILED; see its error.txt under {trial.local_path}")
+
+
 @dataclass
 class SweepOutcome:
     name: str
@@ -83,11 +115,23 @@ class SweepOutcome:
 
 
 def required_cpus(base: TrainConfig, tune_cfg: TuneConfig) -> float:
-    return tune_cfg.max_concurrent_trials * (TRIAL_DRIVER_CPUS + base.num_workers * base.cpus_per_worker)
+    """Logical CPUs for a local cluster: the concurrent trials, plus room for one more.
+
+    A trial that ASHA stopped releases its Train workers' placement group asynchronously; without
+    the spare room the next trial's workers can wait on it until their startup timeout.
+    """
+    per_trial = TRIAL_DRIVER_CPUS + base.num_workers * base.cpus_per_worker
+    return (tune_cfg.max_concurrent_trials + 1) * per_trial
+
+
+def grace_period(tune_cfg: TuneConfig, epochs: int) -> int:
+    """Small-lr trials look bad for the first few epochs; judge them after a sixth of the budget."""
+    return min(tune_cfg.grace_period or max(1, epochs // 6), epochs)
 
 
 def run_sweep(
-    base: TrainConfig, tune_cfg: TuneConfig, settings: Settings, data: PreparedData | None = None
+    base: TrainConfig, tune_cfg: TuneConfig, settings: Settings, data: PreparedData | None = None,
+    say: Callable[[str], None] = print,
 ) -> SweepOutcome:
     import ray
     from ray import tune
@@ -98,9 +142,9 @@ def run_sweep(
     spec = get_spec(base.model)
     task = spec.task_obj
     metric = OBJECTIVE
+    data = data or prepare(spec, base.data)  # bad data fails before Ray starts
     ensure_ray(num_cpus=required_cpus(base, tune_cfg))
     _check_capacity(base, tune_cfg)
-    data = data or prepare(spec, base.data)
     name = tune_cfg.name or new_run_name(base.model, kind="tune")
     storage = storage_path(settings)
     trainable = tune.with_resources(
@@ -110,7 +154,7 @@ def run_sweep(
     scheduler = (
         ASHAScheduler(
             time_attr="training_iteration", max_t=base.hparams.epochs,
-            grace_period=min(tune_cfg.grace_period, base.hparams.epochs), reduction_factor=tune_cfg.reduction_factor,
+            grace_period=grace_period(tune_cfg, base.hparams.epochs), reduction_factor=tune_cfg.reduction_factor,
         )
         if tune_cfg.scheduler == "asha" else FIFOScheduler()
     )
@@ -127,10 +171,10 @@ def run_sweep(
                 metric=metric, mode=task.mode, scheduler=scheduler,
                 max_concurrent_trials=tune_cfg.max_concurrent_trials,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[TrialProgress(say)]),
         )
     grid = tuner.fit()
-    return _outcome(grid, name, metric, task.mode)
+    return _outcome(grid, name, metric, task.mode, f"val_{task.metric}", base.hparams.epochs)
 
 
 def _check_capacity(base: TrainConfig, tune_cfg: TuneConfig) -> None:
@@ -145,7 +189,8 @@ def _check_capacity(base: TrainConfig, tune_cfg: TuneConfig) -> None:
         )
 
 
-def _outcome(grid: Any, name: str, metric: str, mode: str) -> SweepOutcome:
+def _outcome(grid: Any, name: str, metric: str, mode: str, shown: str, epochs: int) -> SweepOutcome:
+    """Per-trial table and the best (trial, epoch) by `metric`; `shown` is the human metric."""
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
     rows, histories = [], {}
@@ -161,7 +206,9 @@ def _outcome(grid: Any, name: str, metric: str, mode: str) -> SweepOutcome:
         top = with_ckpt.loc[with_ckpt[metric].idxmax() if mode == "max" else with_ckpt[metric].idxmin()] if len(with_ckpt) else None
         rows.append({
             "trial": trial_id, **_config_view(result.config), "epochs": int(frame["training_iteration"].max()),
-            metric: None if top is None else float(top[metric]), "status": "error" if result.error else "done",
+            f"best {shown}": None if top is None else float(top[shown]),
+            "status": "error" if result.error else ("stopped early" if frame["training_iteration"].max() < epochs else "done"),
+            "_objective": None if top is None else float(top[metric]),
         })
         if top is None:
             continue
@@ -170,8 +217,10 @@ def _outcome(grid: Any, name: str, metric: str, mode: str) -> SweepOutcome:
             best = (value, dict(result.config.get(HPARAMS, {})), top.to_dict(), str(top[CHECKPOINT_PATH_KEY]))
     if best is None:
         raise RaylifeError(f"sweep {name}: no trial produced a checkpoint; see the trial errors under the runs folder")
-    table = pd.DataFrame(rows).sort_values(metric, ascending=(mode == "min"), na_position="last")
-    return SweepOutcome(name, best[1], best[2], best[3], table.reset_index(drop=True), histories)
+    table = pd.DataFrame(rows).sort_values("_objective", ascending=(mode == "min"), na_position="last")
+    table = table.drop(columns=["_objective"]).reset_index(drop=True)
+    return SweepOutcome(name, best[1], best[2], best[3], table, histories)
+
 
 
 def _trial_id(result: Any) -> str:

@@ -1,0 +1,53 @@
+# raylife: thin wrappers over python -m / pytest. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RAYLIFE := $(VENV)/bin/raylife
+INSTALLED := $(VENV)/.installed
+MODELS ?= all
+SAMPLES ?= 4
+SEEDS ?= 0,1,2
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-unit test-integration quality lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+# torch/torchvision are installed first and by exact version: pip takes both from this machine's
+# disk; any resolver left to choose would download a different multi-GB build.
+$(INSTALLED): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED) ## Create .venv and install raylife (first use only)
+
+run: $(INSTALLED) ## Main job: sweep -> promote -> evaluate -> predict for all four models (MODELS=, SAMPLES=)
+	$(RAYLIFE) run --models $(MODELS) --samples $(SAMPLES)
+
+test: $(INSTALLED) ## Full test suite: unit tests, then integration tests on one local Ray cluster
+	$(PY) -m pytest
+
+test-unit: $(INSTALLED) ## Unit tests only (no Ray cluster, seconds)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(INSTALLED) ## Integration tests only (shared local Ray cluster)
+	$(PY) -m pytest tests/integration
+
+quality: $(INSTALLED) ## Registry defaults x seeds through Ray Train -> reports/quality.json (SEEDS=)
+	$(RAYLIFE) quality --models $(MODELS) --seeds $(SEEDS)
+
+lint: $(INSTALLED) ## ruff + mypy
+	$(VENV)/bin/ruff check lib jobs serve_apps tests
+	$(VENV)/bin/mypy
+
+format: $(INSTALLED) ## ruff format + import sorting
+	$(VENV)/bin/ruff check --fix --select I lib jobs serve_apps tests
+	$(VENV)/bin/ruff format lib jobs serve_apps tests
+
+clean: ## Remove the working folder (.raylife: store, runs, plots); keeps .venv
+	rm -rf .raylife

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny trained artifacts (plain torch, no Ray) and an isolated RAYLIFE_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raylife.artifact import Artifact
+from raylife.config import DataConfig, TrainConfig
+from raylife.data import PreparedData, prepare
+from raylife.loop import as_tensors, make_loader, make_optimizer, seed_everything, train_epoch
+from raylife.models import build_model
+from raylife.registry import get_spec
+from raylife.train import make_artifact, model_args_for
+
+_DATA_CACHE: dict[str, PreparedData] = {}
+
+
+def prepared(model: str) -> PreparedData:
+    if model not in _DATA_CACHE:
+        _DATA_CACHE[model] = prepare(get_spec(model), DataConfig())
+    return _DATA_CACHE[model]
+
+
+def quick_artifact(model: str, epochs: int = 1) -> Artifact:
+    """An artifact trained for a moment with the plain loop (the same steps Ray Train runs)."""
+    spec = get_spec(model)
+    cfg = TrainConfig(model=model, hparams=spec.debug.replace(epochs=epochs))
+    data = prepared(model)
+    seed_everything(0)
+    module = build_model(spec.architecture, model_args_for(cfg, data))
+    optimizer = make_optimizer(cfg.hparams, module.parameters())
+    for _ in range(epochs):
+        train_epoch(module, make_loader(data.train, spec.task_obj, cfg.hparams.batch_size, 0), spec.task_obj, optimizer)
+    return make_artifact(cfg, data, module, history=[], metrics={"val_accuracy": 0.5}, run_name="unit")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated RAYLIFE_HOME (store, runs, plots) per test."""
+    monkeypatch.setenv("RAYLIFE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RAYLIFE_STORE", raising=False)
+    return tmp_path / "home"
+
+
+__all__ = ["as_tensors", "prepared", "quick_artifact"]
