@@ -32,8 +32,15 @@ def quick_artifact(model: str, epochs: int = 1) -> Artifact:
     module = build_model(spec.architecture, model_args_for(cfg, data))
     optimizer = make_optimizer(cfg.hparams, module.parameters())
     for _ in range(epochs):
-        train_epoch(module, make_loader(data.train, spec.task_obj, cfg.hparams.batch_size, 0), spec.task_obj, optimizer)
-    return make_artifact(cfg, data, module, history=[], metrics={"val_accuracy": 0.5}, run_name="unit")
+        train_epoch(
+            module,
+            make_loader(data.train, spec.task_obj, cfg.hparams.batch_size, 0),
+            spec.task_obj,
+            optimizer,
+        )
+    return make_artifact(
+        cfg, data, module, history=[], metrics={"val_accuracy": 0.5}, run_name="unit"
+    )
 
 
 @pytest.fixture

@@ -87,7 +87,9 @@ class Artifact:
         try:
             meta = json.loads(meta_bytes)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{where}: {META_FILE} is not valid JSON ({exc}); re-register the model") from exc
+            raise ArtifactError(
+                f"{where}: {META_FILE} is not valid JSON ({exc}); re-register the model"
+            ) from exc
         actual = hashlib.sha256(weights).hexdigest()
         if actual != meta.get("weights_sha256"):
             raise ArtifactError(
@@ -115,7 +117,9 @@ class Artifact:
                 weights_sha256=meta["weights_sha256"],
             )
         except (KeyError, TypeError, RuntimeError, EOFError) as exc:
-            raise ArtifactError(f"{where}: artifact is incomplete or unreadable ({exc}); re-register the model") from exc
+            raise ArtifactError(
+                f"{where}: artifact is incomplete or unreadable ({exc}); re-register the model"
+            ) from exc
 
     def build_module(self) -> torch.nn.Module:
         from raylife.models import build_model
@@ -144,11 +148,20 @@ def git_commit() -> str:
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=5, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -1,13 +1,13 @@
 """`raylife`: one CLI for the life-cycle. Every user mistake ends in one line naming the fix.
 
-    raylife train    --model iris [--epochs 50 --lr 0.01 ...] [--resume RUN] [--promote]
-    raylife tune     --model mnist --samples 4 [--promote]
-    raylife evaluate --model iris [--version V]
-    raylife promote  MODEL VERSION
-    raylife models   list [MODEL] | show MODEL [VERSION]
-    raylife predict  --model iris --input '[[5.1, 3.5, 1.4, 0.2]]' | --input rows.csv | --image digit.png
-    raylife run      (the main job: every model through the whole life-cycle)
-    raylife quality  (registry defaults x 3 seeds -> reports/quality.json)
+raylife train    --model iris [--epochs 50 --lr 0.01 ...] [--resume RUN] [--promote]
+raylife tune     --model mnist --samples 4 [--promote]
+raylife evaluate --model iris [--version V]
+raylife promote  MODEL VERSION
+raylife models   list [MODEL] | show MODEL [VERSION]
+raylife predict  --model iris --input '[[5.1, 3.5, 1.4, 0.2]]' | --input rows.csv | --image digit.png
+raylife run      (the main job: every model through the whole life-cycle)
+raylife quality  (registry defaults x 3 seeds -> reports/quality.json)
 """
 
 from __future__ import annotations
@@ -28,20 +28,29 @@ def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,32, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 64,32, got {text!r}"
+        ) from None
     if not sizes:
         raise argparse.ArgumentTypeError("expected at least one size, like 64,32")
     return sizes
 
 
 def _store_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", help="model store: folder or s3://bucket/prefix (default: $RAYLIFE_STORE or $RAYLIFE_HOME/store)")
+    parser.add_argument(
+        "--store",
+        help="model store: folder or s3://bucket/prefix (default: $RAYLIFE_STORE or $RAYLIFE_HOME/store)",
+    )
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared by train and tune: the model, its data, hyperparameters and resources."""
     parser.add_argument("--model", required=True, help="boston | ionosphere | iris | mnist")
-    parser.add_argument("--preset", default="default", help="hyperparameter preset: default | debug (tiny, for tests)")
+    parser.add_argument(
+        "--preset",
+        default="default",
+        help="hyperparameter preset: default | debug (tiny, for tests)",
+    )
     hp = parser.add_argument_group("hyperparameters (override the preset)")
     hp.add_argument("--epochs", type=int)
     hp.add_argument("--lr", type=float, help="learning rate")
@@ -53,19 +62,33 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     hp.add_argument("--optimizer", choices=["adam", "sgd"])
     hp.add_argument("--activation", choices=["relu", "sigmoid", "tanh"])
     data = parser.add_argument_group("data")
-    data.add_argument("--data", default="embedded", help="embedded | torchvision (full MNIST) | CSV/Parquet path, http(s):// or s3:// URL")
+    data.add_argument(
+        "--data",
+        default="embedded",
+        help="embedded | torchvision (full MNIST) | CSV/Parquet path, http(s):// or s3:// URL",
+    )
     data.add_argument("--target", help="target column of a --data table")
     data.add_argument("--data-dir", help="folder for full MNIST (torchvision)")
-    data.add_argument("--download", action="store_true", help="let torchvision download full MNIST (needs internet)")
+    data.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download full MNIST (needs internet)",
+    )
     data.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
     res = parser.add_argument_group("Ray Train")
     res.add_argument("--num-workers", type=int, default=2, help="DDP workers (default 2)")
     res.add_argument("--cpus-per-worker", type=float, default=1.0)
-    res.add_argument("--threads-per-worker", type=int, default=1, help="torch threads in each worker")
+    res.add_argument(
+        "--threads-per-worker", type=int, default=1, help="torch threads in each worker"
+    )
     res.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL)")
     res.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
-    res.add_argument("--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint")
-    parser.add_argument("--promote", action="store_true", help="promote the registered version (it serves)")
+    res.add_argument(
+        "--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint"
+    )
+    parser.add_argument(
+        "--promote", action="store_true", help="promote the registered version (it serves)"
+    )
     _store_flag(parser)
 
 
@@ -73,17 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    train = verbs.add_parser("train", help="train one model with Ray Train and register the best checkpoint")
+    train = verbs.add_parser(
+        "train", help="train one model with Ray Train and register the best checkpoint"
+    )
     _run_flags(train)
     train.add_argument("--run-name", help="name of the run (default: unique)")
-    train.add_argument("--resume", metavar="RUN", help="continue run RUN from its latest checkpoint")
+    train.add_argument(
+        "--resume", metavar="RUN", help="continue run RUN from its latest checkpoint"
+    )
 
     tune = verbs.add_parser("tune", help="Ray Tune sweep (ASHA) whose trials are Ray Train runs")
     _run_flags(tune)
     tune.add_argument("--samples", type=int, default=4, help="number of trials")
     tune.add_argument("--max-concurrent", type=int, default=1, help="trials at once")
     tune.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
-    tune.add_argument("--tune-seed", type=int, default=0, help="seed of the hyperparameter sampling")
+    tune.add_argument(
+        "--tune-seed", type=int, default=0, help="seed of the hyperparameter sampling"
+    )
     tune.add_argument("--name", help="sweep name; an interrupted sweep of the same name resumes")
 
     evaluate = verbs.add_parser("evaluate", help="score a stored version on its test split")
@@ -110,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True)
     predict.add_argument("--version", help="version id, 'latest' or 'promoted' (default)")
     source = predict.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="JSON rows (inline, or a .json file) or a .csv file with a header")
+    source.add_argument(
+        "--input", help="JSON rows (inline, or a .json file) or a .csv file with a header"
+    )
     source.add_argument("--image", help="a 28x28 grayscale PNG (mnist)")
     _store_flag(predict)
 
@@ -120,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-workers", type=int, default=2)
     _store_flag(run)
 
-    quality = verbs.add_parser("quality", help="registry defaults over seeds -> reports/quality.json")
+    quality = verbs.add_parser(
+        "quality", help="registry defaults over seeds -> reports/quality.json"
+    )
     quality.add_argument("--models", default="all")
     quality.add_argument("--seeds", default="0,1,2")
     quality.add_argument("--num-workers", type=int, default=2)
@@ -143,15 +176,34 @@ def _train_config(args: argparse.Namespace, run_name: str | None = None) -> Any:
 
     spec = get_spec(args.model)
     hparams = spec.preset(args.preset).replace(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, hidden_sizes=args.hidden_sizes,
-        conv_channels=args.conv_channels, dropout=args.dropout, weight_decay=args.weight_decay,
-        optimizer=args.optimizer, activation=args.activation,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        hidden_sizes=args.hidden_sizes,
+        conv_channels=args.conv_channels,
+        dropout=args.dropout,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        activation=args.activation,
     )
-    data = DataConfig(source=args.data, target=args.target, data_dir=args.data_dir, download=args.download, seed=args.split_seed)
+    data = DataConfig(
+        source=args.data,
+        target=args.target,
+        data_dir=args.data_dir,
+        download=args.download,
+        seed=args.split_seed,
+    )
     return TrainConfig(
-        model=args.model, hparams=hparams, data=data, num_workers=args.num_workers, use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker, threads_per_worker=args.threads_per_worker, seed=args.seed,
-        run_name=run_name, max_failures=args.max_failures,
+        model=args.model,
+        hparams=hparams,
+        data=data,
+        num_workers=args.num_workers,
+        use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        threads_per_worker=args.threads_per_worker,
+        seed=args.seed,
+        run_name=run_name,
+        max_failures=args.max_failures,
     )
 
 
@@ -164,14 +216,22 @@ def cmd_train(args: argparse.Namespace) -> None:
         _require_run(storage_path(settings), args.resume)
     cfg = _train_config(args, run_name=args.resume or args.run_name)
     outcome, registered = train_and_register(cfg, settings, promote=args.promote)
-    print(f"run {outcome.run_name}: {len(outcome.history)} epochs, best checkpoint {outcome.checkpoint_path}")
+    print(
+        f"run {outcome.run_name}: {len(outcome.history)} epochs, best checkpoint {outcome.checkpoint_path}"
+    )
     _print_registered(registered)
 
 
 def _require_run(storage: str, name: str) -> None:
     if "://" not in storage and not (Path(storage) / name).is_dir():
-        existing = sorted(p.name for p in Path(storage).glob("train-*"))[-3:] if Path(storage).is_dir() else []
-        raise RaylifeError(f"no run named {name!r} under {storage}; recent runs: {', '.join(existing) or 'none'}")
+        existing = (
+            sorted(p.name for p in Path(storage).glob("train-*"))[-3:]
+            if Path(storage).is_dir()
+            else []
+        )
+        raise RaylifeError(
+            f"no run named {name!r} under {storage}; recent runs: {', '.join(existing) or 'none'}"
+        )
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -179,22 +239,35 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from raylife.lifecycle import tune_and_register
 
     tune_cfg = TuneConfig(
-        num_samples=args.samples, max_concurrent_trials=args.max_concurrent, scheduler=args.scheduler,
-        seed=args.tune_seed, name=args.name,
+        num_samples=args.samples,
+        max_concurrent_trials=args.max_concurrent,
+        scheduler=args.scheduler,
+        seed=args.tune_seed,
+        name=args.name,
     )
-    outcome, registered = tune_and_register(_train_config(args), tune_cfg, _settings(args), promote=args.promote)
+    outcome, registered = tune_and_register(
+        _train_config(args), tune_cfg, _settings(args), promote=args.promote
+    )
     print(f"sweep {outcome.name}:")
     print(outcome.trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"best config: {json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in outcome.best_config.items()})}")
+    print(
+        f"best config: {json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in outcome.best_config.items()})}"
+    )
     _print_registered(registered)
 
 
 def _print_registered(registered: Any) -> None:
     art = registered.artifact
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in art.metrics.items() if k.startswith(("val_", "test_")) and k != "val_objective")
+    metrics = ", ".join(
+        f"{k} {v:.4f}"
+        for k, v in art.metrics.items()
+        if k.startswith(("val_", "test_")) and k != "val_objective"
+    )
     print(f"registered {art.model} version {registered.version}: {metrics}")
     if registered.pointer:
-        print(f"promoted {art.model} -> {registered.version} (generation {registered.pointer.generation})")
+        print(
+            f"promoted {art.model} -> {registered.version} (generation {registered.pointer.generation})"
+        )
     else:
         print(f"promote it with: raylife promote {art.model} {registered.version}")
 
@@ -205,7 +278,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     version, artifact = ModelStore(_settings(args).store_uri).load(args.model, args.version)
     metrics = evaluate_artifact(artifact)
-    print(f"{args.model} {version} on the test split: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(
+        f"{args.model} {version} on the test split: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -233,17 +309,33 @@ def cmd_models(args: argparse.Namespace) -> None:
         for version in store.versions(model):
             meta = store.metadata(model, version)
             marker = "*" if pointer and pointer.version == version else " "
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in meta["metrics"].items() if k.startswith("test_") or k in ("val_accuracy", "val_rmse"))
-            print(f"{marker} {model:<11} {version}  {meta['created_at']}  {meta['run'].get('source', '-'):<5}  {shown}")
+            shown = ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in meta["metrics"].items()
+                if k.startswith("test_") or k in ("val_accuracy", "val_rmse")
+            )
+            print(
+                f"{marker} {model:<11} {version}  {meta['created_at']}  {meta['run'].get('source', '-'):<5}  {shown}"
+            )
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from raylife.predict import Predictor
     from raylife.store import ModelStore
 
-    predictor = Predictor.from_store(ModelStore(_settings(args).store_uri), args.model, args.version)
-    answers = [predictor.predict_image(args.image)] if args.image else predictor.predict_rows(_read_rows(args.input))
-    print(json.dumps({"model": args.model, "version": predictor.version, "predictions": answers}, indent=2))
+    predictor = Predictor.from_store(
+        ModelStore(_settings(args).store_uri), args.model, args.version
+    )
+    answers = (
+        [predictor.predict_image(args.image)]
+        if args.image
+        else predictor.predict_rows(_read_rows(args.input))
+    )
+    print(
+        json.dumps(
+            {"model": args.model, "version": predictor.version, "predictions": answers}, indent=2
+        )
+    )
 
 
 def _read_rows(text: str) -> Any:
@@ -251,19 +343,25 @@ def _read_rows(text: str) -> Any:
     path = Path(text)
     if text.endswith((".csv", ".json")):
         if not path.is_file():
-            raise RaylifeError(f"input file {text} not found; pass an existing .json or .csv file or inline JSON")
+            raise RaylifeError(
+                f"input file {text} not found; pass an existing .json or .csv file or inline JSON"
+            )
         if text.endswith(".csv"):
             import pandas as pd
 
             try:
                 return pd.read_csv(path).to_dict(orient="records")
             except Exception as exc:
-                raise RaylifeError(f"cannot parse {text} as CSV ({exc}); send a header row plus numeric rows") from exc
+                raise RaylifeError(
+                    f"cannot parse {text} as CSV ({exc}); send a header row plus numeric rows"
+                ) from exc
         text = path.read_text()
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RaylifeError(f"--input is not valid JSON ({exc.msg} at char {exc.pos}); example: '[[5.1, 3.5, 1.4, 0.2]]'") from exc
+        raise RaylifeError(
+            f"--input is not valid JSON ({exc.msg} at char {exc.pos}); example: '[[5.1, 3.5, 1.4, 0.2]]'"
+        ) from exc
 
 
 def _model_list(text: str) -> list[str]:
@@ -287,21 +385,33 @@ def cmd_quality(args: argparse.Namespace) -> None:
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        raise RaylifeError(f"--seeds takes comma-separated integers like 0,1,2, got {args.seeds!r}") from None
-    report = quality.measure(_model_list(args.models), seeds, _settings(args), num_workers=args.num_workers)
+        raise RaylifeError(
+            f"--seeds takes comma-separated integers like 0,1,2, got {args.seeds!r}"
+        ) from None
+    report = quality.measure(
+        _model_list(args.models), seeds, _settings(args), num_workers=args.num_workers
+    )
     path = quality.write_report(report, Path(args.output))
     print(quality.format_report(report))
     print(f"wrote {path}")
 
 
 COMMANDS = {
-    "train": cmd_train, "tune": cmd_tune, "evaluate": cmd_evaluate, "promote": cmd_promote,
-    "models": cmd_models, "predict": cmd_predict, "run": cmd_run, "quality": cmd_quality,
+    "train": cmd_train,
+    "tune": cmd_tune,
+    "evaluate": cmd_evaluate,
+    "promote": cmd_promote,
+    "models": cmd_models,
+    "predict": cmd_predict,
+    "run": cmd_run,
+    "quality": cmd_quality,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, also in logs
     try:
         COMMANDS[args.verb](args)
     except RaylifeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 _started_here = False
@@ -43,7 +44,7 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
         dashboard_host="127.0.0.1",
         log_to_driver=True,
         configure_logging=True,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
     )
 
 

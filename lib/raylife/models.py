@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from raylife.errors import RaylifeError
@@ -27,7 +28,9 @@ def _linear(n_in: int, n_out: int, activation: str | None) -> nn.Linear:
     return layer
 
 
-def _dense_stack(n_in: int, hidden_sizes: Sequence[int], activation: str, dropout: float) -> list[nn.Module]:
+def _dense_stack(
+    n_in: int, hidden_sizes: Sequence[int], activation: str, dropout: float
+) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for width in hidden_sizes:
         layers += [_linear(n_in, width, activation), _ACTIVATIONS[activation]()]
@@ -52,7 +55,7 @@ class MLP(nn.Module):
         body = _dense_stack(in_features, hidden_sizes, activation, dropout)
         self.net = nn.Sequential(*body, _linear(hidden_sizes[-1], out_features, None))
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
@@ -89,7 +92,7 @@ class CNN(nn.Module):
             nn.Flatten(), *head, _linear(hidden_sizes[-1], out_features, None)
         )
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 

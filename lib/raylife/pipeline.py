@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from raylife import plots
 from raylife.config import Settings, TrainConfig, TuneConfig
 from raylife.data import prepare
@@ -39,11 +38,16 @@ class ModelReport:
 
     @property
     def beats_tutorial(self) -> bool:
-        return self.test >= self.tutorial if self.metric == "accuracy" else self.test <= self.tutorial
+        return (
+            self.test >= self.tutorial if self.metric == "accuracy" else self.test <= self.tutorial
+        )
 
 
 def run_all(
-    models: list[str], settings: Settings, samples: int, num_workers: int = 2,
+    models: list[str],
+    settings: Settings,
+    samples: int,
+    num_workers: int = 2,
     say: Callable[[str], None] = print,
 ) -> list[ModelReport]:
     reports = []
@@ -53,32 +57,48 @@ def run_all(
     say("\n" + format_table(reports))
     summary = settings.home / "run-summary.json"
     summary.write_text(json.dumps([asdict(r) for r in reports], indent=2, default=str))
-    say(f"\nOutputs: store {settings.store_uri} | plots {settings.plots_dir} | runs {settings.runs_dir} | summary {summary}")
+    say(
+        f"\nOutputs: store {settings.store_uri} | plots {settings.plots_dir} | runs {settings.runs_dir} | summary {summary}"
+    )
     return reports
 
 
-def run_model(model: str, settings: Settings, samples: int, num_workers: int, say: Callable[[str], None]) -> ModelReport:
+def run_model(
+    model: str, settings: Settings, samples: int, num_workers: int, say: Callable[[str], None]
+) -> ModelReport:
     started = time.monotonic()
     spec = get_spec(model)
     base = TrainConfig(model=model, hparams=spec.defaults, num_workers=num_workers)
     data = prepare(spec, base.data)
     say(f"  data: {data.provenance['origin']} -> train/val/test {data.provenance['rows']}")
-    say(f"  sweep: {samples} trials x {num_workers}-worker Ray Train runs, ASHA on validation {spec.task_obj.metric}, up to {spec.defaults.epochs} epochs")
-    sweep, registered = tune_and_register(base, TuneConfig(num_samples=samples), settings, promote=True, data=data)
+    say(
+        f"  sweep: {samples} trials x {num_workers}-worker Ray Train runs, ASHA on validation {spec.task_obj.metric}, up to {spec.defaults.epochs} epochs"
+    )
+    sweep, registered = tune_and_register(
+        base, TuneConfig(num_samples=samples), settings, promote=True, data=data
+    )
     metric = spec.task_obj.metric
     say(sweep.trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    say(f"  promoted {model} version {registered.version}: val {metric} {registered.artifact.metrics[f'val_{metric}']:.4f}, "
-        f"test {metric} {registered.artifact.metrics[f'test_{metric}']:.4f}")
+    say(
+        f"  promoted {model} version {registered.version}: val {metric} {registered.artifact.metrics[f'val_{metric}']:.4f}, "
+        f"test {metric} {registered.artifact.metrics[f'test_{metric}']:.4f}"
+    )
     predictor = Predictor.from_store(ModelStore(settings.store_uri), model)
     samples_out = _sample_predictions(predictor, data)
     for line in samples_out[:3]:
         say(f"  predict {line['input']} -> {line['prediction']} (true {line['truth']})")
-    figure_paths = _plots(model, sweep, registered.artifact.history, metric, predictor, data, settings)
+    figure_paths = _plots(model, sweep, metric, predictor, data, settings)
     return ModelReport(
-        model=model, metric=metric, version=registered.version,
-        val=registered.artifact.metrics[f"val_{metric}"], test=registered.artifact.metrics[f"test_{metric}"],
-        tutorial=spec.tutorial.value, trials=len(sweep.trials), seconds=round(time.monotonic() - started, 1),
-        sample_predictions=samples_out, plots=[str(p) for p in figure_paths],
+        model=model,
+        metric=metric,
+        version=registered.version,
+        val=registered.artifact.metrics[f"val_{metric}"],
+        test=registered.artifact.metrics[f"test_{metric}"],
+        tutorial=spec.tutorial.value,
+        trials=len(sweep.trials),
+        seconds=round(time.monotonic() - started, 1),
+        sample_predictions=samples_out,
+        plots=[str(p) for p in figure_paths],
     )
 
 
@@ -87,34 +107,64 @@ def _sample_predictions(predictor: Predictor, data: Any, n: int = 3) -> list[dic
     answers = predictor.predict_array(raw.X[:n])
     out = []
     for x, y, answer in zip(raw.X[:n], raw.y[:n], answers, strict=True):
-        truth = float(y) if predictor.task.name == "regression" else (predictor.artifact.label_names or [])[int(y)]
-        shown = "28x28 image" if x.ndim > 1 else "[" + ", ".join(f"{v:.3g}" for v in x[:4]) + (", ...]" if len(x) > 4 else "]")
-        prediction = f"{answer['value']:.2f}" if "value" in answer else f"{answer['label']} (p={max(answer['probabilities'].values()):.2f})"
+        truth = (
+            float(y)
+            if predictor.task.name == "regression"
+            else (predictor.artifact.label_names or [])[int(y)]
+        )
+        shown = (
+            "28x28 image"
+            if x.ndim > 1
+            else "[" + ", ".join(f"{v:.3g}" for v in x[:4]) + (", ...]" if len(x) > 4 else "]")
+        )
+        prediction = (
+            f"{answer['value']:.2f}"
+            if "value" in answer
+            else f"{answer['label']} (p={max(answer['probabilities'].values()):.2f})"
+        )
         out.append({"input": shown, "prediction": prediction, "truth": truth})
     return out
 
 
-def _plots(model: str, sweep: Any, history: list, metric: str, predictor: Predictor, data: Any, settings: Settings) -> list[Path]:
+def _plots(
+    model: str, sweep: Any, metric: str, predictor: Predictor, data: Any, settings: Settings
+) -> list[Path]:
     folder = settings.plots_dir
+    best_trial = _best_trial(sweep)
+    # The whole promoted trial (every epoch), not just the history up to its best checkpoint.
+    full_history = sweep.histories[best_trial].to_dict(orient="records")
+    chosen = int(sweep.best_metrics["epoch"])
     paths = [
-        plots.learning_curves(model, history, metric, folder / f"{model}-learning-curves.png"),
-        plots.tune_trials(model, sweep.histories, f"val_{metric}", _best_trial(sweep), folder / f"{model}-tune-trials.png"),
+        plots.learning_curves(
+            model, full_history, metric, folder / f"{model}-learning-curves.png", chosen
+        ),
+        plots.tune_trials(
+            model, sweep.histories, f"val_{metric}", best_trial, folder / f"{model}-tune-trials.png"
+        ),
     ]
     if predictor.artifact.schema.kind == "image":
         images, truth = data.test_raw.X[:32], data.test_raw.y[:32]
         answers = predictor.predict_array(images)
         labels = predictor.artifact.label_names or []
-        paths.append(plots.mnist_grid(images, [labels[int(t)] for t in truth], [a["label"] for a in answers], folder / f"{model}-predictions.png"))
+        true_labels = [labels[int(t)] for t in truth]
+        predicted = [a["label"] for a in answers]
+        paths.append(
+            plots.mnist_grid(images, true_labels, predicted, folder / f"{model}-predictions.png")
+        )
     return paths
 
 
-def _best_trial(sweep: Any) -> str | None:
-    return str(sweep.best_metrics.get("trial_id")) if sweep.best_metrics.get("trial_id") else None
+def _best_trial(sweep: Any) -> str:
+    return str(sweep.best_metrics["trial_id"])
 
 
 def format_table(reports: list[ModelReport]) -> str:
     header = f"{'model':<11} {'metric':<9} {'test':>7} {'val':>7} {'tutorial':>9}  {'vs tutorial':<12} {'trials':>6} {'time':>7}  version"
-    lines = ["Test-split results of the promoted models (tutorial figures: shared TUTORIAL_REFERENCE)", header, "-" * len(header)]
+    lines = [
+        "Test-split results of the promoted models (tutorial figures: shared TUTORIAL_REFERENCE)",
+        header,
+        "-" * len(header),
+    ]
     for r in reports:
         verdict = "better" if r.beats_tutorial else "worse"
         lines.append(
@@ -125,5 +175,3 @@ def format_table(reports: list[ModelReport]) -> str:
 
 def all_models() -> list[str]:
     return list(MODEL_SPECS)
-
-

@@ -18,8 +18,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def learning_curves(model: str, history: list[dict[str, float]], metric: str, path: Path) -> Path:
-    """Train vs validation loss and primary metric per epoch of the promoted run."""
+def learning_curves(
+    model: str,
+    history: list[dict[str, float]],
+    metric: str,
+    path: Path,
+    chosen_epoch: int | None = None,
+) -> Path:
+    """Train vs validation loss and primary metric per epoch; a line marks the promoted epoch."""
     plt = _pyplot()
     frame = pd.DataFrame(history)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -27,16 +33,20 @@ def learning_curves(model: str, history: list[dict[str, float]], metric: str, pa
         for split in ("train", "val"):
             column = f"{split}_{key}"
             if column in frame:
-                ax.plot(frame["epoch"] + 1, frame[column], label=split)
+                ax.plot(frame["epoch"], frame[column], label=split)
+        if chosen_epoch is not None:
+            ax.axvline(chosen_epoch, color="gray", linestyle="--", label="promoted checkpoint")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{model}: learning curves (promoted run)")
+    fig.suptitle(f"{model}: learning curves of the promoted trial")
     return _save(fig, path)
 
 
-def tune_trials(model: str, histories: dict[str, pd.DataFrame], metric: str, best_trial: str | None, path: Path) -> Path:
+def tune_trials(
+    model: str, histories: dict[str, pd.DataFrame], metric: str, best_trial: str | None, path: Path
+) -> Path:
     """Validation metric per epoch of every trial; ASHA's early stops show as short lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -45,8 +55,12 @@ def tune_trials(model: str, histories: dict[str, pd.DataFrame], metric: str, bes
             continue
         is_best = trial == best_trial
         ax.plot(
-            frame["training_iteration"], frame[metric], marker="o", markersize=3,
-            linewidth=2.5 if is_best else 1, label=f"{trial}{' (best)' if is_best else ''}",
+            frame["epoch"],
+            frame[metric],
+            marker="o",
+            markersize=3,
+            linewidth=2.5 if is_best else 1,
+            label=f"{trial}{' (best)' if is_best else ''}",
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
@@ -56,16 +70,22 @@ def tune_trials(model: str, histories: dict[str, pd.DataFrame], metric: str, bes
     return _save(fig, path)
 
 
-def mnist_grid(images: np.ndarray, truth: list[str], predicted: list[str], path: Path, columns: int = 8) -> Path:
+def mnist_grid(
+    images: np.ndarray, truth: list[str], predicted: list[str], path: Path, columns: int = 8
+) -> Path:
     """Test digits with predicted (and true, when wrong) labels, as the tutorial shows."""
     plt = _pyplot()
     rows = int(np.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.35))
     for ax, image, true, pred in zip(np.ravel(axes), images, truth, predicted, strict=False):
         ax.imshow(image.reshape(28, 28), cmap="gray")
-        ax.set_title(pred if pred == true else f"{pred} (true {true})", fontsize=8, color="black" if pred == true else "red")
+        ax.set_title(
+            pred if pred == true else f"{pred} (true {true})",
+            fontsize=8,
+            color="black" if pred == true else "red",
+        )
         ax.axis("off")
-    for ax in np.ravel(axes)[len(images):]:
+    for ax in np.ravel(axes)[len(images) :]:
         ax.axis("off")
     fig.suptitle("MNIST test images: predicted label")
     return _save(fig, path)

@@ -43,7 +43,9 @@ class Predictor:
         return [
             {
                 "label": labels[int(p.argmax())],
-                "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p, strict=True)},
+                "probabilities": {
+                    name: round(float(v), 6) for name, v in zip(labels, p, strict=True)
+                },
             }
             for p in probabilities
         ]
@@ -68,7 +70,7 @@ def image_to_array(image: bytes | str | Path, shape: list[int]) -> np.ndarray:
         with Image.open(source) as img:
             pixels = np.asarray(img.convert("L"), dtype=np.float64)
     except FileNotFoundError as exc:
-        raise InputError(f"image file {image} not found; pass an existing PNG path") from exc
+        raise InputError(f"image file {image!s} not found; pass an existing PNG path") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"cannot read the image ({exc}); send a PNG file") from exc
     height, width = shape[1], shape[2]

@@ -21,7 +21,10 @@ QUALITY_BARS = {"ionosphere": 0.94, "iris": 0.95, "boston": 4.0, "mnist": 0.96}
 
 
 def measure(
-    models: list[str], seeds: list[int], settings: Settings, num_workers: int = 2,
+    models: list[str],
+    seeds: list[int],
+    settings: Settings,
+    num_workers: int = 2,
     say: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
     report: dict[str, dict[str, Any]] = {}
@@ -31,7 +34,13 @@ def measure(
         values = []
         for seed in seeds:
             # The seed moves both the split and the initialisation: variation of the whole recipe.
-            cfg = TrainConfig(model=model, hparams=spec.defaults, data=DataConfig(seed=seed), seed=seed, num_workers=num_workers)
+            cfg = TrainConfig(
+                model=model,
+                hparams=spec.defaults,
+                data=DataConfig(seed=seed),
+                seed=seed,
+                num_workers=num_workers,
+            )
             outcome = run_training(cfg, settings)
             with local_checkpoint(outcome.checkpoint_path) as folder:
                 values.append(evaluate_artifact(load_artifact_dir(folder))[f"test_{metric}"])

@@ -102,7 +102,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         input_kind="tabular",
         load_embedded=data.load_ionosphere,
         # Wide, heavily regularised: 245 training rows. Chosen over seeds 0-9 (see the quality report).
-        defaults=Hyperparams(lr=2e-3, batch_size=32, epochs=100, hidden_sizes=(128, 64), dropout=0.5, weight_decay=1e-2),
+        defaults=Hyperparams(
+            lr=2e-3,
+            batch_size=32,
+            epochs=100,
+            hidden_sizes=(128, 64),
+            dropout=0.5,
+            weight_decay=1e-2,
+        ),
         debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
         search_space={
             "lr": LogUniform(3e-4, 1e-2),
@@ -118,7 +125,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture="mlp",
         input_kind="tabular",
         load_embedded=data.load_iris,
-        defaults=Hyperparams(lr=1e-2, batch_size=16, epochs=100, hidden_sizes=(16, 8), weight_decay=1e-4),
+        defaults=Hyperparams(
+            lr=1e-2, batch_size=16, epochs=100, hidden_sizes=(16, 8), weight_decay=1e-4
+        ),
         debug=Hyperparams(lr=1e-2, batch_size=16, epochs=2, hidden_sizes=(8,)),
         search_space={
             "lr": LogUniform(1e-3, 3e-2),
@@ -134,7 +143,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture="mlp",
         input_kind="tabular",
         load_embedded=data.load_boston,
-        defaults=Hyperparams(lr=3e-3, batch_size=32, epochs=300, hidden_sizes=(64, 64), dropout=0.1, weight_decay=1e-4),
+        defaults=Hyperparams(
+            lr=3e-3,
+            batch_size=32,
+            epochs=300,
+            hidden_sizes=(64, 64),
+            dropout=0.1,
+            weight_decay=1e-4,
+        ),
         debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
         search_space={
             "lr": LogUniform(1e-3, 1e-2),
@@ -151,9 +167,16 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         input_kind="image",
         load_embedded=data.load_mnist_sample,
         defaults=Hyperparams(
-            lr=2e-3, batch_size=64, epochs=15, hidden_sizes=(128,), dropout=0.5, conv_channels=(32, 64)
+            lr=2e-3,
+            batch_size=64,
+            epochs=15,
+            hidden_sizes=(128,),
+            dropout=0.5,
+            conv_channels=(32, 64),
         ),
-        debug=Hyperparams(lr=1e-3, batch_size=64, epochs=1, hidden_sizes=(16,), conv_channels=(4, 8)),
+        debug=Hyperparams(
+            lr=1e-3, batch_size=64, epochs=1, hidden_sizes=(16,), conv_channels=(4, 8)
+        ),
         search_space={
             "lr": LogUniform(5e-4, 4e-3),
             "hidden_sizes": Choice(((64,), (128,))),
@@ -167,5 +190,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 def get_spec(name: str) -> ModelSpec:
     """The spec of a model key; the error lists the valid keys."""
     if name not in MODEL_SPECS:
-        raise RaylifeError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}")
+        raise RaylifeError(
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}"
+        )
     return MODEL_SPECS[name]

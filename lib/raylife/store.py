@@ -61,7 +61,9 @@ class _Backend:
             try:
                 self.fs, self.prefix = pafs.FileSystem.from_uri(self.uri)
             except Exception as exc:
-                raise RaylifeError(f"cannot open model store {uri!r}: {exc}; check the URI and credentials") from exc
+                raise RaylifeError(
+                    f"cannot open model store {uri!r}: {exc}; check the URI and credentials"
+                ) from exc
 
     def _remote(self, rel: str) -> str:
         return f"{self.prefix}/{rel}"
@@ -180,7 +182,9 @@ class ModelStore:
                 raise
         raise RaylifeError("could not allocate a unique version id; try again")
 
-    def register_checkpoint(self, checkpoint_dir: str | Path, extra_run_info: dict[str, Any] | None = None) -> tuple[str, Artifact]:
+    def register_checkpoint(
+        self, checkpoint_dir: str | Path, extra_run_info: dict[str, Any] | None = None
+    ) -> tuple[str, Artifact]:
         """Register a Ray Train checkpoint folder (checkpoints are artifacts, see train.py)."""
         artifact = load_artifact_dir(Path(checkpoint_dir))
         artifact.run = {**artifact.run, "checkpoint": str(checkpoint_dir), **(extra_run_info or {})}
@@ -193,7 +197,8 @@ class ModelStore:
     def versions(self, model: str) -> list[str]:
         """Complete versions, oldest first. Staging folders and unfinished uploads are invisible."""
         return [
-            v for v in self._backend.list_dirs(model)
+            v
+            for v in self._backend.list_dirs(model)
             if _VERSION_RE.match(v) and self._backend.exists(f"{model}/{v}/{COMPLETE_MARKER}")
         ]
 
@@ -201,11 +206,15 @@ class ModelStore:
         """A concrete version: the given one, 'latest', or (None/'promoted') the promoted one."""
         versions = self.versions(model)
         if not versions:
-            raise RaylifeError(f"no versions of {model!r} in store {self.uri}; train one first: raylife train --model {model}")
+            raise RaylifeError(
+                f"no versions of {model!r} in store {self.uri}; train one first: raylife train --model {model}"
+            )
         if version in (None, "promoted"):
             pointer = self.pointer(model)
             if pointer is None:
-                raise RaylifeError(f"no promoted version of {model!r}; run: raylife promote {model} {versions[-1]}")
+                raise RaylifeError(
+                    f"no promoted version of {model!r}; run: raylife promote {model} {versions[-1]}"
+                )
             return pointer.version
         if version == "latest":
             return versions[-1]
@@ -224,7 +233,9 @@ class ModelStore:
             meta = self._backend.read(f"{where}/{META_FILE}")
             weights = self._backend.read(f"{where}/{WEIGHTS_FILE}")
         except FileNotFoundError as exc:
-            raise ArtifactError(f"{where}: file {exc} is missing; the version is corrupt, promote another") from exc
+            raise ArtifactError(
+                f"{where}: file {exc} is missing; the version is corrupt, promote another"
+            ) from exc
         return version, Artifact.from_files(meta, weights, where=where)
 
     def metadata(self, model: str, version: str) -> dict[str, Any]:
@@ -243,7 +254,9 @@ class ModelStore:
         except FileNotFoundError:
             return None
         except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{model}/{POINTER_FILE} is corrupt ({exc}); promote a version again") from exc
+            raise ArtifactError(
+                f"{model}/{POINTER_FILE} is corrupt ({exc}); promote a version again"
+            ) from exc
         return Pointer(data["version"], int(data["generation"]), data["promoted_at"])
 
     def promote(self, model: str, version: str) -> Pointer:
@@ -257,13 +270,19 @@ class ModelStore:
                 generation=(current.generation + 1) if current else 1,
                 promoted_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             )
-            self._backend.replace_file(f"{model}/{POINTER_FILE}", json.dumps(pointer.__dict__).encode())
+            self._backend.replace_file(
+                f"{model}/{POINTER_FILE}", json.dumps(pointer.__dict__).encode()
+            )
         return pointer
 
 
 def load_artifact_dir(folder: Path) -> Artifact:
     """An artifact from a local folder (a store version or a Ray Train checkpoint)."""
     try:
-        return Artifact.from_files((folder / META_FILE).read_bytes(), (folder / WEIGHTS_FILE).read_bytes(), where=str(folder))
+        return Artifact.from_files(
+            (folder / META_FILE).read_bytes(),
+            (folder / WEIGHTS_FILE).read_bytes(),
+            where=str(folder),
+        )
     except FileNotFoundError as exc:
         raise ArtifactError(f"{folder} is not a raylife artifact ({exc.filename} missing)") from exc

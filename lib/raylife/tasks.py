@@ -44,10 +44,14 @@ class Task:
         if self.name == "multiclass":
             return nn.functional.cross_entropy(outputs, targets.long())
         if self.name == "binary":
-            return nn.functional.binary_cross_entropy_with_logits(outputs.squeeze(1), targets.float())
+            return nn.functional.binary_cross_entropy_with_logits(
+                outputs.squeeze(1), targets.float()
+            )
         return nn.functional.mse_loss(outputs.squeeze(1), targets.float())
 
-    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    def batch_sums(
+        self, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+    ) -> torch.Tensor:
         """[n, loss*n, correct or squared error, absolute error] for one batch."""
         n = float(targets.shape[0])
         if self.name == "regression":

@@ -12,6 +12,7 @@ Everything else is plain PyTorch from raylife.loop.
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,8 +55,12 @@ def model_args_for(cfg: TrainConfig, data: PreparedData) -> dict[str, Any]:
 
 
 def make_artifact(
-    cfg: TrainConfig, data: PreparedData, model: torch.nn.Module, history: list[dict[str, float]],
-    metrics: dict[str, float], run_name: str,
+    cfg: TrainConfig,
+    data: PreparedData,
+    model: torch.nn.Module,
+    history: list[dict[str, float]],
+    metrics: dict[str, float],
+    run_name: str,
 ) -> Artifact:
     """A complete artifact of the current weights: checkpoints ARE artifacts, so any checkpoint can
     be registered in the store without re-running anything."""
@@ -84,7 +89,10 @@ def make_artifact(
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    """The module inside a DDP wrapper (state_dicts are saved without the `module.` prefix)."""
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, torch.nn.Module)
+    return inner
 
 
 def _all_reduce(sums: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -94,8 +102,10 @@ def _all_reduce(sums: torch.Tensor, device: torch.device) -> torch.Tensor:
     return sums.cpu()
 
 
-def _restore(checkpoint: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list, float | None]:
-    """Weights (checksum-verified), optimizer state, next epoch, history and best-so-far."""
+def _restore(
+    checkpoint: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[dict[str, float]], float | None]:
+    """Weights (checksum-verified), optimizer state, epochs done, history and best-so-far."""
     if checkpoint is None:
         return 0, [], None
     with checkpoint.as_directory() as folder:
@@ -106,49 +116,115 @@ def _restore(checkpoint: Any, model: torch.nn.Module, optimizer: torch.optim.Opt
         state = torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
     _unwrap(model).load_state_dict(artifact.state_dict)
     optimizer.load_state_dict(state["optimizer"])
-    return int(state["epoch"]) + 1, list(state["history"]), state["best"]
+    return int(state["epochs_done"]), list(state["history"]), state["best"]
+
+
+class _WorkerRun:
+    """One worker's training state: the numbered Ray touchpoints live in `start` and `report`."""
+
+    def __init__(self, cfg: TrainConfig, data: PreparedData) -> None:
+        import ray.train
+        import ray.train.torch
+        from torch.utils.data.distributed import DistributedSampler
+
+        self.cfg, self.data = cfg, data
+        self.task, hp = get_spec(cfg.model).task_obj, cfg.hparams
+        self.context = ray.train.get_context()
+        self.rank, world = self.context.get_world_rank(), self.context.get_world_size()
+        torch.set_num_threads(cfg.threads_per_worker)
+        seed_everything(cfg.seed)
+        module = build_model(get_spec(cfg.model).architecture, model_args_for(cfg, data))
+        self.model = ray.train.torch.prepare_model(module)  # [2]
+        self.device = ray.train.torch.get_device()
+        # DistributedSampler only needs len(): a range avoids building the dataset twice.
+        self.sampler: DistributedSampler | None = (
+            DistributedSampler(
+                range(len(data.train)),  # type: ignore[arg-type]
+                world,
+                self.rank,
+                shuffle=True,
+                seed=cfg.seed,
+            )
+            if world > 1
+            else None
+        )
+        self.loader = ray.train.torch.prepare_data_loader(  # [3]
+            make_loader(
+                data.train, self.task, max(1, hp.batch_size // world), cfg.seed, self.sampler
+            ),
+            add_dist_sampler=False,
+        )
+        self.val_X, self.val_y = (
+            t[self.rank :: world].to(self.device) for t in as_tensors(data.val, self.task)
+        )
+        self.optimizer = make_optimizer(hp, self.model.parameters())
+        self.epochs_done, self.history, self.best = _restore(  # [4]
+            ray.train.get_checkpoint(), self.model, self.optimizer
+        )
+        self.last_report = time.monotonic()
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, float], bool]:
+        """Train + validate one epoch; returns its metrics row and whether to report it."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        train_sums = train_epoch(self.model, self.loader, self.task, self.optimizer)
+        val_sums = evaluate(self.model, self.val_X, self.val_y, self.task)
+        # Rank 0's clock decides time-based reports; riding on the metrics all-reduce keeps every
+        # worker's decision identical (all must call ray.train.report equally often) at no cost.
+        interval_due = (
+            self.rank == 0 and time.monotonic() - self.last_report >= self.cfg.report_interval_s
+        )
+        sums = _all_reduce(
+            torch.cat([train_sums, val_sums, torch.tensor([float(interval_due)])]), self.device
+        )
+        target_std = self.data.preprocessing.target_std or 1.0
+        row = epoch_metrics(epoch, sums[:4], sums[4:8], self.task, target_std)
+        self.history.append(row)
+        improved = is_better(row[OBJECTIVE], self.best, self.task.mode)
+        if improved:
+            self.best = row[OBJECTIVE]
+        return row, bool(improved or epoch == self.cfg.hparams.epochs or sums[8] > 0)
+
+    def report(self, row: dict[str, float]) -> None:
+        """[5] Every worker reports; rank 0 attaches the checkpoint (an artifact + train state)."""
+        import ray.train
+
+        self.last_report = time.monotonic()
+        if self.rank != 0:
+            ray.train.report(row)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            self._write_checkpoint(Path(folder), row)
+            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    def _write_checkpoint(self, folder: Path, row: dict[str, float]) -> None:
+        model = _unwrap(self.model)
+        artifact = make_artifact(
+            self.cfg, self.data, model, self.history, row, self.context.get_experiment_name()
+        )
+        for name, payload in artifact.to_files().items():
+            (folder / name).write_bytes(payload)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "epochs_done": int(row["epoch"]),
+            "history": self.history,
+            "best": self.best,
+        }
+        torch.save(state, folder / TRAIN_STATE_FILE)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-    from torch.utils.data.distributed import DistributedSampler
+    """Ray Train worker: epochs of plain PyTorch, reported when they improve the validation
+    objective, when report_interval_s has passed, and at the end."""
+    import ray
 
     _quiet_report_log()
     cfg: TrainConfig = loop_config["cfg"]
-    data: PreparedData = ray.get(loop_config["data_ref"])  # [1]
-    task, hp = get_spec(cfg.model).task_obj, cfg.hparams
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(cfg.threads_per_worker)
-    seed_everything(cfg.seed)
-
-    model = ray.train.torch.prepare_model(build_model(get_spec(cfg.model).architecture, model_args_for(cfg, data)))  # [2]
-    device = ray.train.torch.get_device()
-    sampler = DistributedSampler(_dataset_len(data), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed) if world > 1 else None
-    loader = ray.train.torch.prepare_data_loader(  # [3]
-        make_loader(data.train, task, max(1, hp.batch_size // world), cfg.seed, sampler), add_dist_sampler=False
-    )
-    val_X, val_y = (t[rank::world].to(device) for t in as_tensors(data.val, task))
-    optimizer = make_optimizer(hp, model.parameters())
-    start, history, best = _restore(ray.train.get_checkpoint(), model, optimizer)  # [4]
-    target_std = data.preprocessing.target_std or 1.0
-
-    for epoch in range(start, hp.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        train_sums = _all_reduce(train_epoch(model, loader, task, optimizer), device)
-        val_sums = _all_reduce(evaluate(model, val_X, val_y, task), device)
-        row = epoch_metrics(epoch, train_sums, val_sums, task, target_std)
-        history.append(row)
-        if is_better(row[OBJECTIVE], best, task.mode):
-            best = row[OBJECTIVE]
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                _write_checkpoint(Path(folder), cfg, data, model, optimizer, history, row, best, context.get_experiment_name())
-                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))  # [5]
-        else:
-            ray.train.report(row)  # [5] every worker reports once per epoch
+    run = _WorkerRun(cfg, ray.get(loop_config["data_ref"]))  # [1] shared, preprocessed data
+    for epoch in range(run.epochs_done + 1, cfg.hparams.epochs + 1):
+        row, due = run.run_epoch(epoch)
+        if due:
+            run.report(row)
 
 
 def _quiet_report_log() -> None:
@@ -159,21 +235,6 @@ def _quiet_report_log() -> None:
     from ray.train.v2._internal.execution import context as train_context
 
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-
-
-def _dataset_len(data: PreparedData) -> Any:
-    # DistributedSampler only needs len(); avoids building the TensorDataset twice.
-    return range(len(data.train))
-
-
-def _write_checkpoint(
-    folder: Path, cfg: TrainConfig, data: PreparedData, model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer, history: list, row: dict[str, float], best: float | None, run_name: str,
-) -> None:
-    artifact = make_artifact(cfg, data, _unwrap(model), history, row, run_name)
-    for name, payload in artifact.to_files().items():
-        (folder / name).write_bytes(payload)
-    torch.save({"optimizer": optimizer.state_dict(), "epoch": int(row["epoch"]), "history": history, "best": best}, folder / TRAIN_STATE_FILE)
 
 
 def build_trainer(
@@ -190,7 +251,10 @@ def build_trainer(
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+            resources_per_worker={
+                "CPU": cfg.cpus_per_worker,
+                **({"GPU": 1} if cfg.use_gpu else {}),
+            },
         ),
         run_config=RunConfig(
             name=run_name,
@@ -202,7 +266,7 @@ def build_trainer(
             ),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks or [],
-            logging_config=LoggingConfig(log_level="WARNING"),
+            logging_config=LoggingConfig(log_level="WARNING"),  # type: ignore[call-arg]
         ),
     )
 
@@ -216,7 +280,9 @@ class TrainOutcome:
     history: list[dict[str, float]]
 
 
-def run_training(cfg: TrainConfig, settings: Settings, data: PreparedData | None = None) -> TrainOutcome:
+def run_training(
+    cfg: TrainConfig, settings: Settings, data: PreparedData | None = None
+) -> TrainOutcome:
     """Prepare data, fit one TorchTrainer run, return its best checkpoint."""
     import ray
 
@@ -236,9 +302,15 @@ def run_training(cfg: TrainConfig, settings: Settings, data: PreparedData | None
 
 def outcome_from_result(result: Any, cfg: TrainConfig, run_name: str) -> TrainOutcome:
     task = get_spec(cfg.model).task_obj
-    checkpoint = result.get_best_checkpoint(metric=OBJECTIVE, mode=task.mode) if result.best_checkpoints else None
+    checkpoint = (
+        result.get_best_checkpoint(metric=OBJECTIVE, mode=task.mode)
+        if result.best_checkpoints
+        else None
+    )
     if checkpoint is None:
-        raise RaylifeError(f"run {run_name} reported no checkpoint; check its logs under the runs folder")
+        raise RaylifeError(
+            f"run {run_name} reported no checkpoint; check its logs under the runs folder"
+        )
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == checkpoint.path)
     history = _load_history(checkpoint)
     return TrainOutcome(run_name, checkpoint.path, dict(best_metrics), history)

@@ -7,19 +7,19 @@ weak trials early and the best trial's best checkpoint (an artifact) can be prom
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from raylife.config import Settings, TrainConfig, TuneConfig
+from raylife.config import Hyperparams, Settings, TrainConfig, TuneConfig
 from raylife.data import PreparedData, prepare
 from raylife.errors import RaylifeError
 from raylife.loop import OBJECTIVE
-from raylife.registry import Choice, LogUniform, ModelSpec, get_spec
+from raylife.registry import LogUniform, ModelSpec, get_spec
 from raylife.train import build_trainer, new_run_name, storage_path
 
 HPARAMS = "hparams"
@@ -29,15 +29,19 @@ TRIAL_DRIVER_CPUS = 1.0
 """CPUs reserved for each trial's driver (the function that calls TorchTrainer.fit)."""
 
 
-def sample_configs(spec: ModelSpec, num_samples: int, seed: int) -> list[dict[str, Any]]:
+def sample_configs(
+    spec: ModelSpec, num_samples: int, seed: int, anchor: Hyperparams | None = None
+) -> list[dict[str, Any]]:
     """Draw the sweep's hyperparameter sets up front, from a seeded generator.
 
     Sampling here (not inside Tune) makes a sweep reproducible and lets two schedulers (ASHA vs
-    FIFO) be compared on exactly the same trials; Tune then runs them as a grid.
+    FIFO) be compared on exactly the same trials; Tune then runs them as a grid. With an anchor
+    (the run's own hyperparameters) the first trial is that known-good point, so a sweep never
+    promotes a model worse than its anchor on validation.
     """
     rng = np.random.default_rng(seed)
-    configs = []
-    for _ in range(num_samples):
+    configs = [{name: getattr(anchor, name) for name in spec.search_space}] if anchor else []
+    while len(configs) < num_samples:
         config: dict[str, Any] = {}
         for name, dim in spec.search_space.items():
             if isinstance(dim, LogUniform):
@@ -80,21 +84,31 @@ def _trial_progress_base() -> type:
 class TrialProgress(_trial_progress_base()):  # type: ignore[misc]
     """One line when a trial starts and when it ends, so a long sweep shows progress."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.say = say
+    def __init__(self, metric: str, mode: str) -> None:
+        self.metric, self.mode = metric, mode
         self.started: dict[str, float] = {}
+
+    @staticmethod
+    def say(line: str) -> None:
+        # Not a stored callable: Tune pickles its callbacks, and Ray Train patches builtins.print.
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started[trial.trial_id] = time.monotonic()
-        hp = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.get(HPARAMS, {}).items())
+        hp = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in trial.config.get(HPARAMS, {}).items()
+        )
         self.say(f"    trial {trial.trial_id} started: {hp}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+        best = trial.metric_analysis.get(self.metric, {}).get(self.mode, float("nan"))
         self.say(
-            f"    trial {trial.trial_id} finished after {last.get('training_iteration', 0)} epochs "
-            f"in {seconds:.0f}s: {OBJECTIVE} {last.get(OBJECTIVE, float('nan')):.4f}"
+            f"    trial {trial.trial_id} finished after {last.get('epoch', 0):.0f} epochs "
+            f"in {seconds:.0f}s: best {self.metric} {best:.4f}"
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -130,8 +144,10 @@ def grace_period(tune_cfg: TuneConfig, epochs: int) -> int:
 
 
 def run_sweep(
-    base: TrainConfig, tune_cfg: TuneConfig, settings: Settings, data: PreparedData | None = None,
-    say: Callable[[str], None] = print,
+    base: TrainConfig,
+    tune_cfg: TuneConfig,
+    settings: Settings,
+    data: PreparedData | None = None,
 ) -> SweepOutcome:
     import ray
     from ray import tune
@@ -153,10 +169,13 @@ def run_sweep(
     )
     scheduler = (
         ASHAScheduler(
-            time_attr="training_iteration", max_t=base.hparams.epochs,
-            grace_period=grace_period(tune_cfg, base.hparams.epochs), reduction_factor=tune_cfg.reduction_factor,
+            time_attr="epoch",  # reports are sparse (see TrainConfig.report_interval_s)
+            max_t=base.hparams.epochs,
+            grace_period=grace_period(tune_cfg, base.hparams.epochs),
+            reduction_factor=tune_cfg.reduction_factor,
         )
-        if tune_cfg.scheduler == "asha" else FIFOScheduler()
+        if tune_cfg.scheduler == "asha"
+        else FIFOScheduler()
     )
     path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):
@@ -166,12 +185,24 @@ def run_sweep(
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={HPARAMS: tune.grid_search(sample_configs(spec, tune_cfg.num_samples, tune_cfg.seed))},
+            param_space={
+                HPARAMS: tune.grid_search(
+                    sample_configs(spec, tune_cfg.num_samples, tune_cfg.seed, anchor=base.hparams)
+                )
+            },
             tune_config=tune.TuneConfig(
-                metric=metric, mode=task.mode, scheduler=scheduler,
+                metric=metric,
+                mode=task.mode,
+                scheduler=scheduler,
                 max_concurrent_trials=tune_cfg.max_concurrent_trials,
+                reuse_actors=True,  # a trial driver process serves the next trial: no new start-up
             ),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[TrialProgress(say)]),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                verbose=0,
+                callbacks=[TrialProgress(f"val_{task.metric}", task.mode)],
+            ),
         )
     grid = tuner.fit()
     return _outcome(grid, name, metric, task.mode, f"val_{task.metric}", base.hparams.epochs)
@@ -198,29 +229,60 @@ def _outcome(grid: Any, name: str, metric: str, mode: str, shown: str, epochs: i
     for result in grid:
         frame = result.metrics_dataframe
         if frame is None or frame.empty or metric not in frame:
-            rows.append({"trial": _trial_id(result), **_config_view(result.config), "status": "no results", "error": str(result.error or "")[:80]})
+            rows.append(
+                {
+                    "trial": _trial_id(result),
+                    **_config_view(result.config),
+                    "status": "no results",
+                    "error": str(result.error or "")[:80],
+                }
+            )
             continue
         trial_id = str(frame["trial_id"].iloc[0]) if "trial_id" in frame else _trial_id(result)
         histories[trial_id] = frame
-        with_ckpt = frame.dropna(subset=[CHECKPOINT_PATH_KEY]) if CHECKPOINT_PATH_KEY in frame else frame.iloc[0:0]
-        top = with_ckpt.loc[with_ckpt[metric].idxmax() if mode == "max" else with_ckpt[metric].idxmin()] if len(with_ckpt) else None
-        rows.append({
-            "trial": trial_id, **_config_view(result.config), "epochs": int(frame["training_iteration"].max()),
-            f"best {shown}": None if top is None else float(top[shown]),
-            "status": "error" if result.error else ("stopped early" if frame["training_iteration"].max() < epochs else "done"),
-            "_objective": None if top is None else float(top[metric]),
-        })
+        with_ckpt = (
+            frame.dropna(subset=[CHECKPOINT_PATH_KEY])
+            if CHECKPOINT_PATH_KEY in frame
+            else frame.iloc[0:0]
+        )
+        top = (
+            with_ckpt.loc[
+                with_ckpt[metric].idxmax() if mode == "max" else with_ckpt[metric].idxmin()
+            ]
+            if len(with_ckpt)
+            else None
+        )
+        rows.append(
+            {
+                "trial": trial_id,
+                **_config_view(result.config),
+                "epochs": int(frame["epoch"].max()),
+                f"best {shown}": None if top is None else float(top[shown]),
+                "status": "error"
+                if result.error
+                else ("stopped early" if frame["epoch"].max() < epochs else "done"),
+                "_objective": None if top is None else float(top[metric]),
+            }
+        )
         if top is None:
             continue
         value = float(top[metric])
         if best is None or (value > best[0] if mode == "max" else value < best[0]):
-            best = (value, dict(result.config.get(HPARAMS, {})), top.to_dict(), str(top[CHECKPOINT_PATH_KEY]))
+            best = (
+                value,
+                dict(result.config.get(HPARAMS, {})),
+                top.to_dict(),
+                str(top[CHECKPOINT_PATH_KEY]),
+            )
     if best is None:
-        raise RaylifeError(f"sweep {name}: no trial produced a checkpoint; see the trial errors under the runs folder")
-    table = pd.DataFrame(rows).sort_values("_objective", ascending=(mode == "min"), na_position="last")
+        raise RaylifeError(
+            f"sweep {name}: no trial produced a checkpoint; see the trial errors under the runs folder"
+        )
+    table = pd.DataFrame(rows).sort_values(
+        "_objective", ascending=(mode == "min"), na_position="last"
+    )
     table = table.drop(columns=["_objective"]).reset_index(drop=True)
     return SweepOutcome(name, best[1], best[2], best[3], table, histories)
-
 
 
 def _trial_id(result: Any) -> str:
@@ -229,4 +291,7 @@ def _trial_id(result: Any) -> str:
 
 def _config_view(config: dict[str, Any]) -> dict[str, Any]:
     config = config.get(HPARAMS, config)
-    return {k: (round(v, 6) if isinstance(v, float) else str(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items()}
+    return {
+        k: (round(v, 6) if isinstance(v, float) else str(v) if isinstance(v, (list, tuple)) else v)
+        for k, v in config.items()
+    }

@@ -17,7 +17,9 @@ def ray_cluster():
     from raylife.cluster import configure_train_env
 
     configure_train_env()
-    ray.init(num_cpus=6, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
+    ray.init(
+        num_cpus=6, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING"
+    )
     yield ray
     ray.shutdown()
 

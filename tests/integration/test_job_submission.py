@@ -32,32 +32,52 @@ def _free_port() -> int:
 def head_cluster():
     """A second, separate cluster started the way users start one (token auth on)."""
     port, dashboard = _free_port(), _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rl-", dir="/tmp")  # short: Ray's unix socket paths are length-limited
+    temp_dir = tempfile.mkdtemp(
+        prefix="rl-", dir="/tmp"
+    )  # short: Ray's unix socket paths are length-limited
     # As a user with the virtualenv activated: the job's `python` must be the one with raylife.
     venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+    }
     start = [
-        RAY, "start", "--head", "--block", f"--port={port}", "--num-cpus=4", f"--dashboard-port={dashboard}",
-        "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats",
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--num-cpus=4",
+        f"--dashboard-port={dashboard}",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
         # The test session's own cluster holds Ray's default agent ports: pick free ones.
-        *(f"--{flag}={_free_port()}" for flag in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-            "runtime-env-agent-port", "ray-client-server-port",
-        )),
+        *(
+            f"--{flag}={_free_port()}"
+            for flag in (
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "metrics-export-port",
+                "runtime-env-agent-port",
+                "ray-client-server-port",
+            )
+        ),
     ]
     # --block keeps `ray start` in the foreground as the cluster's parent: terminating it stops this
     # cluster only (`ray stop` would also kill the test session's own cluster).
-    head = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         _wait_for_dashboard(dashboard, head)
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
         head.terminate()  # SIGTERM drains for up to 30 s; a test cluster has nothing to drain
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -91,7 +111,7 @@ def _submit_when_ready(client, timeout: float = 90, **job) -> str:
 def test_train_job_through_job_submission_client(head_cluster, tmp_path, monkeypatch):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    address, env = head_cluster
+    address, _ = head_cluster
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     client = JobSubmissionClient(address)
     home = tmp_path / "home"
@@ -102,7 +122,10 @@ def test_train_job_through_job_submission_client(head_cluster, tmp_path, monkeyp
     )
     deadline = time.monotonic() + 300
     status = client.get_job_status(job_id)
-    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.monotonic() < deadline:
+    while (
+        status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+        and time.monotonic() < deadline
+    ):
         time.sleep(2)
         status = client.get_job_status(job_id)
     logs = client.get_job_logs(job_id)

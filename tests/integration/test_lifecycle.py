@@ -22,43 +22,117 @@ def _artifact_history(home: Path, model: str) -> list[dict]:
 
 @pytest.mark.parametrize("model", ["iris", "mnist"])
 def test_two_worker_training_registers_and_promotes(home, capsys, model):
-    assert main(["train", "--model", model, "--preset", "debug", "--epochs", "2", "--num-workers", "2", "--promote"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                model,
+                "--preset",
+                "debug",
+                "--epochs",
+                "2",
+                "--num-workers",
+                "2",
+                "--promote",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "2 epochs" in out and "promoted" in out
     store = _store(home)
     [version] = store.versions(model)
     assert store.pointer(model).version == version
     meta = store.metadata(model, version)
-    assert [row["epoch"] for row in meta["history"]] == [0, 1]
+    assert [row["epoch"] for row in meta["history"]] == [1, 2]
     assert meta["run"]["num_workers"] == 2 and meta["run"]["source"] == "train"
     assert Path(meta["run"]["checkpoint"]).is_dir()
     assert {"val_accuracy", "test_accuracy"} <= set(meta["metrics"])
 
 
 def test_resume_continues_from_the_latest_checkpoint(home, capsys):
-    assert main(["train", "--model", "iris", "--preset", "debug", "--epochs", "2", "--run-name", "resumable"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "iris",
+                "--preset",
+                "debug",
+                "--epochs",
+                "2",
+                "--run-name",
+                "resumable",
+            ]
+        )
+        == 0
+    )
     first = _artifact_history(home, "iris")
     # A different seed on resume: rows restored from the checkpoint must equal the first run's,
     # which a restart from scratch (new init and batch order) could not reproduce.
-    assert main(["train", "--model", "iris", "--preset", "debug", "--epochs", "4", "--seed", "7", "--resume", "resumable"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "iris",
+                "--preset",
+                "debug",
+                "--epochs",
+                "4",
+                "--seed",
+                "7",
+                "--resume",
+                "resumable",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     history = _artifact_history(home, "iris")
-    assert [row["epoch"] for row in history] == [0, 1, 2, 3]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     assert history[:2] == first
 
 
 def test_sweep_promotes_best_trial_and_predicts(home, capsys):
-    argv = ["tune", "--model", "iris", "--preset", "debug", "--epochs", "2", "--samples", "2", "--promote"]
+    argv = [
+        "tune",
+        "--model",
+        "iris",
+        "--preset",
+        "debug",
+        "--epochs",
+        "2",
+        "--samples",
+        "2",
+        "--promote",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "best config:" in out and "promoted iris" in out
     store = _store(home)
     version = store.pointer("iris").version
     meta = store.metadata("iris", version)
-    assert meta["run"]["source"] == "tune" and set(meta["run"]["trial_hparams"]) == {"lr", "hidden_sizes", "batch_size"}
+    assert meta["run"]["source"] == "tune" and set(meta["run"]["trial_hparams"]) == {
+        "lr",
+        "hidden_sizes",
+        "batch_size",
+    }
     # the promoted artifact carries the trial's sampled hyperparameters
     assert meta["run"]["hparams"]["lr"] == pytest.approx(meta["run"]["trial_hparams"]["lr"])
-    assert main(["predict", "--model", "iris", "--input", "[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "iris",
+                "--input",
+                "[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]",
+            ]
+        )
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)
     assert answer["version"] == version and len(answer["predictions"]) == 2
     assert main(["evaluate", "--model", "iris"]) == 0

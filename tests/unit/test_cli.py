@@ -25,29 +25,41 @@ def _error(capsys, argv):
 
 
 def test_unknown_model(capsys, home):
-    assert "choose one of: boston, ionosphere, iris, mnist" in _error(capsys, ["train", "--model", "irs"])
+    assert "choose one of: boston, ionosphere, iris, mnist" in _error(
+        capsys, ["train", "--model", "irs"]
+    )
     assert "choose one of" in _error(capsys, ["promote", "irs", "latest"])
 
 
 def test_bad_hyperparameters_fail_before_ray(capsys, home):
-    assert "lr must be a positive number" in _error(capsys, ["train", "--model", "iris", "--lr", "-1"])
-    assert "num workers must be >= 1" in _error(capsys, ["tune", "--model", "iris", "--num-workers", "0"])
+    assert "lr must be a positive number" in _error(
+        capsys, ["train", "--model", "iris", "--lr", "-1"]
+    )
+    assert "num workers must be >= 1" in _error(
+        capsys, ["tune", "--model", "iris", "--num-workers", "0"]
+    )
 
 
 def test_missing_data_file_and_target_column(capsys, home, tmp_path):
-    err = _error(capsys, ["train", "--model", "iris", "--data", str(tmp_path / "none.csv"), "--target", "y"])
+    err = _error(
+        capsys, ["train", "--model", "iris", "--data", str(tmp_path / "none.csv"), "--target", "y"]
+    )
     assert "not found; pass an existing CSV" in err
     table = tmp_path / "t.csv"
     table.write_text("a,b\n1,2\n3,4\n")
-    assert "target column 'y' not in" in _error(capsys, ["train", "--model", "iris", "--data", str(table), "--target", "y"])
+    assert "target column 'y' not in" in _error(
+        capsys, ["train", "--model", "iris", "--data", str(table), "--target", "y"]
+    )
 
 
 def test_resume_of_unknown_run(capsys, home):
-    assert "no run named 'ghost'" in _error(capsys, ["train", "--model", "iris", "--resume", "ghost"])
+    assert "no run named 'ghost'" in _error(
+        capsys, ["train", "--model", "iris", "--resume", "ghost"]
+    )
 
 
 def test_predict_promote_list_show(capsys, store_with_iris):
-    store, version = store_with_iris
+    _, version = store_with_iris
     assert main(["promote", "iris", version]) == 0
     assert f"promoted iris -> {version} (generation 1)" in capsys.readouterr().out
     assert main(["predict", "--model", "iris", "--input", "[[5.1, 3.5, 1.4, 0.2]]"]) == 0
@@ -70,13 +82,36 @@ def test_predict_from_csv_file(capsys, store_with_iris, tmp_path):
 
 def test_predict_errors(capsys, store_with_iris):
     _, version = store_with_iris
-    assert "no promoted version" in _error(capsys, ["predict", "--model", "iris", "--input", "[[1,2,3,4]]"])
-    assert "does not exist" in _error(capsys, ["predict", "--model", "iris", "--version", "20990101-000000-000000", "--input", "[[1,2,3,4]]"])
-    assert "not valid JSON" in _error(capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2"])
-    assert "got 3 values, the model takes 4" in _error(capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2,3]]"])
-    assert "nan is not a finite number" in _error(capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2,3,NaN]]"])
-    assert "input file" in _error(capsys, ["predict", "--model", "iris", "--version", version, "--input", "missing.csv"])
-    assert "no versions of 'boston'" in _error(capsys, ["predict", "--model", "boston", "--input", "[[1]]"])
+    assert "no promoted version" in _error(
+        capsys, ["predict", "--model", "iris", "--input", "[[1,2,3,4]]"]
+    )
+    assert "does not exist" in _error(
+        capsys,
+        [
+            "predict",
+            "--model",
+            "iris",
+            "--version",
+            "20990101-000000-000000",
+            "--input",
+            "[[1,2,3,4]]",
+        ],
+    )
+    assert "not valid JSON" in _error(
+        capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2"]
+    )
+    assert "got 3 values, the model takes 4" in _error(
+        capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2,3]]"]
+    )
+    assert "nan is not a finite number" in _error(
+        capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2,3,NaN]]"]
+    )
+    assert "input file" in _error(
+        capsys, ["predict", "--model", "iris", "--version", version, "--input", "missing.csv"]
+    )
+    assert "no versions of 'boston'" in _error(
+        capsys, ["predict", "--model", "boston", "--input", "[[1]]"]
+    )
 
 
 def test_corrupt_artifact_is_refused_and_left_alone(capsys, store_with_iris, home):
@@ -84,7 +119,9 @@ def test_corrupt_artifact_is_refused_and_left_alone(capsys, store_with_iris, hom
     weights = home / "store" / "iris" / version / "weights.pt"
     weights.write_bytes(weights.read_bytes()[:50])
     before = sorted(p.name for p in (home / "store" / "iris").iterdir())
-    assert "checksum mismatch" in _error(capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2,3,4]]"])
+    assert "checksum mismatch" in _error(
+        capsys, ["predict", "--model", "iris", "--version", version, "--input", "[[1,2,3,4]]"]
+    )
     assert "checksum mismatch" in _error(capsys, ["promote", "iris", version])
     assert sorted(p.name for p in (home / "store" / "iris").iterdir()) == before
     assert store.pointer("iris") is None

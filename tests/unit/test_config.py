@@ -6,7 +6,9 @@ from raylife.registry import MODEL_SPECS, get_spec
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(RaylifeError, match="unknown model 'irs'; choose one of: boston, ionosphere, iris, mnist"):
+    with pytest.raises(
+        RaylifeError, match="unknown model 'irs'; choose one of: boston, ionosphere, iris, mnist"
+    ):
         get_spec("irs")
 
 

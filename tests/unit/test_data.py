@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from raylife.config import DataConfig
-from raylife.data import InputSchema, RawData, load_table, load_torchvision_mnist, prepare, split, validate_rows
+from raylife.data import (
+    InputSchema,
+    RawData,
+    load_table,
+    load_torchvision_mnist,
+    prepare,
+    split,
+    validate_rows,
+)
 from raylife.errors import InputError, RaylifeError
 from raylife.registry import get_spec
 
@@ -36,7 +44,10 @@ def test_embedded_sources_split_70_15_15(model, rows, shape, labels):
 
 def test_ionosphere_is_the_uci_data_without_the_constant_column():
     data = prepared("ionosphere")
-    assert data.schema.feature_names[:3] == ["a01", "a03", "a04"] and len(data.schema.feature_names) == 33
+    assert (
+        data.schema.feature_names[:3] == ["a01", "a03", "a04"]
+        and len(data.schema.feature_names) == 33
+    )
     spec = get_spec("ionosphere")
     raw = spec.load_embedded()
     assert int(raw.y.sum()) == 225  # 225 good returns, 126 bad
@@ -52,7 +63,9 @@ def test_splits_are_seeded_stratified_and_disjoint():
 
 def test_splits_partition_the_rows():
     ids = np.arange(200, dtype=np.float64)
-    raw = RawData(ids[:, None], (ids % 2).astype(np.int64), ["id"], ["a", "b"], "tabular", "synthetic")
+    raw = RawData(
+        ids[:, None], (ids % 2).astype(np.int64), ["id"], ["a", "b"], "tabular", "synthetic"
+    )
     train, val, test = split(raw, DataConfig(seed=3), stratify=True)
     parts = [set(p.X[:, 0].tolist()) for p in (train, val, test)]
     assert sum(map(len, parts)) == 200 and set.union(*parts) == set(ids.tolist())
@@ -84,7 +97,11 @@ def _write_table(tmp_path: Path, frame: pd.DataFrame, kind: str) -> Path:
 def test_user_table_from_local_file(tmp_path, kind):
     frame = pd.DataFrame({"x1": np.arange(40.0), "x2": np.arange(40.0) % 3, "y": ["a", "b"] * 20})
     raw = load_table(str(_write_table(tmp_path, frame, kind)), "y", "binary")
-    assert raw.X.shape == (40, 2) and raw.label_names == ["a", "b"] and raw.feature_names == ["x1", "x2"]
+    assert (
+        raw.X.shape == (40, 2)
+        and raw.label_names == ["a", "b"]
+        and raw.feature_names == ["x1", "x2"]
+    )
 
 
 def test_user_table_over_http(tmp_path):
@@ -109,7 +126,9 @@ def test_table_errors_name_problem_and_fix(tmp_path):
         load_table(str(path), "label", "binary")
     with pytest.raises(RaylifeError, match="needs its target column"):
         load_table(str(path), None, "binary")
-    nan_path = _write_table(tmp_path, pd.DataFrame({"a": [1.0, np.nan, np.inf], "y": [0, 1, 0]}), "csv")
+    nan_path = _write_table(
+        tmp_path, pd.DataFrame({"a": [1.0, np.nan, np.inf], "y": [0, 1, 0]}), "csv"
+    )
     with pytest.raises(RaylifeError, match="2 row\\(s\\) .* NaN/inf"):
         load_table(str(nan_path), "y", "binary")
     text_path = tmp_path / "text.csv"
@@ -147,7 +166,11 @@ def test_full_mnist_through_torchvision_offline(tmp_path):
         _write_idx(raw_dir, f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, size=(n, 28, 28)))
         _write_idx(raw_dir, f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     raw = load_torchvision_mnist(str(tmp_path), download=False)
-    assert raw.X.shape == (100, 1, 28, 28) and raw.X_test is not None and raw.X_test.shape == (20, 1, 28, 28)
+    assert (
+        raw.X.shape == (100, 1, 28, 28)
+        and raw.X_test is not None
+        and raw.X_test.shape == (20, 1, 28, 28)
+    )
     data = prepare(get_spec("mnist"), DataConfig(source="torchvision", data_dir=str(tmp_path)))
     assert data.provenance["rows"] == {"train": 85, "val": 15, "test": 20}
 

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from raylife.loop import as_tensors, evaluate, make_loader, make_optimizer, seed_everything, train_epoch
+from raylife.loop import (
+    as_tensors,
+    evaluate,
+    make_loader,
+    make_optimizer,
+    seed_everything,
+    train_epoch,
+)
 from raylife.models import CNN, build_model
 from raylife.registry import MODEL_SPECS, get_spec
 from raylife.tasks import TASKS
@@ -15,7 +22,9 @@ def test_every_preset_builds_a_model_with_the_right_output(model, preset):
     spec = get_spec(model)
     data = prepared(model)
     n_out = spec.task_obj.output_size(len(data.label_names or []))
-    module = build_model(spec.architecture, spec.model_args(spec.preset(preset), data.schema.shape, n_out))
+    module = build_model(
+        spec.architecture, spec.model_args(spec.preset(preset), data.schema.shape, n_out)
+    )
     out = module(torch.from_numpy(data.val.X[:5]))
     assert out.shape == (5, n_out)
 
@@ -24,11 +33,15 @@ def test_models_return_logits_not_probabilities():
     module = build_model("mlp", {"in_features": 4, "out_features": 3, "hidden_sizes": [10, 8]})
     with torch.no_grad():
         out = module(torch.randn(16, 4) * 10)
-    assert not torch.allclose(out.sum(1), torch.ones(16))  # no softmax inside (the tutorial's defect)
+    assert not torch.allclose(
+        out.sum(1), torch.ones(16)
+    )  # no softmax inside (the tutorial's defect)
 
 
 def test_tutorial_cnn_shape():
-    cnn = CNN(in_channels=1, image_size=28, out_features=10, conv_channels=(32, 32), hidden_sizes=(100,))
+    cnn = CNN(
+        in_channels=1, image_size=28, out_features=10, conv_channels=(32, 32), hidden_sizes=(100,)
+    )
     first_linear = next(m for m in cnn.classifier if isinstance(m, torch.nn.Linear))
     assert first_linear.in_features == 800  # the tutorial's Linear(800 -> 100)
 
@@ -39,7 +52,10 @@ def test_plain_loop_learns(model):
     task, data = spec.task_obj, prepared(model)
     hp = spec.defaults.replace(epochs=1)
     seed_everything(0)
-    module = build_model(spec.architecture, spec.model_args(hp, data.schema.shape, task.output_size(len(data.label_names or []))))
+    module = build_model(
+        spec.architecture,
+        spec.model_args(hp, data.schema.shape, task.output_size(len(data.label_names or []))),
+    )
     X, y = as_tensors(data.val, task)
     before = task.finalize(evaluate(module, X, y, task))["loss"]
     optimizer = make_optimizer(hp, module.parameters())
@@ -51,6 +67,10 @@ def test_plain_loop_learns(model):
 
 def test_objective_breaks_accuracy_ties_by_loss():
     task = TASKS["multiclass"]
-    assert task.objective({"accuracy": 0.9, "loss": 0.2}) > task.objective({"accuracy": 0.9, "loss": 0.4})
-    assert task.objective({"accuracy": 0.95, "loss": 5.0}) > task.objective({"accuracy": 0.9, "loss": 0.01})
+    assert task.objective({"accuracy": 0.9, "loss": 0.2}) > task.objective(
+        {"accuracy": 0.9, "loss": 0.4}
+    )
+    assert task.objective({"accuracy": 0.95, "loss": 5.0}) > task.objective(
+        {"accuracy": 0.9, "loss": 0.01}
+    )
     assert TASKS["regression"].objective({"rmse": 3.0, "loss": 1.0}) == 3.0

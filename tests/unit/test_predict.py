@@ -33,7 +33,9 @@ def test_binary_and_regression_answers(predictors):
     row = prepared("ionosphere").test_raw.X[0].tolist()
     answer = predictors["ionosphere"].predict_rows([row])[0]
     assert answer["label"] in ("b", "g") and set(answer["probabilities"]) == {"b", "g"}
-    value = predictors["boston"].predict_rows([prepared("boston").test_raw.X[0].tolist()])[0]["value"]
+    value = predictors["boston"].predict_rows([prepared("boston").test_raw.X[0].tolist()])[0][
+        "value"
+    ]
     assert np.isfinite(value)
 
 
@@ -41,7 +43,7 @@ def test_named_fields_match_positional_rows(predictors):
     iris = predictors["iris"]
     names = iris.artifact.schema.feature_names
     row = [5.9, 3.0, 5.1, 1.8]
-    assert iris.predict_rows([dict(zip(names, row))]) == iris.predict_rows([row])
+    assert iris.predict_rows([dict(zip(names, row, strict=True))]) == iris.predict_rows([row])
 
 
 def test_serving_applies_stored_preprocessing_without_refitting(predictors):

@@ -20,8 +20,14 @@ def test_round_trip_keeps_everything(tmp_path, iris_artifact):
     version = store.register(iris_artifact)
     loaded_version, loaded = store.load("iris", version)
     assert loaded_version == version
-    assert loaded.model_args == iris_artifact.model_args and loaded.label_names == iris_artifact.label_names
-    assert loaded.preprocessing == iris_artifact.preprocessing and loaded.schema == iris_artifact.schema
+    assert (
+        loaded.model_args == iris_artifact.model_args
+        and loaded.label_names == iris_artifact.label_names
+    )
+    assert (
+        loaded.preprocessing == iris_artifact.preprocessing
+        and loaded.schema == iris_artifact.schema
+    )
     assert all((loaded.state_dict[k] == v).all() for k, v in iris_artifact.state_dict.items())
     meta = store.metadata("iris", version)
     for key in ("weights_sha256", "created_at", "environment", "data", "run", "metrics", "schema"):
@@ -34,7 +40,9 @@ def test_versions_sort_by_creation_and_resolve(tmp_path, iris_artifact):
     first, second = store.register(iris_artifact), store.register(iris_artifact)
     assert store.versions("iris") == sorted([first, second]) and first < second
     assert store.resolve("iris", "latest") == second
-    with pytest.raises(RaylifeError, match="no promoted version of 'iris'; run: raylife promote iris"):
+    with pytest.raises(
+        RaylifeError, match="no promoted version of 'iris'; run: raylife promote iris"
+    ):
         store.resolve("iris")
     with pytest.raises(RaylifeError, match="version 'nope' of 'iris' does not exist"):
         store.resolve("iris", "nope")
@@ -74,7 +82,9 @@ def test_crash_during_write_leaves_no_visible_version(tmp_path, iris_artifact, m
 def test_unfinished_upload_is_invisible(tmp_path, iris_artifact):
     store = ModelStore(str(tmp_path))
     version = store.register(iris_artifact)
-    (tmp_path / "iris" / version / COMPLETE_MARKER).unlink()  # as an S3 upload cut before its marker
+    (
+        tmp_path / "iris" / version / COMPLETE_MARKER
+    ).unlink()  # as an S3 upload cut before its marker
     assert store.versions("iris") == []
 
 

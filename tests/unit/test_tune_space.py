@@ -1,0 +1,40 @@
+from raylife.config import TrainConfig, TuneConfig
+from raylife.registry import Choice, LogUniform, get_spec
+from raylife.tune import grace_period, sample_configs, trial_train_config
+
+
+def test_sampling_is_seeded_bounded_and_anchored():
+    spec = get_spec("mnist")
+    first = sample_configs(spec, 5, seed=3)
+    assert first == sample_configs(spec, 5, seed=3) and first != sample_configs(spec, 5, seed=4)
+    for config in first:
+        for name, dim in spec.search_space.items():
+            if isinstance(dim, LogUniform):
+                assert dim.low <= config[name] <= dim.high
+            else:
+                assert isinstance(dim, Choice) and config[name] in dim.options
+    anchored = sample_configs(spec, 3, seed=3, anchor=spec.defaults)
+    assert anchored[0] == {
+        "lr": spec.defaults.lr,
+        "hidden_sizes": spec.defaults.hidden_sizes,
+        "batch_size": spec.defaults.batch_size,
+    }
+    assert len(anchored) == 3
+
+
+def test_trial_config_reuses_the_training_config():
+    spec = get_spec("iris")
+    base = TrainConfig(model="iris", hparams=spec.defaults, num_workers=2)
+    cfg = trial_train_config(base, {"lr": 0.05, "hidden_sizes": [32, 16], "batch_size": 8}, "run-x")
+    assert (
+        cfg.hparams.lr == 0.05
+        and cfg.hparams.hidden_sizes == (32, 16)
+        and cfg.hparams.epochs == spec.defaults.epochs
+    )
+    assert cfg.num_workers == 2 and cfg.run_name == "run-x"
+
+
+def test_asha_grace_period_scales_with_the_budget():
+    assert grace_period(TuneConfig(), 100) == 16
+    assert grace_period(TuneConfig(), 2) == 1
+    assert grace_period(TuneConfig(grace_period=5), 3) == 3
