@@ -195,7 +195,6 @@ def run_sweep(
                 mode=task.mode,
                 scheduler=scheduler,
                 max_concurrent_trials=tune_cfg.max_concurrent_trials,
-                reuse_actors=True,  # a trial driver process serves the next trial: no new start-up
             ),
             run_config=tune.RunConfig(
                 name=name,
