@@ -84,6 +84,12 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     res.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NCCL)")
     res.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
     res.add_argument(
+        "--report-interval-s",
+        type=float,
+        default=2.0,
+        help="longest gap between reports/checkpoints when nothing improves (0 = every epoch)",
+    )
+    res.add_argument(
         "--max-failures", type=int, default=2, help="worker-group restarts from the last checkpoint"
     )
     parser.add_argument(
@@ -204,6 +210,7 @@ def _train_config(args: argparse.Namespace, run_name: str | None = None) -> Any:
         seed=args.seed,
         run_name=run_name,
         max_failures=args.max_failures,
+        report_interval_s=args.report_interval_s,
     )
 
 

@@ -30,7 +30,8 @@ class ModelReport:
     version: str
     val: float
     test: float
-    tutorial: float
+    tutorial_reported: float
+    tutorial_same_data: float
     trials: int
     seconds: float
     sample_predictions: list[dict[str, Any]] = field(default_factory=list)
@@ -38,9 +39,9 @@ class ModelReport:
 
     @property
     def beats_tutorial(self) -> bool:
-        return (
-            self.test >= self.tutorial if self.metric == "accuracy" else self.test <= self.tutorial
-        )
+        """Against the tutorial's code on the same embedded data (the like-for-like figure)."""
+        baseline = self.tutorial_same_data
+        return self.test >= baseline if self.metric == "accuracy" else self.test <= baseline
 
 
 def run_all(
@@ -94,7 +95,8 @@ def run_model(
         version=registered.version,
         val=registered.artifact.metrics[f"val_{metric}"],
         test=registered.artifact.metrics[f"test_{metric}"],
-        tutorial=spec.tutorial.value,
+        tutorial_reported=spec.tutorial.reported,
+        tutorial_same_data=spec.tutorial.same_data,
         trials=len(sweep.trials),
         seconds=round(time.monotonic() - started, 1),
         sample_predictions=samples_out,
@@ -159,16 +161,23 @@ def _best_trial(sweep: Any) -> str:
 
 
 def format_table(reports: list[ModelReport]) -> str:
-    header = f"{'model':<11} {'metric':<9} {'test':>7} {'val':>7} {'tutorial':>9}  {'vs tutorial':<12} {'trials':>6} {'time':>7}  version"
+    header = (
+        f"{'model':<11} {'metric':<9} {'test':>7} {'val':>7} {'tutorial':>9} {'tut. code':>10}"
+        f"  {'vs tut. code':<12} {'trials':>6} {'time':>6}  version"
+    )
     lines = [
-        "Test-split results of the promoted models (tutorial figures: shared TUTORIAL_REFERENCE)",
+        "Test-split results of the promoted models. 'tutorial' = the figure the tutorial reports (its own",
+        "single split; MNIST on full 60k MNIST); 'tut. code' = the tutorial's code on this same embedded",
+        "data, 5-seed mean (shared TUTORIAL_REFERENCE). One test split per model here: see `make quality`",
+        "for seed means.",
         header,
         "-" * len(header),
     ]
     for r in reports:
         verdict = "better" if r.beats_tutorial else "worse"
         lines.append(
-            f"{r.model:<11} {r.metric:<9} {r.test:>7.4f} {r.val:>7.4f} {r.tutorial:>9.3f}  {verdict:<12} {r.trials:>6} {r.seconds:>6.0f}s  {r.version}"
+            f"{r.model:<11} {r.metric:<9} {r.test:>7.4f} {r.val:>7.4f} {r.tutorial_reported:>9.3f} "
+            f"{r.tutorial_same_data:>10.3f}  {verdict:<12} {r.trials:>6} {r.seconds:>5.0f}s  {r.version}"
         )
     return "\n".join(lines)
 

@@ -37,10 +37,14 @@ SearchDim = LogUniform | Choice
 
 @dataclass(frozen=True)
 class Baseline:
-    """The tutorial's reported figure for this model (see shared TUTORIAL_REFERENCE)."""
+    """The tutorial's figures for this model (see the shared TUTORIAL_REFERENCE)."""
 
     metric: Literal["accuracy", "rmse"]
-    value: float
+    reported: float
+    """What the tutorial reports (one unseeded split; MNIST on the full 60k/10k data)."""
+    same_data: float
+    """The tutorial's code as written, on raylife's embedded data: mean test score over 5 seeds.
+    The fair yardstick: same rows, same kind of split."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "hidden_sizes": Choice(((64, 32), (128, 64), (256, 128))),
             "batch_size": Choice((16, 32, 64)),
         },
-        tutorial=Baseline("accuracy", 0.948),
+        tutorial=Baseline("accuracy", reported=0.948, same_data=0.916),
     ),
     "iris": ModelSpec(
         name="iris",
@@ -134,7 +138,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "hidden_sizes": Choice(((10, 8), (16, 8), (32, 16))),
             "batch_size": Choice((8, 16, 32)),
         },
-        tutorial=Baseline("accuracy", 0.980),
+        tutorial=Baseline("accuracy", reported=0.980, same_data=0.924),
     ),
     "boston": ModelSpec(
         name="boston",
@@ -157,7 +161,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "hidden_sizes": Choice(((64, 32), (64, 64), (128, 128))),
             "batch_size": Choice((16, 32, 64)),
         },
-        tutorial=Baseline("rmse", 9.09),
+        tutorial=Baseline("rmse", reported=9.09, same_data=9.54),
     ),
     "mnist": ModelSpec(
         name="mnist",
@@ -182,7 +186,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "hidden_sizes": Choice(((64,), (128,))),
             "batch_size": Choice((32, 64)),
         },
-        tutorial=Baseline("accuracy", 0.985),
+        tutorial=Baseline("accuracy", reported=0.985, same_data=0.891),
     ),
 }
 

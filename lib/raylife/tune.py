@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from raylife.config import Hyperparams, Settings, TrainConfig, TuneConfig
 from raylife.data import PreparedData, prepare
@@ -21,6 +20,9 @@ from raylife.errors import RaylifeError
 from raylife.loop import OBJECTIVE
 from raylife.registry import LogUniform, ModelSpec, get_spec
 from raylife.train import build_trainer, new_run_name, storage_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HPARAMS = "hparams"
 """The single key of a trial's Tune config: the sampled hyperparameters."""
@@ -221,6 +223,7 @@ def _check_capacity(base: TrainConfig, tune_cfg: TuneConfig) -> None:
 
 def _outcome(grid: Any, name: str, metric: str, mode: str, shown: str, epochs: int) -> SweepOutcome:
     """Per-trial table and the best (trial, epoch) by `metric`; `shown` is the human metric."""
+    import pandas as pd
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
     rows, histories = [], {}
