@@ -145,24 +145,17 @@ def environment_info() -> dict[str, Any]:
 
 def git_commit() -> str:
     """Commit of the raylife checkout (with '-dirty' for local changes); 'unknown' outside git."""
-    root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        sha = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=5, check=True
+    )
+    return result.stdout.strip()

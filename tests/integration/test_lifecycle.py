@@ -11,11 +11,16 @@ from raylife.cli import main
 from raylife.store import ModelStore
 
 
+def raylife(command: str) -> int:
+    """Run the CLI in-process (it joins the session's Ray cluster instead of starting one)."""
+    return main(command.split())
+
+
 def _store(home: Path) -> ModelStore:
     return ModelStore(str(home / "store"))
 
 
-def _artifact_history(home: Path, model: str) -> list[dict]:
+def _latest_history(home: Path, model: str) -> list[dict]:
     store = _store(home)
     return store.metadata(model, store.versions(model)[-1])["history"]
 
@@ -23,21 +28,7 @@ def _artifact_history(home: Path, model: str) -> list[dict]:
 @pytest.mark.parametrize("model", ["iris", "mnist"])
 def test_two_worker_training_registers_and_promotes(home, capsys, model):
     assert (
-        main(
-            [
-                "train",
-                "--model",
-                model,
-                "--preset",
-                "debug",
-                "--epochs",
-                "2",
-                "--num-workers",
-                "2",
-                "--promote",
-            ]
-        )
-        == 0
+        raylife(f"train --model {model} --preset debug --epochs 2 --num-workers 2 --promote") == 0
     )
     out = capsys.readouterr().out
     assert "2 epochs" in out and "promoted" in out
@@ -52,96 +43,41 @@ def test_two_worker_training_registers_and_promotes(home, capsys, model):
 
 
 def test_resume_continues_from_the_latest_checkpoint(home, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "iris",
-                "--preset",
-                "debug",
-                "--epochs",
-                "2",
-                "--run-name",
-                "resumable",
-            ]
-        )
-        == 0
-    )
-    first = _artifact_history(home, "iris")
+    # Every epoch reported (interval 0) so the latest checkpoint is the last epoch.
+    common = "train --model iris --preset debug --report-interval-s 0"
+    assert raylife(f"{common} --epochs 2 --run-name resumable") == 0
+    first = _latest_history(home, "iris")
     # A different seed on resume: rows restored from the checkpoint must equal the first run's,
     # which a restart from scratch (new init and batch order) could not reproduce.
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "iris",
-                "--preset",
-                "debug",
-                "--epochs",
-                "4",
-                "--seed",
-                "7",
-                "--resume",
-                "resumable",
-            ]
-        )
-        == 0
-    )
+    assert raylife(f"{common} --epochs 4 --seed 7 --resume resumable") == 0
     capsys.readouterr()
-    history = _artifact_history(home, "iris")
+    history = _latest_history(home, "iris")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
-    assert history[:2] == first
+    assert first and history[: len(first)] == first
 
 
 def test_sweep_promotes_best_trial_and_predicts(home, capsys):
-    argv = [
-        "tune",
-        "--model",
-        "iris",
-        "--preset",
-        "debug",
-        "--epochs",
-        "2",
-        "--samples",
-        "2",
-        "--promote",
-    ]
-    assert main(argv) == 0
+    assert raylife("tune --model iris --preset debug --epochs 2 --samples 2 --promote") == 0
     out = capsys.readouterr().out
     assert "best config:" in out and "promoted iris" in out
     store = _store(home)
     version = store.pointer("iris").version
     meta = store.metadata("iris", version)
-    assert meta["run"]["source"] == "tune" and set(meta["run"]["trial_hparams"]) == {
-        "lr",
-        "hidden_sizes",
-        "batch_size",
-    }
+    assert meta["run"]["source"] == "tune"
+    assert set(meta["run"]["trial_hparams"]) == {"lr", "hidden_sizes", "batch_size"}
     # the promoted artifact carries the trial's sampled hyperparameters
     assert meta["run"]["hparams"]["lr"] == pytest.approx(meta["run"]["trial_hparams"]["lr"])
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                "iris",
-                "--input",
-                "[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]",
-            ]
-        )
-        == 0
-    )
+    rows = "[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]"
+    assert main(["predict", "--model", "iris", "--input", rows]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["version"] == version and len(answer["predictions"]) == 2
-    assert main(["evaluate", "--model", "iris"]) == 0
+    assert raylife("evaluate --model iris") == 0
     assert "test_accuracy" in capsys.readouterr().out
 
 
 def test_quality_report_shape(home, tmp_path, capsys):
     output = tmp_path / "quality.json"
-    assert main(["quality", "--models", "iris", "--seeds", "0,1", "--output", str(output)]) == 0
+    assert raylife(f"quality --models iris --seeds 0,1 --output {output}") == 0
     report = json.loads(output.read_text())
     assert list(report) == ["iris"]
     entry = report["iris"]
