@@ -10,9 +10,17 @@ _started_here = False
 
 # Ray Train V2's controller polls workers every 2 s by default and a worker's report blocks until
 # the controller has taken the previous one, so per-epoch reporting cost ~1.75 s per epoch. A short
-# poll interval makes a report cost milliseconds; Train propagates this variable from the process
+# poll interval makes a report (with its checkpoint) cost ~0.04 s; Train propagates this variable from the process
 # that calls fit() to its controller and workers.
 TRAIN_POLL_INTERVAL_S = "0.05"
+
+
+LOCAL_CLUSTER_TRAIN_ENV = {
+    # A one-machine cluster has no spot nodes to be preempted and no Prometheus to scrape: skip
+    # the per-run watcher actor and metric callbacks (measured: ~1.8 s off each 2-worker fit).
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+}
 
 
 def configure_train_env() -> None:
@@ -36,6 +44,8 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
         ray.init(address=address, log_to_driver=True)
         return
     global _started_here
+    for name, value in LOCAL_CLUSTER_TRAIN_ENV.items():
+        os.environ.setdefault(name, value)  # before ray.init: every Ray process inherits it
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
     _started_here = True
     ray.init(
