@@ -10,7 +10,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration quality lint format clean
+.PHONY: help install run test test-unit test-integration quality report-cost lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-integration: $(INSTALLED) ## Integration tests only (shared local Ray clust
 
 quality: $(INSTALLED) ## Registry defaults x seeds through Ray Train -> reports/quality.json (SEEDS=)
 	$(RAYLIFE) quality --models $(MODELS) --seeds $(SEEDS)
+
+report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
+	$(PY) -m jobs.report_cost --model iris
 
 lint: $(INSTALLED) ## ruff + mypy
 	$(VENV)/bin/ruff check lib jobs serve_apps tests

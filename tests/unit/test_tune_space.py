@@ -38,3 +38,11 @@ def test_asha_grace_period_scales_with_the_budget():
     assert grace_period(TuneConfig(), 100) == 16
     assert grace_period(TuneConfig(), 2) == 1
     assert grace_period(TuneConfig(grace_period=5), 3) == 3
+
+
+def test_sparse_report_count_is_improvements_plus_last():
+    from raylife.measure import _sparse_reports
+
+    history = [{"val_objective": v} for v in (0.5, 0.7, 0.6, 0.8, 0.8, 0.1)]
+    assert _sparse_reports(history, "max") == 4  # 0.5, 0.7, 0.8 improve; plus the last epoch
+    assert _sparse_reports(history, "min") == 3  # 0.5, 0.1 improve; plus the last epoch
