@@ -19,7 +19,7 @@ from raylife.config import Settings, TrainConfig, TuneConfig
 from raylife.data import prepare
 from raylife.lifecycle import tune_and_register
 from raylife.predict import Predictor
-from raylife.registry import MODEL_SPECS, get_spec
+from raylife.registry import get_spec
 from raylife.store import ModelStore
 
 
@@ -180,7 +180,3 @@ def format_table(reports: list[ModelReport]) -> str:
             f"{r.tutorial_same_data:>10.3f}  {verdict:<12} {r.trials:>6} {r.seconds:>5.0f}s  {r.version}"
         )
     return "\n".join(lines)
-
-
-def all_models() -> list[str]:
-    return list(MODEL_SPECS)

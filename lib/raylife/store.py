@@ -182,15 +182,6 @@ class ModelStore:
                 raise
         raise RaylifeError("could not allocate a unique version id; try again")
 
-    def register_checkpoint(
-        self, checkpoint_dir: str | Path, extra_run_info: dict[str, Any] | None = None
-    ) -> tuple[str, Artifact]:
-        """Register a Ray Train checkpoint folder (checkpoints are artifacts, see train.py)."""
-        artifact = load_artifact_dir(Path(checkpoint_dir))
-        artifact.run = {**artifact.run, "checkpoint": str(checkpoint_dir), **(extra_run_info or {})}
-        artifact.created_at = ""  # the version's creation time, not the checkpoint's
-        return self.register(artifact), artifact
-
     def models(self) -> list[str]:
         return [name for name in self._backend.list_dirs("") if not name.startswith(".")]
 

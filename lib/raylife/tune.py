@@ -151,15 +151,18 @@ def run_sweep(
     settings: Settings,
     data: PreparedData | None = None,
 ) -> SweepOutcome:
+    """Sample trials, run each as a Ray Train run, return the table and the best checkpoint.
+
+    A sweep whose name already has state under the runs folder is resumed: finished trials are
+    not rerun (checked before a new Tuner is built, since a new Tuner writes its state at once).
+    """
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raylife.cluster import ensure_ray
 
     spec = get_spec(base.model)
     task = spec.task_obj
-    metric = OBJECTIVE
     data = data or prepare(spec, base.data)  # bad data fails before Ray starts
     ensure_ray(num_cpus=required_cpus(base, tune_cfg))
     _check_capacity(base, tune_cfg)
@@ -169,20 +172,8 @@ def run_sweep(
         tune.with_parameters(_trial, base=base, data_box=(ray.put(data),), storage=storage),
         {"CPU": TRIAL_DRIVER_CPUS},
     )
-    scheduler = (
-        ASHAScheduler(
-            time_attr="epoch",  # reports are sparse (see TrainConfig.report_interval_s)
-            max_t=base.hparams.epochs,
-            grace_period=grace_period(tune_cfg, base.hparams.epochs),
-            reduction_factor=tune_cfg.reduction_factor,
-        )
-        if tune_cfg.scheduler == "asha"
-        else FIFOScheduler()
-    )
     path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):
-        # Resuming an interrupted sweep of the same name: finished trials are not rerun.
-        # (Checked before constructing a new Tuner, which writes its own state file at once.)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -193,9 +184,9 @@ def run_sweep(
                 )
             },
             tune_config=tune.TuneConfig(
-                metric=metric,
+                metric=OBJECTIVE,
                 mode=task.mode,
-                scheduler=scheduler,
+                scheduler=_scheduler(tune_cfg, base.hparams.epochs),
                 max_concurrent_trials=tune_cfg.max_concurrent_trials,
             ),
             run_config=tune.RunConfig(
@@ -206,7 +197,20 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
-    return _outcome(grid, name, metric, task.mode, f"val_{task.metric}", base.hparams.epochs)
+    return _outcome(grid, name, OBJECTIVE, task.mode, f"val_{task.metric}", base.hparams.epochs)
+
+
+def _scheduler(tune_cfg: TuneConfig, epochs: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if tune_cfg.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",  # reports are sparse (see TrainConfig.report_interval_s)
+        max_t=epochs,
+        grace_period=grace_period(tune_cfg, epochs),
+        reduction_factor=tune_cfg.reduction_factor,
+    )
 
 
 def _check_capacity(base: TrainConfig, tune_cfg: TuneConfig) -> None:
