@@ -132,9 +132,12 @@ class _WorkerRun:
         self.context = ray.train.get_context()
         self.rank, world = self.context.get_world_rank(), self.context.get_world_size()
         torch.set_num_threads(cfg.threads_per_worker)
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed)  # the same initial weights on every rank
         module = build_model(get_spec(cfg.model).architecture, model_args_for(cfg, data))
         self.model = ray.train.torch.prepare_model(module)  # [2]
+        # Then a stream per rank: with one shared seed every rank would draw the same dropout
+        # masks, so the averaged gradient would carry correlated rather than independent noise.
+        torch.manual_seed(cfg.seed * 1000 + self.rank)
         self.device = ray.train.torch.get_device()
         # DistributedSampler only needs len(): a range avoids building the dataset twice.
         self.sampler: DistributedSampler | None = (
