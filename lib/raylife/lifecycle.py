@@ -13,8 +13,9 @@ from typing import Any
 
 from raylife.artifact import Artifact
 from raylife.config import Settings, TrainConfig, TuneConfig
-from raylife.data import PreparedData
+from raylife.data import PreparedData, prepare
 from raylife.evaluate import evaluate_artifact
+from raylife.registry import get_spec
 from raylife.store import ModelStore, Pointer, load_artifact_dir
 from raylife.train import TrainOutcome, run_training
 from raylife.tune import SweepOutcome, run_sweep
@@ -61,6 +62,8 @@ def register_checkpoint(
 def train_and_register(
     cfg: TrainConfig, settings: Settings, promote: bool, data: PreparedData | None = None
 ) -> tuple[TrainOutcome, Registered]:
+    # Prepared once: training and the test-split evaluation share it (a URL table is read once).
+    data = data or prepare(get_spec(cfg.model), cfg.data)
     outcome = run_training(cfg, settings, data)
     registered = register_checkpoint(
         ModelStore(settings.store_uri), outcome.checkpoint_path, {"source": "train"}, promote, data
@@ -75,6 +78,7 @@ def tune_and_register(
     promote: bool,
     data: PreparedData | None = None,
 ) -> tuple[SweepOutcome, Registered]:
+    data = data or prepare(get_spec(base.model), base.data)
     outcome = run_sweep(base, tune_cfg, settings, data)
     info = {
         "source": "tune",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from raylife.config import DataConfig, Settings, TrainConfig
+from raylife.data import prepare
 from raylife.evaluate import evaluate_artifact
 from raylife.lifecycle import local_checkpoint
 from raylife.registry import get_spec
@@ -41,9 +42,11 @@ def measure(
                 seed=seed,
                 num_workers=num_workers,
             )
-            outcome = run_training(cfg, settings)
+            data = prepare(spec, cfg.data)  # once per seed: training and scoring share it
+            outcome = run_training(cfg, settings, data)
             with local_checkpoint(outcome.checkpoint_path) as folder:
-                values.append(evaluate_artifact(load_artifact_dir(folder))[f"test_{metric}"])
+                scores = evaluate_artifact(load_artifact_dir(folder), data)
+            values.append(scores[f"test_{metric}"])
             say(f"  {model} seed {seed}: test {metric} {values[-1]:.4f}")
         report[model] = {
             "metric": metric,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from ray.tune import Callback
 
 from raylife.config import Hyperparams, Settings, TrainConfig, TuneConfig
 from raylife.data import PreparedData, prepare
@@ -77,13 +78,7 @@ def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], stor
     build_trainer(cfg, data_box[0], storage, run_name, callbacks=[TuneReportCallback()]).fit()
 
 
-def _trial_progress_base() -> type:
-    from ray.tune import Callback
-
-    return Callback
-
-
-class TrialProgress(_trial_progress_base()):  # type: ignore[misc]
+class TrialProgress(Callback):
     """One line when a trial starts and when it ends, so a long sweep shows progress."""
 
     def __init__(self, metric: str, mode: str) -> None:
