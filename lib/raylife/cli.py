@@ -8,6 +8,9 @@ raylife models   list [MODEL] | show MODEL [VERSION]
 raylife predict  --model iris --input '[[5.1, 3.5, 1.4, 0.2]]' | --input rows.csv | --image digit.png
 raylife run      (the main job: every model through the whole life-cycle)
 raylife quality  (registry defaults x 3 seeds -> reports/quality.json)
+raylife serve    [--port 8000] [--models iris,mnist]   (Ray Serve, foreground; Ctrl-C stops)
+raylife loadtest --model iris [--concurrency 16 --requests 2000] [--baseline] [--json]
+raylife serve-configs   (render serve_apps/config base + overlays -> serve_apps/rendered/)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from raylife import serving
 from raylife.errors import RaylifeError
 
 EXIT_USER_ERROR = 2
@@ -149,7 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", help="JSON rows (inline, or a .json file) or a .csv file with a header"
     )
     source.add_argument("--image", help="a 28x28 grayscale PNG (mnist)")
+    predict.add_argument(
+        "--url", help="call a running endpoint (e.g. http://127.0.0.1:8000) instead of the store"
+    )
     _store_flag(predict)
+
+    serve = verbs.add_parser("serve", help="serve the promoted models with Ray Serve (foreground)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    serve.add_argument("--models", default="all", help="comma-separated model keys (default: all)")
+    _store_flag(serve)
+
+    load = verbs.add_parser("loadtest", help="drive an endpoint at a concurrency; rps and latency")
+    load.add_argument("--model", default="iris")
+    load.add_argument("--url", help="running endpoint (default: start a local Serve for the test)")
+    load.add_argument("--concurrency", type=int, default=16)
+    load.add_argument("--requests", type=int, default=2000)
+    load.add_argument("--retries", type=int, default=0, help="retries on connection errors / 503")
+    load.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also serve the same artifact from bare FastAPI + uvicorn; report Serve / bare",
+    )
+    load.add_argument("--repeats", type=int, default=3, help="alternations with --baseline")
+    load.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _store_flag(load)
+
+    verbs.add_parser("serve-configs", help="render the Serve configs (base + overlays)")
 
     run = verbs.add_parser("run", help="the main job: every model through the whole life-cycle")
     run.add_argument("--models", default="all", help="comma-separated model keys (default: all)")
@@ -296,8 +326,13 @@ def cmd_promote(args: argparse.Namespace) -> None:
     from raylife.store import ModelStore
 
     get_spec(args.model)
-    pointer = ModelStore(_settings(args).store_uri).promote(args.model, args.version)
+    settings = _settings(args)
+    pointer = ModelStore(settings.store_uri).promote(args.model, args.version)
     print(f"promoted {args.model} -> {pointer.version} (generation {pointer.generation})")
+    url = serving.notify_promotion(settings, args.model, pointer.generation)
+    if url:
+        serving.wait_for_version(url, args.model, pointer.version)
+        print(f"the local Serve app at {url}/{args.model} now serves {pointer.version}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -328,6 +363,10 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from raylife.predict import Predictor
+
+    if args.url:
+        print(json.dumps(_predict_url(args), indent=2))
+        return
     from raylife.store import ModelStore
 
     predictor = Predictor.from_store(
@@ -343,6 +382,32 @@ def cmd_predict(args: argparse.Namespace) -> None:
             {"model": args.model, "version": predictor.version, "predictions": answers}, indent=2
         )
     )
+
+
+def _predict_url(args: argparse.Namespace) -> Any:
+    import httpx
+
+    endpoint = f"{args.url.rstrip('/')}/{args.model}"
+    try:
+        if args.image:
+            image = Path(args.image)
+            if not image.is_file():
+                raise RaylifeError(f"image file {args.image} not found; pass an existing PNG")
+            response = httpx.post(
+                f"{endpoint}/image", files={"file": (image.name, image.read_bytes(), "image/png")}
+            )
+        else:
+            rows = _read_rows(args.input)
+            response = httpx.post(endpoint, json={"rows": rows if _is_batch(rows) else [rows]})
+    except httpx.HTTPError as exc:
+        raise RaylifeError(f"cannot reach {endpoint} ({exc}); is `raylife serve` running?") from exc
+    if response.status_code != 200:
+        raise RaylifeError(f"{endpoint} answered {response.status_code}: {response.text[:500]}")
+    return response.json()
+
+
+def _is_batch(rows: Any) -> bool:
+    return isinstance(rows, list) and bool(rows) and isinstance(rows[0], (list, dict))
 
 
 def _read_rows(text: str) -> Any:
@@ -403,6 +468,59 @@ def cmd_quality(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import time
+
+    settings = _settings(args)
+    local = serving.start(settings, _model_list(args.models), port=args.port, host=args.host)
+    print(f"serving {', '.join(local.models)} at {local.url} (Ctrl-C stops)")
+    for model in local.models:
+        print(f"  POST {local.url}/{model}   docs: {local.url}/{model}/docs")
+    print(f"  GET  {local.url}/models   {local.url}/healthz   {local.url}/readyz")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serving.stop(settings)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> None:
+    from raylife import loadtest
+    from raylife.registry import get_spec
+
+    get_spec(args.model)
+    settings = _settings(args)
+    started = None
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        started = serving.start(settings, [args.model], port=loadtest.free_port())
+        url = started.url
+    try:
+        if args.baseline:
+            with loadtest.bare_server(args.model, settings.store_uri) as bare_url:
+                summary = loadtest.compare(
+                    url, bare_url, args.model, args.requests, args.concurrency, args.repeats,
+                    args.retries,
+                )
+            print(json.dumps(summary, indent=2) if args.json else loadtest.format_comparison(summary))
+            return
+        result = loadtest.run_load(
+            f"{url}/{args.model}", args.requests, args.concurrency, args.retries
+        )
+        print(json.dumps(result.to_dict(), indent=2) if args.json else loadtest.format_result(result))
+    finally:
+        if started:
+            serving.stop(settings)
+
+
+def cmd_serve_configs(args: argparse.Namespace) -> None:
+    from raylife import serve_config
+
+    for path in serve_config.write_rendered():
+        print(f"wrote {path}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "tune": cmd_tune,
@@ -412,6 +530,9 @@ COMMANDS = {
     "predict": cmd_predict,
     "run": cmd_run,
     "quality": cmd_quality,
+    "serve": cmd_serve,
+    "loadtest": cmd_loadtest,
+    "serve-configs": cmd_serve_configs,
 }
 
 

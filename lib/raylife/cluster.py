@@ -67,3 +67,15 @@ def shutdown_if_started() -> None:
 
     ray.shutdown()
     _started_here = False
+
+
+def dashboard_url() -> str:
+    """http://host:port of the connected cluster's dashboard (Jobs and Serve REST APIs)."""
+    from ray._private.worker import get_dashboard_url
+
+    url = get_dashboard_url()
+    if not url:
+        from raylife.errors import RaylifeError
+
+        raise RaylifeError("this Ray cluster runs without a dashboard; start it with the dashboard on")
+    return url if url.startswith("http") else f"http://{url}"

@@ -1,0 +1,188 @@
+"""Run the Serve applications locally: deploy the rendered config, wait, record, reconfigure, stop.
+
+`raylife serve` deploys through the same REST API `serve deploy` uses (declarative config), so a
+promotion is a config update with a new `user_config.promotion`: Serve calls reconfigure() on the
+running replicas and nothing restarts. On EKS the same update is an in-place edit of the
+RayService's serveConfigV2 (see docs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylife import serve_config
+from raylife.config import Settings
+from raylife.errors import RaylifeError
+from raylife.store import ModelStore
+
+STATE_FILE = "serve.json"
+DEFAULT_PORT = 8000
+MODEL_DEPLOYMENT = "ModelServer"
+
+
+@dataclass
+class LocalServe:
+    """A running local deployment: where to reach it and the config it runs."""
+
+    url: str
+    dashboard_url: str
+    config: dict[str, Any]
+    models: list[str]
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.home / STATE_FILE
+
+
+def promoted_models(store: ModelStore, wanted: list[str]) -> list[str]:
+    return [m for m in wanted if m in store.models() and store.pointer(m) is not None]
+
+
+def local_config(
+    settings: Settings, models: list[str], port: int, host: str, env: str = "local"
+) -> dict[str, Any]:
+    """The rendered `env` config pointed at this store and port, serving exactly `models`."""
+    config = serve_config.for_models(serve_config.render(env), models)
+    config["http_options"].update({"port": port, "host": host})
+    store = ModelStore(settings.store_uri)
+    for app in config["applications"]:
+        if app["import_path"] == serve_config.MODEL_IMPORT_PATH:
+            app["args"]["store"] = _absolute(settings.store_uri)
+            # Replicas start on the version promoted now; the counter only has to move on promote.
+            pointer = store.pointer(app["args"]["model"])
+            for deployment in app["deployments"]:
+                deployment.setdefault("user_config", {})["promotion"] = (
+                    pointer.generation if pointer else 0
+                )
+    return config
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+
+
+def start(
+    settings: Settings,
+    models: list[str],
+    port: int = DEFAULT_PORT,
+    host: str = "127.0.0.1",
+    timeout_s: float = 180.0,
+) -> LocalServe:
+    """Deploy the promoted versions of `models` on the local (or RAY_ADDRESS) cluster and wait."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from raylife.cluster import dashboard_url, ensure_ray
+
+    store = ModelStore(settings.store_uri)
+    serving = promoted_models(store, models)
+    if not serving:
+        raise RaylifeError(
+            f"nothing to serve: none of {', '.join(models)} has a promoted version in "
+            f"{settings.store_uri}; run `raylife run` or `raylife promote MODEL VERSION` first"
+        )
+    config = local_config(settings, serving, port, host)
+    for name, value in serve_config.cluster_env("local").items():
+        os.environ.setdefault(name, value)  # before the cluster starts: its processes inherit it
+    ensure_ray()
+    dashboard = dashboard_url()
+    ServeSubmissionClient(dashboard).deploy_applications(config)
+    wait_running([app["name"] for app in config["applications"]], timeout_s)
+    local = LocalServe(f"http://{_client_host(host)}:{port}", dashboard, config, serving)
+    _write_state(settings, local)
+    return local
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def wait_running(app_names: list[str], timeout_s: float) -> None:
+    """Block until every application is RUNNING; a failed one raises with Serve's message."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        apps = serve.status().applications
+        statuses = {name: apps[name].status if name in apps else "NOT_STARTED" for name in app_names}
+        failed = {n: apps[n].message for n, s in statuses.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")}
+        if failed:
+            name, message = next(iter(failed.items()))
+            raise RaylifeError(f"Serve application {name!r} failed to deploy: {message[-800:]}")
+        if all(s == "RUNNING" for s in statuses.values()):
+            return
+        if time.monotonic() > deadline:
+            raise RaylifeError(
+                f"Serve applications not running after {timeout_s:.0f} s: {statuses}; "
+                "check `ray status` for free CPUs"
+            )
+        time.sleep(0.5)
+
+
+def _write_state(settings: Settings, local: LocalServe) -> None:
+    path = _state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(local.__dict__, indent=1))
+    os.replace(tmp, path)
+
+
+def read_state(settings: Settings) -> LocalServe | None:
+    try:
+        return LocalServe(**json.loads(_state_path(settings).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def stop(settings: Settings) -> None:
+    from ray import serve
+
+    from raylife.cluster import shutdown_if_started
+
+    with contextlib.suppress(Exception):  # already gone: nothing left to stop
+        serve.shutdown()
+    with contextlib.suppress(FileNotFoundError):
+        _state_path(settings).unlink()
+    shutdown_if_started()
+
+
+def notify_promotion(settings: Settings, model: str, generation: int) -> str | None:
+    """Tell a running local deployment (if any) to load `model`'s new promotion. Returns its URL.
+
+    Only `user_config.promotion` changes, so Serve reconfigures the running replicas in place.
+    """
+    local = read_state(settings)
+    if local is None or model not in local.models:
+        return None
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    client = ServeSubmissionClient(local.dashboard_url)
+    try:
+        client.get_serve_details()
+    except Exception:  # noqa: BLE001 - a stale state file: the server is gone
+        return None
+    for app in local.config["applications"]:
+        if app.get("args", {}).get("model") == model:
+            for deployment in app["deployments"]:
+                deployment.setdefault("user_config", {})["promotion"] = generation
+    client.deploy_applications(local.config)
+    _write_state(settings, local)
+    return local.url
+
+
+def wait_for_version(url: str, model: str, version: str, timeout_s: float = 60.0) -> None:
+    """Until GET /<model>/info answers `version` (replicas reload asynchronously)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/{model}/info", timeout=5).json().get("version") == version:
+                return
+        time.sleep(0.25)
+    raise RaylifeError(f"{model} did not switch to {version} within {timeout_s:.0f} s")

@@ -1,0 +1,93 @@
+"""Serve application for one model: a FastAPI ingress replica that holds the promoted version.
+
+import_path `serve_apps.models:build_app`, one application per model (route `/<model>`). The replica
+loads the store's promoted version at start and again whenever `user_config.promotion` changes, so a
+promotion reaches running replicas without a restart (see `raylife promote`).
+
+No `from __future__ import annotations`: Serve reads the builder's argument type at runtime to
+validate the config's `args` with it.
+"""
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from raylife.http_api import MAX_ROWS, build_model_api
+from raylife.registry import MODEL_SPECS
+from raylife.service import ModelService
+
+
+class ModelAppArgs(BaseModel):
+    """`args` of a model application in the Serve config."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="registry key: " + " | ".join(sorted(MODEL_SPECS)))
+    store: str = Field(description="model store: folder or s3://bucket/prefix")
+    max_rows: int = Field(default=MAX_ROWS, ge=1, description="most rows in one request")
+    torch_threads: int = Field(default=1, ge=0, description="torch threads per replica (0: torch's default)")
+
+    def model_post_init(self, context: Any) -> None:
+        if self.model not in MODEL_SPECS:
+            raise ValueError(
+                f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}"
+            )
+
+
+class Batching(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    max_batch_size: int = Field(default=16, ge=1)
+    wait_timeout_s: float = Field(default=0.002, ge=0)
+
+
+class ModelUserConfig(BaseModel):
+    """`user_config` of ModelServer: changing it calls reconfigure() on running replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+    promotion: int = Field(default=0, description="bump to make replicas reload the promoted version")
+    batching: Batching = Field(default_factory=Batching)
+
+
+@serve.deployment(name="ModelServer")
+@serve.ingress()
+class ModelServer:
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = ModelAppArgs.model_validate(args)
+        self.service = ModelService(self.args.model, self.args.store, self.args.torch_threads)
+        self.batching = Batching()
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_model_api(self.service, self.predict, self.args.max_rows)
+
+    async def predict(self, X: np.ndarray) -> tuple[str, list[dict[str, Any]]]:
+        if self.batching.enabled:
+            result: tuple[str, list[dict[str, Any]]] = await self._predict_batch(X)
+            return result
+        loaded, predictions = self.service.predict(X)
+        return loaded.version, predictions
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _predict_batch(self, batch: list[np.ndarray]) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Concurrent requests as one forward pass; each gets its own rows back."""
+        loaded, predictions = self.service.predict(np.concatenate(batch))
+        bounds = np.cumsum([0] + [len(X) for X in batch])
+        return [(loaded.version, predictions[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        config = ModelUserConfig.model_validate(user_config)
+        self.batching = config.batching
+        self._predict_batch.set_max_batch_size(config.batching.max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(config.batching.wait_timeout_s)
+        # Load off the event loop: requests keep flowing on the old version until the swap.
+        await asyncio.to_thread(self.service.reload)
+
+    async def info(self) -> dict[str, Any]:
+        return self.service.info()
+
+
+def build_app(args: ModelAppArgs) -> Application:
+    return ModelServer.bind(args.model_dump())
