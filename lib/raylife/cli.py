@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve the same artifact from bare FastAPI + uvicorn; report Serve / bare",
     )
     load.add_argument("--repeats", type=int, default=3, help="alternations with --baseline")
+    load.add_argument(
+        "--batching",
+        choices=["on", "off"],
+        help="override the config's @serve.batch switch (only when loadtest starts Serve)",
+    )
     load.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _store_flag(load)
 
@@ -494,7 +499,10 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     if args.url:
         url = args.url.rstrip("/")
     else:
-        started = serving.start(settings, [args.model], port=loadtest.free_port())
+        batching = None if args.batching is None else args.batching == "on"
+        started = serving.start(
+            settings, [args.model], port=loadtest.free_port(), batching=batching
+        )
         url = started.url
     try:
         if args.baseline:

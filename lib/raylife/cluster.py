@@ -23,6 +23,15 @@ LOCAL_CLUSTER_TRAIN_ENV = {
 }
 
 
+def apply_local_cluster_env() -> None:
+    """Before a local cluster starts (every Ray process inherits it): Train's local settings and
+    the Serve fast paths of the `local` Serve overlay. Values already in the environment win."""
+    from raylife import serve_config
+
+    for name, value in {**LOCAL_CLUSTER_TRAIN_ENV, **serve_config.cluster_env("local")}.items():
+        os.environ.setdefault(name, value)
+
+
 def configure_train_env() -> None:
     """Environment the process calling TorchTrainer.fit() needs (the user's value wins)."""
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_INTERVAL_S)
@@ -44,8 +53,7 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
         ray.init(address=address, log_to_driver=True)
         return
     global _started_here
-    for name, value in LOCAL_CLUSTER_TRAIN_ENV.items():
-        os.environ.setdefault(name, value)  # before ray.init: every Ray process inherits it
+    apply_local_cluster_env()
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
     _started_here = True
     ray.init(

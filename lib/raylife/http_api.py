@@ -8,7 +8,7 @@ baseline (raylife.bare_server), so the load test compares servers, not APIs.
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime and
 # the request models are local variables it could not resolve from strings.
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
@@ -58,17 +58,18 @@ def row_type(model: str, schema: InputSchema) -> Any:
             },
         )
         return named | flat
-    height, width = schema.shape[-2], schema.shape[-1]
-    pixel_row = Annotated[list[Number], Field(min_length=width, max_length=width)]
-    pixels = Annotated[
-        list[pixel_row],
-        Field(
-            min_length=height,
-            max_length=height,
-            description=f"{height} rows of {width} grayscale values 0..255",
-        ),
-    ]
-    return flat | pixels
+    # Images: flat, the model's own nesting ([1][28][28]), or plain rows of pixels ([28][28]).
+    shapes = [schema.shape] + ([schema.shape[1:]] if schema.shape[0] == 1 else [])
+    nested = [_nested(shape) for shape in shapes]
+    return Union[tuple([flat, *nested])]  # noqa: UP007 - a runtime-built union
+
+
+def _nested(shape: list[int]) -> Any:
+    """list of list ... of numbers with exactly `shape` lengths (grayscale values 0..255)."""
+    inner: Any = Number
+    for size in reversed(shape):
+        inner = Annotated[list[inner], Field(min_length=size, max_length=size)]
+    return inner
 
 
 class _OneOrBatch(BaseModel):
@@ -136,12 +137,17 @@ def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONRe
 
 
 def _describe(errors: list[Any]) -> str:
-    parts = []
-    for error in errors[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
+    """Readable pydantic errors. An input that matches none of a union's forms (named features, flat
+    list, nested pixels) yields one error per element per form; keep the first error of each form."""
+    kept: dict[tuple[str, ...], str] = {}
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+        form = next((i for i, part in enumerate(loc) if "[" in part or part[:1].isupper()), None)
+        key = tuple(loc if form is None else loc[: form + 1])
+        kept.setdefault(key, f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
+    parts = list(kept.values())
+    more = f" (+{len(parts) - 6} more)" if len(parts) > 6 else ""
+    return "; ".join(parts[:6]) + more
 
 
 def install_error_handlers(app: FastAPI, media_types: dict[str, str]) -> None:
@@ -176,6 +182,10 @@ def install_error_handlers(app: FastAPI, media_types: dict[str, str]) -> None:
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /models and <model>/docs"
+        if exc.status_code == 400 and "parsing the body" in message:
+            return error_response(
+                400, "malformed_json", "the body is not valid JSON (undecodable bytes); send UTF-8 JSON"
+            )
         if exc.status_code == 413:
             message = f"request body above {MAX_BODY_BYTES} bytes; send fewer rows per request"
         return error_response(exc.status_code, kinds.get(exc.status_code, "http_error"), message)

@@ -67,14 +67,20 @@ async def _example_body(session: Any, url: str) -> dict[str, Any]:
 
 
 async def _drive(
-    url: str, requests: int, concurrency: int, retries: int, timeout_s: float, label: str
+    url: str,
+    requests: int,
+    concurrency: int,
+    retries: int,
+    timeout_s: float,
+    label: str,
+    body: dict[str, Any] | None = None,
 ) -> LoadResult:
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        body = await _example_body(session, url)
+        body = body or await _example_body(session, url)
         latencies: list[float] = []
         errors: dict[str, int] = {}
         versions: dict[str, int] = {}
@@ -148,13 +154,16 @@ def run_load(
     timeout_s: float = 30.0,
     label: str = "serve",
     warmup: int = 50,
+    body: dict[str, Any] | None = None,
 ) -> LoadResult:
+    """`requests` POSTs to `url` from `concurrency` workers; the body defaults to the model's
+    own input example (one row)."""
     if requests < 1 or concurrency < 1:
         raise RaylifeError("--requests and --concurrency must be at least 1")
     url = url.rstrip("/")
     if warmup:
-        asyncio.run(_drive(url, warmup, concurrency, retries, timeout_s, label))
-    return asyncio.run(_drive(url, requests, concurrency, retries, timeout_s, label))
+        asyncio.run(_drive(url, warmup, concurrency, retries, timeout_s, label, body))
+    return asyncio.run(_drive(url, requests, concurrency, retries, timeout_s, label, body))
 
 
 # --------------------------------------------------------------------------------------------------

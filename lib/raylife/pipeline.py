@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylife import plots
+from raylife import plots, serving
 from raylife.config import Settings, TrainConfig, TuneConfig
 from raylife.data import prepare
 from raylife.lifecycle import tune_and_register
+from raylife.loadtest import free_port
 from raylife.predict import Predictor
 from raylife.registry import get_spec
 from raylife.store import ModelStore
@@ -50,6 +51,7 @@ def run_all(
     samples: int,
     num_workers: int = 2,
     say: Callable[[str], None] = print,
+    serve: bool = True,
 ) -> list[ModelReport]:
     reports = []
     for index, model in enumerate(models, start=1):
@@ -61,7 +63,22 @@ def run_all(
     say(
         f"\nOutputs: store {settings.store_uri} | plots {settings.plots_dir} | runs {settings.runs_dir} | summary {summary}"
     )
+    if serve:
+        serve_and_query(models, settings, say)
     return reports
+
+
+def serve_and_query(models: list[str], settings: Settings, say: Callable[[str], None]) -> None:
+    """Serve the promoted versions over HTTP, ask each model about one held-out test row, stop."""
+    say("\nServing the promoted models with Ray Serve ...")
+    local = serving.start(settings, models, port=free_port())
+    try:
+        for model in local.models:
+            answer = serving.query_test_row(local.url, model)
+            say(f"  {answer}")
+    finally:
+        serving.stop(settings)
+    say("Serve stopped. `make serve` keeps it running: POST http://127.0.0.1:8000/<model>")
 
 
 def run_model(

@@ -45,7 +45,12 @@ def promoted_models(store: ModelStore, wanted: list[str]) -> list[str]:
 
 
 def local_config(
-    settings: Settings, models: list[str], port: int, host: str, env: str = "local"
+    settings: Settings,
+    models: list[str],
+    port: int,
+    host: str,
+    env: str = "local",
+    batching: bool | None = None,
 ) -> dict[str, Any]:
     """The rendered `env` config pointed at this store and port, serving exactly `models`."""
     config = serve_config.for_models(serve_config.render(env), models)
@@ -57,9 +62,10 @@ def local_config(
             # Replicas start on the version promoted now; the counter only has to move on promote.
             pointer = store.pointer(app["args"]["model"])
             for deployment in app["deployments"]:
-                deployment.setdefault("user_config", {})["promotion"] = (
-                    pointer.generation if pointer else 0
-                )
+                user_config = deployment.setdefault("user_config", {})
+                user_config["promotion"] = pointer.generation if pointer else 0
+                if batching is not None:
+                    user_config.setdefault("batching", {})["enabled"] = batching
     return config
 
 
@@ -73,6 +79,7 @@ def start(
     port: int = DEFAULT_PORT,
     host: str = "127.0.0.1",
     timeout_s: float = 180.0,
+    batching: bool | None = None,
 ) -> LocalServe:
     """Deploy the promoted versions of `models` on the local (or RAY_ADDRESS) cluster and wait."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
@@ -86,12 +93,16 @@ def start(
             f"nothing to serve: none of {', '.join(models)} has a promoted version in "
             f"{settings.store_uri}; run `raylife run` or `raylife promote MODEL VERSION` first"
         )
-    config = local_config(settings, serving, port, host)
-    for name, value in serve_config.cluster_env("local").items():
-        os.environ.setdefault(name, value)  # before the cluster starts: its processes inherit it
-    ensure_ray()
+    config = local_config(settings, serving, port, host, batching=batching)
+    ensure_ray()  # a new local cluster gets the local overlay's cluster_env (Serve fast paths)
     dashboard = dashboard_url()
-    ServeSubmissionClient(dashboard).deploy_applications(config)
+    try:
+        ServeSubmissionClient(dashboard).deploy_applications(config)
+    except RuntimeError as exc:
+        raise RaylifeError(
+            f"Serve refused the deployment: {str(exc)[-600:]}. A process left from an earlier run "
+            "may hold a port (check `pgrep -a haproxy`, `ss -ltnp`)"
+        ) from exc
     wait_running([app["name"] for app in config["applications"]], timeout_s)
     local = LocalServe(f"http://{_client_host(host)}:{port}", dashboard, config, serving)
     _write_state(settings, local)
@@ -161,18 +172,25 @@ def notify_promotion(settings: Settings, model: str, generation: int) -> str | N
         return None
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    client = ServeSubmissionClient(local.dashboard_url)
     try:
-        client.get_serve_details()
+        ServeSubmissionClient(local.dashboard_url).get_serve_details()
     except Exception:  # noqa: BLE001 - a stale state file: the server is gone
         return None
     for app in local.config["applications"]:
         if app.get("args", {}).get("model") == model:
             for deployment in app["deployments"]:
                 deployment.setdefault("user_config", {})["promotion"] = generation
-    client.deploy_applications(local.config)
-    _write_state(settings, local)
+    redeploy(settings, local)
     return local.url
+
+
+def redeploy(settings: Settings, local: LocalServe, timeout_s: float = 120.0) -> None:
+    """Apply local.config to the running deployment (Serve updates only what changed) and wait."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(local.dashboard_url).deploy_applications(local.config)
+    _write_state(settings, local)
+    wait_running([app["name"] for app in local.config["applications"]], timeout_s)
 
 
 def wait_for_version(url: str, model: str, version: str, timeout_s: float = 60.0) -> None:
@@ -186,3 +204,38 @@ def wait_for_version(url: str, model: str, version: str, timeout_s: float = 60.0
                 return
         time.sleep(0.25)
     raise RaylifeError(f"{model} did not switch to {version} within {timeout_s:.0f} s")
+
+
+def query_test_row(url: str, model: str) -> str:
+    """POST one held-out test row (an image model gets it as a PNG upload); a one-line answer."""
+    import io
+
+    import httpx
+    import numpy as np
+
+    from raylife.config import DataConfig
+    from raylife.data import prepare
+    from raylife.registry import get_spec
+
+    test = prepare(get_spec(model), DataConfig()).test_raw
+    row, truth = test.X[0], test.y[0]
+    if row.ndim == 3:
+        from PIL import Image
+
+        png = io.BytesIO()
+        Image.fromarray(row[0].clip(0, 255).astype(np.uint8)).save(png, format="PNG")
+        files = {"file": ("digit.png", png.getvalue(), "image/png")}
+        response = httpx.post(f"{url}/{model}/image", files=files, timeout=30)
+        sent = "a 28x28 PNG"
+    else:
+        response = httpx.post(f"{url}/{model}", json={"row": row.tolist()}, timeout=30)
+        sent = "[" + ", ".join(f"{v:.3g}" for v in row[:4]) + (", ...]" if len(row) > 4 else "]")
+    if response.status_code != 200:
+        raise RaylifeError(f"POST {url}/{model} answered {response.status_code}: {response.text}")
+    body = response.json()
+    answer = body["predictions"][0]
+    if "value" in answer:
+        shown, expected = f"{answer['value']:.2f}", f"{float(truth):.2f}"
+    else:  # probabilities are keyed by label name, in class order
+        shown, expected = answer["label"], list(answer["probabilities"])[int(truth)]
+    return f"POST /{model} {sent} -> {shown} (true {expected}) from version {body['version']}"

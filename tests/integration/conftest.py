@@ -14,9 +14,10 @@ import pytest
 def ray_cluster():
     import ray
 
-    from raylife.cluster import configure_train_env
+    from raylife.cluster import apply_local_cluster_env, configure_train_env
 
     configure_train_env()
+    apply_local_cluster_env()  # what `raylife` sets on the clusters it starts (Serve fast paths)
     ray.init(
         num_cpus=6, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING"
     )
