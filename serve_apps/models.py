@@ -9,6 +9,7 @@ validate the config's `args` with it.
 """
 
 import asyncio
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,9 @@ class ModelAppArgs(BaseModel):
     model: str = Field(description="registry key: " + " | ".join(sorted(MODEL_SPECS)))
     store: str = Field(description="model store: folder or s3://bucket/prefix")
     max_rows: int = Field(default=MAX_ROWS, ge=1, description="most rows in one request")
-    torch_threads: int = Field(default=1, ge=0, description="torch threads per replica (0: torch's default)")
+    torch_threads: int = Field(
+        default=1, ge=0, description="torch threads per replica (0: torch's default)"
+    )
 
     def model_post_init(self, context: Any) -> None:
         if self.model not in MODEL_SPECS:
@@ -51,7 +54,9 @@ class ModelUserConfig(BaseModel):
     """`user_config` of ModelServer: changing it calls reconfigure() on running replicas."""
 
     model_config = ConfigDict(extra="forbid")
-    promotion: int = Field(default=0, description="bump to make replicas reload the promoted version")
+    promotion: int = Field(
+        default=0, description="bump to make replicas reload the promoted version"
+    )
     batching: Batching = Field(default_factory=Batching)
 
 
@@ -80,11 +85,13 @@ class ModelServer:
         return loaded.version, predictions
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _predict_batch(self, batch: list[np.ndarray]) -> list[tuple[str, list[dict[str, Any]]]]:
+    async def _predict_batch(
+        self, batch: list[np.ndarray]
+    ) -> list[tuple[str, list[dict[str, Any]]]]:
         """Concurrent requests as one forward pass; each gets its own rows back."""
         loaded, predictions = self.service.predict(np.concatenate(batch))
         bounds = np.cumsum([0] + [len(X) for X in batch])
-        return [(loaded.version, predictions[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [(loaded.version, predictions[a:b]) for a, b in pairwise(bounds)]
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = ModelUserConfig.model_validate(user_config)

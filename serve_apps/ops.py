@@ -41,7 +41,9 @@ def build_ops_api(ops: "Ops") -> FastAPI:
     async def models() -> dict[str, Any]:
         return await ops.models()
 
-    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    @app.api_route(
+        "/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False
+    )
     async def not_found(request: Request, path: str) -> JSONResponse:
         return error_response(
             404,
@@ -67,7 +69,7 @@ class Ops:
         try:
             handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
             info = await asyncio.wait_for(handle.info.remote(), self.args.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported as such
+        except Exception as exc:  # any failure means "not ready", reported as such
             return {"error": f"{type(exc).__name__}: {exc}"[:300]}
         return {
             "version": info["version"],

@@ -508,15 +508,24 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
         if args.baseline:
             with loadtest.bare_server(args.model, settings.store_uri) as bare_url:
                 summary = loadtest.compare(
-                    url, bare_url, args.model, args.requests, args.concurrency, args.repeats,
+                    url,
+                    bare_url,
+                    args.model,
+                    args.requests,
+                    args.concurrency,
+                    args.repeats,
                     args.retries,
                 )
-            print(json.dumps(summary, indent=2) if args.json else loadtest.format_comparison(summary))
+            print(
+                json.dumps(summary, indent=2) if args.json else loadtest.format_comparison(summary)
+            )
             return
         result = loadtest.run_load(
             f"{url}/{args.model}", args.requests, args.concurrency, args.retries
         )
-        print(json.dumps(result.to_dict(), indent=2) if args.json else loadtest.format_result(result))
+        print(
+            json.dumps(result.to_dict(), indent=2) if args.json else loadtest.format_result(result)
+        )
     finally:
         if started:
             serving.stop(settings)

@@ -85,5 +85,7 @@ def dashboard_url() -> str:
     if not url:
         from raylife.errors import RaylifeError
 
-        raise RaylifeError("this Ray cluster runs without a dashboard; start it with the dashboard on")
+        raise RaylifeError(
+            "this Ray cluster runs without a dashboard; start it with the dashboard on"
+        )
     return url if url.startswith("http") else f"http://{url}"

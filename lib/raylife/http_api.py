@@ -48,7 +48,7 @@ def row_type(model: str, schema: InputSchema) -> Any:
         ),
     ]
     if schema.feature_names:
-        example = dict(zip(schema.feature_names, schema.example, strict=False))
+        example: Any = dict(zip(schema.feature_names, schema.example, strict=False))
         named = create_model(  # type: ignore[call-overload]
             f"{title}Features",
             __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [example]}),
@@ -87,7 +87,7 @@ class _OneOrBatch(BaseModel):
 def request_model(model: str, schema: InputSchema, max_rows: int) -> type[BaseModel]:
     row = row_type(model, schema)
     batch = Annotated[list[row], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"{model.capitalize()}Request",
         __base__=_OneOrBatch,
         row=(Optional[row], Field(default=None, description="one input")),  # noqa: UP045
@@ -184,7 +184,9 @@ def install_error_handlers(app: FastAPI, media_types: dict[str, str]) -> None:
             message = f"no route {request.method} {request.url.path}; see /models and <model>/docs"
         if exc.status_code == 400 and "parsing the body" in message:
             return error_response(
-                400, "malformed_json", "the body is not valid JSON (undecodable bytes); send UTF-8 JSON"
+                400,
+                "malformed_json",
+                "the body is not valid JSON (undecodable bytes); send UTF-8 JSON",
             )
         if exc.status_code == 413:
             message = f"request body above {MAX_BODY_BYTES} bytes; send fewer rows per request"

@@ -104,7 +104,7 @@ async def _drive(
                         cause = str(response.status)
                         if response.status not in RETRY_STATUSES:
                             break
-                except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                     cause = type(exc).__name__
                 if attempt < retries:
                     counts["retries"] += 1
@@ -183,7 +183,17 @@ def bare_server(model: str, store: str, port: int | None = None, timeout_s: floa
 
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "raylife.bare_server", "--model", model, "--store", store, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "raylife.bare_server",
+            "--model",
+            model,
+            "--store",
+            store,
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -223,7 +233,9 @@ def compare(
     runs: dict[str, list[LoadResult]] = {"serve": [], "bare": []}
     for _ in range(repeats):
         for label, base in (("serve", serve_url), ("bare", bare_url)):
-            runs[label].append(run_load(f"{base}/{model}", requests, concurrency, retries, label=label))
+            runs[label].append(
+                run_load(f"{base}/{model}", requests, concurrency, retries, label=label)
+            )
     summary = {label: _median_result(results) for label, results in runs.items()}
     summary["ratio_rps"] = round(summary["serve"]["rps"] / summary["bare"]["rps"], 3)
     summary["ratio_p99"] = round(summary["serve"]["p99_ms"] / summary["bare"]["p99_ms"], 3)
@@ -253,7 +265,9 @@ def format_result(result: LoadResult) -> str:
 
 
 def format_comparison(summary: dict[str, Any]) -> str:
-    lines = [f"{'':>6}  {'rps (median)':>12}  {'min-max':>13}  {'p50 ms':>7}  {'p99 ms':>7}  errors"]
+    lines = [
+        f"{'':>6}  {'rps (median)':>12}  {'min-max':>13}  {'p50 ms':>7}  {'p99 ms':>7}  errors"
+    ]
     for label in ("serve", "bare"):
         s = summary[label]
         lines.append(

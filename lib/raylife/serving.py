@@ -120,8 +120,12 @@ def wait_running(app_names: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         apps = serve.status().applications
-        statuses = {name: apps[name].status if name in apps else "NOT_STARTED" for name in app_names}
-        failed = {n: apps[n].message for n, s in statuses.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")}
+        statuses = {
+            name: apps[name].status if name in apps else "NOT_STARTED" for name in app_names
+        }
+        failed = {
+            n: apps[n].message for n, s in statuses.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")
+        }
         if failed:
             name, message = next(iter(failed.items()))
             raise RaylifeError(f"Serve application {name!r} failed to deploy: {message[-800:]}")
@@ -174,7 +178,7 @@ def notify_promotion(settings: Settings, model: str, generation: int) -> str | N
 
     try:
         ServeSubmissionClient(local.dashboard_url).get_serve_details()
-    except Exception:  # noqa: BLE001 - a stale state file: the server is gone
+    except Exception:  # a stale state file: the server is gone
         return None
     for app in local.config["applications"]:
         if app.get("args", {}).get("model") == model:

@@ -94,7 +94,9 @@ def test_named_features_and_cli_predict_url(served, capsys):
 def test_mnist_png_upload(served, tmp_path):
     settings, url = served
     pixels = _test_rows("mnist", 1)[0, 0]
-    response = httpx.post(f"{url}/mnist/image", files={"file": ("d.png", _png(pixels), "image/png")})
+    response = httpx.post(
+        f"{url}/mnist/image", files={"file": ("d.png", _png(pixels), "image/png")}
+    )
     assert response.status_code == 200, response.text
     expected = _predictor(settings, "mnist").predict_image(_png(pixels))
     _assert_same(response.json()["predictions"], [expected])
@@ -127,15 +129,50 @@ BAD_INPUTS = [
     ("infinity", "POST", "/iris", {"content": b'{"row": [Infinity, 1, 2, 3]}'}, 422, "finite"),
     ("empty-batch", "POST", "/iris", {"json": {"rows": []}}, 422, "at least 1"),
     ("batch-over-limit", "POST", "/iris", {"json": {"rows": [IRIS_ROW] * 257}}, 422, "at most 256"),
-    ("row-and-rows", "POST", "/iris", {"json": {"row": IRIS_ROW, "rows": [IRIS_ROW]}}, 422, "exactly one"),
+    (
+        "row-and-rows",
+        "POST",
+        "/iris",
+        {"json": {"row": IRIS_ROW, "rows": [IRIS_ROW]}},
+        422,
+        "exactly one",
+    ),
     ("unknown-key", "POST", "/iris", {"json": {"inputs": [IRIS_ROW]}}, 422, "extra"),
     ("malformed-json", "POST", "/iris", {"content": b'{"row": [1, 2,'}, 400, "not valid JSON"),
     ("undecodable-bytes", "POST", "/iris", {"content": b"\xff\xfe\x00"}, 400, "not valid JSON"),
     ("body-too-large", "POST", "/iris", {"content": b"[" + b"1," * 600_000 + b"1]"}, 413, "bytes"),
-    ("wrong-content-type", "POST", "/iris", {"content": b"1,2,3,4", "headers": {"content-type": "text/csv"}}, 415, "application/json"),
-    ("wrong-image-shape", "POST", "/mnist", {"json": {"row": [[0.0] * 28] * 27}}, 422, "at least 28"),
-    ("png-wrong-size", "POST", "/mnist/image", {"files": {"file": ("d.png", _png(np.zeros((20, 28))), "image/png")}}, 422, "28x28"),
-    ("not-a-png", "POST", "/mnist/image", {"files": {"file": ("d.png", b"GIF89a...", "image/png")}}, 422, "PNG"),
+    (
+        "wrong-content-type",
+        "POST",
+        "/iris",
+        {"content": b"1,2,3,4", "headers": {"content-type": "text/csv"}},
+        415,
+        "application/json",
+    ),
+    (
+        "wrong-image-shape",
+        "POST",
+        "/mnist",
+        {"json": {"row": [[0.0] * 28] * 27}},
+        422,
+        "at least 28",
+    ),
+    (
+        "png-wrong-size",
+        "POST",
+        "/mnist/image",
+        {"files": {"file": ("d.png", _png(np.zeros((20, 28))), "image/png")}},
+        422,
+        "28x28",
+    ),
+    (
+        "not-a-png",
+        "POST",
+        "/mnist/image",
+        {"files": {"file": ("d.png", b"GIF89a...", "image/png")}},
+        422,
+        "PNG",
+    ),
     ("image-as-json", "POST", "/mnist/image", {"json": {"row": 1}}, 415, "multipart/form-data"),
     ("image-route-on-tabular", "POST", "/iris/image", {"json": {}}, 404, "no route"),
     ("unknown-route", "GET", "/nope", {}, 404, "no route"),
@@ -145,7 +182,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(
-    "method,path,kwargs,status,words", [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+    "method,path,kwargs,status,words",
+    [case[1:] for case in BAD_INPUTS],
+    ids=[c[0] for c in BAD_INPUTS],
 )
 def test_bad_input_is_a_named_4xx(served, method, path, kwargs, status, words):
     _, url = served
@@ -251,7 +290,10 @@ def test_autoscaling_up_under_load_and_back_down(served):
     assert peak, "boston did not scale to 2 replicas under sustained load"
     assert results["errors"] == 0 and results["requests"] > 0
     assert _wait_for(lambda: _running_replicas("boston") == 1, timeout_s=90), "no downscale"
-    assert httpx.post(f"{url}/boston", json={"row": _test_rows("boston", 1)[0].tolist()}).status_code == 200
+    assert (
+        httpx.post(f"{url}/boston", json={"row": _test_rows("boston", 1)[0].tolist()}).status_code
+        == 200
+    )
 
 
 def _wait_for(condition: Any, timeout_s: float) -> bool:
