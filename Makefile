@@ -10,7 +10,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration quality report-cost lint format clean
+.PHONY: help install run test test-unit test-integration quality report-cost serve loadtest serve-configs lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,20 @@ quality: $(INSTALLED) ## Registry defaults x seeds through Ray Train -> reports/
 
 report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
 	$(PY) -m jobs.report_cost --model iris
+
+PORT ?= 8000
+MODEL ?= iris
+CONCURRENCY ?= 16
+REQUESTS ?= 2000
+
+serve: $(INSTALLED) ## Serve the promoted models with Ray Serve on 127.0.0.1:$(PORT) (Ctrl-C stops)
+	$(RAYLIFE) serve --port $(PORT)
+
+loadtest: $(INSTALLED) ## Serve vs bare uvicorn on the same artifact, alternated (MODEL=, CONCURRENCY=, REQUESTS=)
+	$(RAYLIFE) loadtest --model $(MODEL) --concurrency $(CONCURRENCY) --requests $(REQUESTS) --baseline
+
+serve-configs: $(INSTALLED) ## Render serve_apps/config base + overlays -> serve_apps/rendered/
+	$(RAYLIFE) serve-configs
 
 lint: $(INSTALLED) ## ruff + mypy
 	$(VENV)/bin/ruff check lib jobs serve_apps tests

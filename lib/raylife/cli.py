@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     serve.add_argument("--models", default="all", help="comma-separated model keys (default: all)")
+    serve.add_argument(
+        "--num-gpus", type=float, default=0.0, help="GPUs per model replica (e.g. 0.5; default 0)"
+    )
     _store_flag(serve)
 
     load = verbs.add_parser("loadtest", help="drive an endpoint at a concurrency; rps and latency")
@@ -477,7 +480,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import time
 
     settings = _settings(args)
-    local = serving.start(settings, _model_list(args.models), port=args.port, host=args.host)
+    local = serving.start(
+        settings, _model_list(args.models), port=args.port, host=args.host, num_gpus=args.num_gpus
+    )
     print(f"serving {', '.join(local.models)} at {local.url} (Ctrl-C stops)")
     for model in local.models:
         print(f"  POST {local.url}/{model}   docs: {local.url}/{model}/docs")

@@ -20,9 +20,11 @@ from raylife.tasks import TASKS
 class Predictor:
     artifact: Artifact
     version: str
+    device: str = "cpu"
+    """Where the forward pass runs ("cuda" on a GPU replica); answers always come back to the CPU."""
 
     def __post_init__(self) -> None:
-        self.module = self.artifact.build_module()
+        self.module = self.artifact.build_module().to(self.device)
         self.task = TASKS[self.artifact.task]
 
     @classmethod
@@ -33,8 +35,8 @@ class Predictor:
     @torch.no_grad()
     def predict_array(self, X: np.ndarray) -> list[dict[str, Any]]:
         """Raw (unpreprocessed) inputs of shape (n, *schema.shape) -> one answer per row."""
-        features = torch.from_numpy(self.artifact.preprocessing.transform(X))
-        outputs = self.module(features)
+        features = torch.from_numpy(self.artifact.preprocessing.transform(X)).to(self.device)
+        outputs = self.module(features).cpu()
         if self.task.name == "regression":
             values = self.artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy())
             return [{"value": float(v)} for v in values]

@@ -37,6 +37,8 @@ class ModelService:
             torch.set_num_threads(torch_threads)
         self.model = model
         self.store = ModelStore(store_uri)
+        # A Serve replica given GPUs sees them (CUDA_VISIBLE_DEVICES); one given none sees none.
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._swap_lock = threading.Lock()
         self.current = self._load_promoted()
 
@@ -60,7 +62,7 @@ class ModelService:
                 f"run: raylife promote {self.model} VERSION"
             )
         version, artifact = self.store.load(self.model, pointer.version)
-        return Loaded(Predictor(artifact, version), version, pointer.generation)
+        return Loaded(Predictor(artifact, version, self.device), version, pointer.generation)
 
     def reload(self) -> bool:
         """Load the version the store's pointer names now, if it changed. True when swapped.
@@ -97,6 +99,7 @@ class ModelService:
             "model": self.model,
             "version": loaded.version,
             "generation": loaded.generation,
+            "device": self.device,
             "task": artifact.task,
             "labels": artifact.label_names,
             "input": artifact.schema.to_dict(),

@@ -51,6 +51,7 @@ def local_config(
     host: str,
     env: str = "local",
     batching: bool | None = None,
+    num_gpus: float = 0.0,
 ) -> dict[str, Any]:
     """The rendered `env` config pointed at this store and port, serving exactly `models`."""
     config = serve_config.for_models(serve_config.render(env), models)
@@ -66,6 +67,8 @@ def local_config(
                 user_config["promotion"] = pointer.generation if pointer else 0
                 if batching is not None:
                     user_config.setdefault("batching", {})["enabled"] = batching
+                if num_gpus:
+                    deployment.setdefault("ray_actor_options", {})["num_gpus"] = num_gpus
     return config
 
 
@@ -80,6 +83,7 @@ def start(
     host: str = "127.0.0.1",
     timeout_s: float = 180.0,
     batching: bool | None = None,
+    num_gpus: float = 0.0,
 ) -> LocalServe:
     """Deploy the promoted versions of `models` on the local (or RAY_ADDRESS) cluster and wait."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
@@ -93,7 +97,7 @@ def start(
             f"nothing to serve: none of {', '.join(models)} has a promoted version in "
             f"{settings.store_uri}; run `raylife run` or `raylife promote MODEL VERSION` first"
         )
-    config = local_config(settings, serving, port, host, batching=batching)
+    config = local_config(settings, serving, port, host, batching=batching, num_gpus=num_gpus)
     ensure_ray()  # a new local cluster gets the local overlay's cluster_env (Serve fast paths)
     dashboard = dashboard_url()
     try:
