@@ -10,7 +10,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration quality report-cost serve loadtest serve-configs lint format clean
+.PHONY: help install run test test-unit test-integration test-manifests quality report-cost serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,43 @@ loadtest: $(INSTALLED) ## Serve vs bare uvicorn on the same artifact, alternated
 
 serve-configs: $(INSTALLED) ## Render serve_apps/config base + overlays -> serve_apps/rendered/
 	$(RAYLIFE) serve-configs
+
+test-manifests: $(INSTALLED) ## KubeRay manifests against the CRDs and Kubernetes schemas (no cluster)
+	$(PY) -m pytest tests/manifests
+
+# ---- KubeRay on EKS (docs/deploy-eks.md) ----------------------------------------------------------
+KUBERAY_VERSION := 1.7.0
+NAMESPACE ?= raylife
+REGISTRY ?= 123456789012.dkr.ecr.us-west-2.amazonaws.com/raylife
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+RAY_VERSION := $(shell sed -n 's/.*"ray\[train,tune,serve\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+TAG ?= $(VERSION)-ray$(RAY_VERSION)
+
+kuberay-manifests: $(INSTALLED) serve-configs ## Regenerate kuberay/*.yaml (RayJobs, RayService with the eks Serve config, ...) (REGISTRY=)
+	RAYLIFE_REGISTRY=$(REGISTRY) $(PY) -m raylife.kuberay kuberay
+
+rehearse: $(INSTALLED) ## Run kuberay/'s CPU RayJobs and the local Serve config on a local 2-node Ray cluster
+	$(PY) -m raylife.rehearsal
+
+kuberay-operator-install: ## helm install the KubeRay operator $(KUBERAY_VERSION) (kuberay/helm/)
+	helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && helm repo update kuberay
+	helm install kuberay-operator kuberay/kuberay-operator --version $(KUBERAY_VERSION) \
+	  --namespace kuberay-system --create-namespace -f kuberay/helm/kuberay-operator.values.yaml
+
+kuberay-operator-upgrade: ## helm upgrade the KubeRay operator with kuberay/helm/ values
+	helm upgrade kuberay-operator kuberay/kuberay-operator --version $(KUBERAY_VERSION) \
+	  --namespace kuberay-system -f kuberay/helm/kuberay-operator.values.yaml
+
+kuberay-operator-uninstall: ## helm uninstall the KubeRay operator
+	helm uninstall kuberay-operator --namespace kuberay-system
+
+image: ## docker build the CPU and GPU images (REGISTRY=, TAG=)
+	docker build -f kuberay/docker/Dockerfile.cpu -t $(REGISTRY):$(TAG)-cpu .
+	docker build -f kuberay/docker/Dockerfile.gpu -t $(REGISTRY):$(TAG)-gpu .
+
+image-push: ## docker push both images to REGISTRY (log in to ECR first, see docs/deploy-eks.md)
+	docker push $(REGISTRY):$(TAG)-cpu
+	docker push $(REGISTRY):$(TAG)-gpu
 
 lint: $(INSTALLED) ## ruff + mypy
 	$(VENV)/bin/ruff check lib jobs serve_apps tests

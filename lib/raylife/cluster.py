@@ -89,3 +89,12 @@ def dashboard_url() -> str:
             "this Ray cluster runs without a dashboard; start it with the dashboard on"
         )
     return url if url.startswith("http") else f"http://{url}"
+
+
+def auth_headers() -> dict[str, str]:
+    """Headers that carry this machine's Ray token (empty when token auth is off)."""
+    from ray._private.authentication.http_token_authentication import (
+        get_auth_headers_if_auth_enabled,
+    )
+
+    return dict(get_auth_headers_if_auth_enabled({}))

@@ -24,7 +24,7 @@ class _FlakyHandler(BaseHTTPRequestHandler):
     counter = 0
     lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         with self.lock:
             type(self).counter += 1

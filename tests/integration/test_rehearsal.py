@@ -1,0 +1,42 @@
+"""The KubeRay rehearsal (`make rehearse`): every CPU RayJob entrypoint of kuberay/ through the
+Jobs API on a real 2-node cluster with token auth, then the rendered `local` Serve config deployed
+through Serve's REST API and every model queried over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raylife import rehearsal
+from raylife.store import ModelStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_short_runs_override_the_manifest_flags():
+    assert rehearsal.short("python -m jobs.tune --model mnist --samples 8").endswith(
+        "--preset debug --epochs 1 --samples 2 --max-concurrent 1"
+    )
+    assert "--samples" not in rehearsal.short("python -m jobs.train --model iris --promote")
+
+
+def test_every_cpu_job_is_rehearsed_and_the_gpu_job_is_not():
+    jobs = rehearsal.cpu_job_entrypoints(ROOT / "kuberay")
+    assert set(jobs) == {
+        "rayjob-train-boston",
+        "rayjob-train-ionosphere",
+        "rayjob-train-iris",
+        "rayjob-train-mnist",
+        "rayjob-tune-mnist",
+    }
+
+
+@pytest.mark.slow
+def test_rehearsal_on_a_two_node_cluster(tmp_path):
+    report = rehearsal.rehearse(ROOT / "kuberay", tmp_path)
+    assert len(report["jobs"]) == 5
+    store = ModelStore(str(tmp_path / "store"))
+    for model in ("boston", "ionosphere", "iris", "mnist"):
+        assert report["served"][model]["version"] == store.pointer(model).version
+        assert report["answers"][model]["version"] == store.pointer(model).version
