@@ -123,9 +123,9 @@ def _wait_for_nodes(cluster: LocalCluster, count: int, timeout_s: float = 120) -
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
             nodes = httpx.get(
-                f"{cluster.dashboard_url}/nodes?view=summary", headers=auth_headers(), timeout=5
-            ).json()["data"]["summary"]
-            if sum(1 for n in nodes if n["raylet"]["state"] == "ALIVE") >= count:
+                f"{cluster.dashboard_url}/api/v0/nodes", headers=auth_headers(), timeout=5
+            ).json()["data"]["result"]["result"]
+            if sum(1 for n in nodes if n["state"] == "ALIVE") >= count:
                 return
         time.sleep(1)
     raise RaylifeError(f"{count} Ray nodes did not come up within {timeout_s:.0f} s")
@@ -223,7 +223,9 @@ def rehearse(kuberay_dir: Path, work: Path, say: Any = print) -> dict[str, Any]:
 
     env_vars = {"RAYLIFE_STORE": str(work / "store"), "RAYLIFE_RUNS": str(work / "runs")}
     report: dict[str, Any] = {"jobs": {}, "answers": {}}
-    os.environ["RAY_AUTH_MODE"] = "token"  # this process's clients send the cluster's token
+    # This process's clients must send the cluster's token. Ray reads the mode once, at import:
+    # main() sets it before importing Ray; a process with a token-auth cluster already has it.
+    os.environ["RAY_AUTH_MODE"] = "token"
     with multi_node_cluster() as cluster:
         client = JobSubmissionClient(cluster.dashboard_url)
         for name, entrypoint in cpu_job_entrypoints(kuberay_dir).items():
@@ -256,6 +258,8 @@ def rehearse(kuberay_dir: Path, work: Path, say: Any = print) -> dict[str, Any]:
 
 
 def main() -> None:
+    # Before Ray is imported: its clients read the auth mode once, at import.
+    os.environ["RAY_AUTH_MODE"] = "token"
     root = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="rl-rehearse-") as work:
         started = time.monotonic()
