@@ -10,7 +10,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-manifests quality report-cost serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image image-push lint format clean
+.PHONY: help install run test test-unit test-integration test-manifests quality report-cost serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -85,6 +85,13 @@ kuberay-operator-upgrade: ## helm upgrade the KubeRay operator with kuberay/helm
 
 kuberay-operator-uninstall: ## helm uninstall the KubeRay operator
 	helm uninstall kuberay-operator --namespace kuberay-system
+
+image-constraints: $(INSTALLED) ## Pin the images' dependencies to this tested environment (kuberay/docker/constraints.txt)
+	( echo "# Exact versions for the images (pip -c): the tested environment of this checkout, without torch"; \
+	  echo "# and its CUDA libraries (each Dockerfile installs those from the matching PyTorch index)."; \
+	  echo "# Regenerate with \`make image-constraints\` after changing dependencies."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -viE '^(-e|raylife|torch|torchvision|triton|nvidia-|cuda-)' ) \
+	  > kuberay/docker/constraints.txt
 
 image: ## docker build the CPU and GPU images (REGISTRY=, TAG=)
 	docker build -f kuberay/docker/Dockerfile.cpu -t $(REGISTRY):$(TAG)-cpu .

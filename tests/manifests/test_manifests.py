@@ -293,7 +293,7 @@ def test_both_images_exist_and_install_raylife_at_build_time():
         text = (KUBERAY / "docker" / f"Dockerfile.{variant}").read_text()
         [base] = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
         assert base.endswith(f"-py311-{variant}"), base
-        assert "pip install --no-cache-dir ." in text and "torch==2.14.1" in text
+        assert "pip install --no-cache-dir -c constraints.txt ." in text and "torch==2.14.1" in text
         assert re.search(r"^USER 1000", text, flags=re.M), "images run as the non-root ray user"
 
 
@@ -329,3 +329,13 @@ def test_operator_values_pin_the_operator_and_are_restricted():
     assert resources["requests"]["memory"] == resources["limits"]["memory"]
     assert values["securityContext"]["allowPrivilegeEscalation"] is False
     assert values["nodeSelector"] == {"raylife.io/node-group": "cpu"}
+
+
+def test_image_dependencies_are_pinned_to_the_tested_versions():
+    import ray
+
+    lines = (KUBERAY / "docker" / "constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+    assert pins["ray"] == ray.__version__
+    assert {"fastapi", "pandas", "pydantic", "scikit-learn", "pyarrow"} <= set(pins)
+    assert not any(name.startswith(("torch", "nvidia-")) for name in pins)
