@@ -77,7 +77,7 @@ def multi_node_cluster(worker_nodes: int = 1, cpus_per_node: int = 3) -> Iterato
     cluster = LocalCluster(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{port}", env)
     try:
         cluster.processes.append(_start(head, env))
-        _wait_for_port(dashboard, cluster.processes[0])
+        wait_for_port(dashboard, cluster.processes[0])
         for _ in range(worker_nodes):
             worker = [RAY, "start", f"--address=127.0.0.1:{port}", *common, *_node_flags()]
             cluster.processes.append(_start(worker, env))
@@ -100,7 +100,7 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120) -> None:
     import socket
 
     deadline = time.monotonic() + timeout_s
@@ -160,7 +160,7 @@ def run_job(client: Any, entrypoint: str, env_vars: dict[str, str], timeout_s: f
     """Submit, wait, return the logs; a failed job raises with the end of its logs."""
     from ray.job_submission import JobStatus
 
-    job_id = _submit_when_ready(client, entrypoint=entrypoint, runtime_env={"env_vars": env_vars})
+    job_id = submit_when_ready(client, entrypoint=entrypoint, runtime_env={"env_vars": env_vars})
     deadline = time.monotonic() + timeout_s
     status = client.get_job_status(job_id)
     while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
@@ -175,7 +175,7 @@ def run_job(client: Any, entrypoint: str, env_vars: dict[str, str], timeout_s: f
     return logs
 
 
-def _submit_when_ready(client: Any, timeout_s: float = 90, **job: Any) -> str:
+def submit_when_ready(client: Any, timeout_s: float = 90, **job: Any) -> str:
     """The dashboard answers before its job agent is up ('No available agent'): retry until then."""
     deadline = time.monotonic() + timeout_s
     while True:
