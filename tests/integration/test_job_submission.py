@@ -46,3 +46,20 @@ def test_train_job_through_job_submission_client(head_cluster, tmp_path, monkeyp
     assert "promoted iris" in logs
     store = ModelStore(str(home / "store"))
     assert store.pointer("iris").version in store.versions("iris")
+
+
+def test_requests_without_the_token_are_refused(head_cluster):
+    """Token authentication is on: the Jobs API and Serve's deploy API refuse anonymous callers."""
+    import httpx
+
+    from raylife.cluster import auth_headers
+
+    job = {"entrypoint": "echo pwned"}
+    anonymous_job = httpx.post(f"{head_cluster}/api/jobs/", json=job, timeout=30)
+    anonymous_deploy = httpx.put(
+        f"{head_cluster}/api/serve/applications/", json={"applications": []}, timeout=30
+    )
+    assert anonymous_job.status_code in (401, 403), anonymous_job.text
+    assert anonymous_deploy.status_code in (401, 403), anonymous_deploy.text
+    with_token = httpx.get(f"{head_cluster}/api/jobs/", headers=auth_headers(), timeout=30)
+    assert with_token.status_code == 200, with_token.text
