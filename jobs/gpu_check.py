@@ -64,7 +64,7 @@ def serve_on_gpu(gpus: float, requests: int) -> dict:
     local = serving.start(settings, ["mnist"], port=free_port(), num_gpus=gpus)
     try:
         info = httpx.get(f"{local.url}/mnist/info", timeout=30).json()
-        answer = serving.query_test_row(local.url, "mnist")
+        answer = serving.query_test_row(local.url, "mnist", *serving.first_test_row("mnist"))
         load = run_load(f"{local.url}/mnist", requests=requests, concurrency=16)
         return {
             "replica_device": info.get("device"),

@@ -61,13 +61,16 @@ def build_ops_api(ops: "Ops") -> FastAPI:
 class Ops:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = OpsAppArgs.model_validate(args)
+        self._handles: dict[str, Any] = {}
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_ops_api(self)
 
     async def _one(self, name: str) -> dict[str, Any]:
         try:
-            handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
+            if name not in self._handles:  # one lookup per app, not one per /models call
+                self._handles[name] = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
+            handle = self._handles[name]
             info = await asyncio.wait_for(handle.info.remote(), self.args.timeout_s)
         except Exception as exc:  # any failure means "not ready", reported as such
             return {"error": f"{type(exc).__name__}: {exc}"[:300]}

@@ -188,13 +188,15 @@ def install_error_handlers(app: FastAPI, media_types: dict[str, str]) -> None:
                 "malformed_json",
                 "the body is not valid JSON (undecodable bytes); send UTF-8 JSON",
             )
-        if exc.status_code == 413:
-            message = f"request body above {MAX_BODY_BYTES} bytes; send fewer rows per request"
         return error_response(exc.status_code, kinds.get(exc.status_code, "http_error"), message)
 
     @app.exception_handler(RaylifeError)
     async def _raylife(request: Request, exc: RaylifeError) -> JSONResponse:
         return error_response(422, "invalid_input", str(exc))
+
+
+def too_large(max_bytes: int) -> str:
+    return f"request body above {max_bytes} bytes; send fewer rows per request"
 
 
 class PrefixRootIsIndex:
@@ -226,7 +228,7 @@ class BodyLimit:
             response = error_response(
                 413 if declared.isdigit() else 400,
                 "body_too_large" if declared.isdigit() else "bad_request",
-                f"request body above {self.max_bytes} bytes; send fewer rows per request"
+                too_large(self.max_bytes)
                 if declared.isdigit()
                 else f"Content-Length {declared!r} is not a number",
             )
@@ -240,7 +242,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # fastapi's HTTPException: FastAPI re-raises it as is while reading the body
-                    raise HTTPException(413)
+                    raise HTTPException(413, detail=too_large(self.max_bytes))
             return message
 
         await self.app(scope, limited_receive, send)

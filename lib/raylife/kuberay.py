@@ -341,30 +341,30 @@ def network_policy() -> dict[str, Any]:
     }
 
 
+def _monitor(kind: str, name: str, selector: dict[str, str], endpoints_key: str) -> dict:
+    """A Prometheus Operator monitor scraping the `metrics` port of the selected Ray pods."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": kind,
+        "metadata": _meta(name, release="prometheus"),
+        "spec": {
+            "jobLabel": name,
+            "namespaceSelector": {"matchNames": [NAMESPACE]},
+            "selector": {"matchLabels": selector},
+            endpoints_key: [{"port": "metrics"}],
+        },
+    }
+
+
 def monitors() -> list[dict[str, Any]]:
     return [
-        {
-            "apiVersion": "monitoring.coreos.com/v1",
-            "kind": "PodMonitor",
-            "metadata": _meta("ray-workers", release="prometheus"),
-            "spec": {
-                "jobLabel": "ray-workers",
-                "namespaceSelector": {"matchNames": [NAMESPACE]},
-                "selector": {"matchLabels": {"ray.io/node-type": "worker", **PART_OF}},
-                "podMetricsEndpoints": [{"port": "metrics"}],
-            },
-        },
-        {
-            "apiVersion": "monitoring.coreos.com/v1",
-            "kind": "ServiceMonitor",
-            "metadata": _meta("ray-head", release="prometheus"),
-            "spec": {
-                "jobLabel": "ray-head",
-                "namespaceSelector": {"matchNames": [NAMESPACE]},
-                "selector": {"matchLabels": {"ray.io/node-type": "head"}},
-                "endpoints": [{"port": "metrics"}],
-            },
-        },
+        _monitor(
+            "PodMonitor",
+            "ray-workers",
+            {"ray.io/node-type": "worker", **PART_OF},
+            "podMetricsEndpoints",
+        ),
+        _monitor("ServiceMonitor", "ray-head", {"ray.io/node-type": "head"}, "endpoints"),
     ]
 
 

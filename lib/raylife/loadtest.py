@@ -68,6 +68,13 @@ async def _example_body(session: Any, url: str) -> dict[str, Any]:
     return {"row": info["input"]["example"]}
 
 
+async def _fetch_example(url: str, timeout_s: float) -> dict[str, Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        return await _example_body(session, url)
+
+
 async def _drive(
     url: str,
     requests: int,
@@ -75,14 +82,13 @@ async def _drive(
     retries: int,
     timeout_s: float,
     label: str,
-    body: dict[str, Any] | None = None,
+    body: dict[str, Any],
 ) -> LoadResult:
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        body = body or await _example_body(session, url)
         latencies: list[float] = []
         errors: dict[str, int] = {}
         versions: dict[str, int] = {}
@@ -163,6 +169,8 @@ def run_load(
     if requests < 1 or concurrency < 1:
         raise RaylifeError("--requests and --concurrency must be at least 1")
     url = url.rstrip("/")
+    if body is None:  # fetched once for the warm-up and the measured run
+        body = asyncio.run(_fetch_example(url, timeout_s))
     if warmup:
         asyncio.run(_drive(url, warmup, concurrency, retries, timeout_s, label, body))
     return asyncio.run(_drive(url, requests, concurrency, retries, timeout_s, label, body))

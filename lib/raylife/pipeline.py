@@ -53,10 +53,11 @@ def run_all(
     say: Callable[[str], None] = print,
     serve: bool = True,
 ) -> list[ModelReport]:
-    reports = []
+    reports, test_rows = [], {}
     for index, model in enumerate(models, start=1):
         say(f"\n[{index}/{len(models)}] {model}: {get_spec(model).description}")
-        reports.append(run_model(model, settings, samples, num_workers, say))
+        report, test_rows[model] = run_model(model, settings, samples, num_workers, say)
+        reports.append(report)
     say("\n" + format_table(reports))
     summary = settings.home / "run-summary.json"
     summary.write_text(json.dumps([asdict(r) for r in reports], indent=2, default=str))
@@ -64,17 +65,19 @@ def run_all(
         f"\nOutputs: store {settings.store_uri} | plots {settings.plots_dir} | runs {settings.runs_dir} | summary {summary}"
     )
     if serve:
-        serve_and_query(models, settings, say)
+        serve_and_query(test_rows, settings, say)
     return reports
 
 
-def serve_and_query(models: list[str], settings: Settings, say: Callable[[str], None]) -> None:
-    """Serve the promoted versions over HTTP, ask each model about one held-out test row, stop."""
+def serve_and_query(
+    test_rows: dict[str, tuple[Any, Any]], settings: Settings, say: Callable[[str], None]
+) -> None:
+    """Serve the promoted versions over HTTP, ask each model about its held-out test row, stop."""
     say("\nServing the promoted models with Ray Serve ...")
-    local = serving.start(settings, models, port=free_port())
+    local = serving.start(settings, list(test_rows), port=free_port())
     try:
         for model in local.models:
-            answer = serving.query_test_row(local.url, model)
+            answer = serving.query_test_row(local.url, model, *test_rows[model])
             say(f"  {answer}")
     finally:
         serving.stop(settings)
@@ -83,7 +86,8 @@ def serve_and_query(models: list[str], settings: Settings, say: Callable[[str], 
 
 def run_model(
     model: str, settings: Settings, samples: int, num_workers: int, say: Callable[[str], None]
-) -> ModelReport:
+) -> tuple[ModelReport, tuple[Any, Any]]:
+    """The model's report, and its first held-out test row (raw inputs, truth) for serving."""
     started = time.monotonic()
     spec = get_spec(model)
     base = TrainConfig(model=model, hparams=spec.defaults, num_workers=num_workers)
@@ -106,7 +110,7 @@ def run_model(
     for line in samples_out[:3]:
         say(f"  predict {line['input']} -> {line['prediction']} (true {line['truth']})")
     figure_paths = _plots(model, sweep, metric, predictor, data, settings)
-    return ModelReport(
+    report = ModelReport(
         model=model,
         metric=metric,
         version=registered.version,
@@ -119,6 +123,7 @@ def run_model(
         sample_predictions=samples_out,
         plots=[str(p) for p in figure_paths],
     )
+    return report, (data.test_raw.X[0], data.test_raw.y[0])
 
 
 def _sample_predictions(predictor: Predictor, data: Any, n: int = 3) -> list[dict[str, Any]]:

@@ -41,7 +41,8 @@ def _state_path(settings: Settings) -> Path:
 
 
 def promoted_models(store: ModelStore, wanted: list[str]) -> list[str]:
-    return [m for m in wanted if m in store.models() and store.pointer(m) is not None]
+    stored = set(store.models())  # one listing, not one per model (on S3 each is a request)
+    return [m for m in wanted if m in stored and store.pointer(m) is not None]
 
 
 def local_config(
@@ -214,19 +215,23 @@ def wait_for_version(url: str, model: str, version: str, timeout_s: float = 60.0
     raise RaylifeError(f"{model} did not switch to {version} within {timeout_s:.0f} s")
 
 
-def query_test_row(url: str, model: str) -> str:
-    """POST one held-out test row (an image model gets it as a PNG upload); a one-line answer."""
-    import io
-
-    import httpx
-    import numpy as np
-
+def first_test_row(model: str) -> tuple[Any, Any]:
+    """(raw inputs, truth) of the first row of `model`'s held-out test split (embedded data)."""
     from raylife.config import DataConfig
     from raylife.data import prepare
     from raylife.registry import get_spec
 
     test = prepare(get_spec(model), DataConfig()).test_raw
-    row, truth = test.X[0], test.y[0]
+    return test.X[0], test.y[0]
+
+
+def query_test_row(url: str, model: str, row: Any, truth: Any) -> str:
+    """POST one raw input row (an image model gets it as a PNG upload); a one-line answer."""
+    import io
+
+    import httpx
+    import numpy as np
+
     if row.ndim == 3:
         from PIL import Image
 
