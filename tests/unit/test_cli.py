@@ -132,3 +132,16 @@ def test_bad_flag_types_are_argparse_errors(capsys, home):
         main(["train", "--model", "iris", "--hidden-sizes", "a,b"])
     assert exc.value.code == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_http_verbs_name_an_unreachable_or_empty_server(capsys, home):
+    from raylife.loadtest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    row = "[[5.1, 3.5, 1.4, 0.2]]"
+    assert "is `raylife serve` running?" in _error(
+        capsys, ["predict", "--model", "iris", "--url", url, "--input", row]
+    )
+    assert "is `raylife serve` running?" in _error(capsys, ["loadtest", "--url", url])
+    assert "nothing to serve" in _error(capsys, ["serve", "--models", "iris"])
+    assert "raylife promote MODEL VERSION" in _error(capsys, ["serve", "--models", "iris"])
