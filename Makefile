@@ -10,7 +10,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-manifests quality report-cost serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image-constraints image image-push lint format clean
+.PHONY: help install run test test-unit test-integration test-manifests quality report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ quality: $(INSTALLED) ## Registry defaults x seeds through Ray Train -> reports/
 
 report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
 	$(PY) -m jobs.report_cost --model iris
+
+bench: $(INSTALLED) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.{json,md} (~20 min)
+	$(RAYLIFE) bench
+
+bench-quick: $(INSTALLED) ## The benchmark at smoke-test sizes (CI runs it; ~2 min, no lifecycle section)
+	$(RAYLIFE) bench --quick
 
 PORT ?= 8000
 MODEL ?= iris

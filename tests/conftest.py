@@ -24,9 +24,10 @@ def prepared(model: str) -> PreparedData:
 
 
 def quick_artifact(model: str, epochs: int = 1) -> Artifact:
-    """An artifact trained for a moment with the plain loop (the same steps Ray Train runs)."""
+    """An artifact trained for a moment with the plain loop (the same steps Ray Train runs);
+    epochs=0: untrained weights, for tests that exercise the serving path, not the answers."""
     spec = get_spec(model)
-    cfg = TrainConfig(model=model, hparams=spec.debug.replace(epochs=epochs))
+    cfg = TrainConfig(model=model, hparams=spec.debug.replace(epochs=max(epochs, 1)))
     data = prepared(model)
     seed_everything(0)
     module = build_model(spec.architecture, model_args_for(cfg, data))

@@ -11,6 +11,7 @@ raylife quality  (registry defaults x 3 seeds -> reports/quality.json)
 raylife serve    [--port 8000] [--models iris,mnist]   (Ray Serve, foreground; Ctrl-C stops)
 raylife loadtest --model iris [--concurrency 16 --requests 2000] [--baseline] [--json]
 raylife serve-configs   (render serve_apps/config base + overlays -> serve_apps/rendered/)
+raylife bench    [--quick] [--sections train,tune,serve,lifecycle]   (-> reports/bench.{json,md})
 """
 
 from __future__ import annotations
@@ -20,12 +21,20 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from raylife import serving
 from raylife.errors import RaylifeError
 
 EXIT_USER_ERROR = 2
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors (wrong type, bad choice, missing flag) in one line that points at the fix,
+    instead of argparse's usage block; exit code 2 as argparse. Subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -103,7 +112,7 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
+    parser = _OneLineErrors(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser(
@@ -193,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", default="all", help="comma-separated model keys (default: all)")
     run.add_argument("--samples", type=int, default=4, help="Tune trials per model")
     run.add_argument("--num-workers", type=int, default=2)
+    run.add_argument("--max-concurrent", type=int, default=2, help="trials at once")
     _store_flag(run)
 
     quality = verbs.add_parser(
@@ -202,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--seeds", default="0,1,2")
     quality.add_argument("--num-workers", type=int, default=2)
     quality.add_argument("--output", default="reports/quality.json")
+
+    bench = verbs.add_parser(
+        "bench", help="raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.*"
+    )
+    bench.add_argument("--quick", action="store_true", help="smoke-test sizes (CI), about 2 min")
+    bench.add_argument(
+        "--sections", help="comma-separated subset of train,tune,serve,lifecycle (default: all)"
+    )
+    bench.add_argument("--output-dir", default="reports", help="where bench.json/bench.md go")
     return parser
 
 
@@ -351,6 +370,10 @@ def cmd_models(args: argparse.Namespace) -> None:
         version = store.resolve(args.model, args.version)
         print(json.dumps({"version": version, **store.metadata(args.model, version)}, indent=2))
         return
+    if args.model:
+        from raylife.registry import get_spec
+
+        get_spec(args.model)
     models = [args.model] if args.model else store.models()
     if not models:
         print(f"store {store.uri} is empty; train a model: raylife train --model iris")
@@ -438,6 +461,10 @@ def _read_rows(text: str) -> Any:
         text = path.read_text()
     try:
         return json.loads(text)
+    except RecursionError:
+        raise RaylifeError(
+            "--input nests deeper than JSON parsing allows; send rows as lists of numbers"
+        ) from None
     except json.JSONDecodeError as exc:
         raise RaylifeError(
             f"--input is not valid JSON ({exc.msg} at char {exc.pos}); example: '[[5.1, 3.5, 1.4, 0.2]]'"
@@ -449,14 +476,23 @@ def _model_list(text: str) -> list[str]:
 
     if text == "all":
         return list(MODEL_SPECS)
-    return [get_spec(name.strip()).name for name in text.split(",") if name.strip()]
+    models = [get_spec(name.strip()).name for name in text.split(",") if name.strip()]
+    if not models:
+        raise RaylifeError(f"--models {text!r} names no model; pass e.g. iris,mnist or all")
+    return models
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from raylife.pipeline import run_all
 
     models = _model_list(args.models)
-    run_all(models, _settings(args), samples=args.samples, num_workers=args.num_workers)
+    run_all(
+        models,
+        _settings(args),
+        samples=args.samples,
+        num_workers=args.num_workers,
+        max_concurrent=args.max_concurrent,
+    )
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -543,6 +579,16 @@ def cmd_serve_configs(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from raylife.bench import runner
+
+    sections = runner.parse_sections(args.sections, args.quick)
+    home = _settings(args).home / "bench"
+    _, json_path, md_path = runner.run_bench(home, Path(args.output_dir), args.quick, sections)
+    print("\n" + md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "tune": cmd_tune,
@@ -555,6 +601,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "loadtest": cmd_loadtest,
     "serve-configs": cmd_serve_configs,
+    "bench": cmd_bench,
 }
 
 
@@ -565,7 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         COMMANDS[args.verb](args)
     except RaylifeError as exc:
-        print(f"raylife: error: {exc}", file=sys.stderr)
+        # One line even when a message quotes a multi-line library error (YAML, pydantic).
+        print(f"raylife: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("raylife: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -499,10 +500,19 @@ def _row_values(row: Any, index: int, schema: InputSchema) -> list[float]:
         )
     out: list[float] = []
     for value in flat:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise InputError(f"row {index}: {value!r} is not a finite number; send numbers only")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            raise InputError(
+                f"row {index}: {value!r:.40} is not a finite number; send numbers only"
+            )
         out.append(float(value))
     return out
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float range (JSON allows any number of digits)
+        return False
 
 
 def _flatten(values: list[Any]) -> list[Any]:

@@ -119,13 +119,17 @@ def response_model(model: str, task: str, labels: list[str]) -> type[BaseModel]:
 
 def rows_to_array(request: BaseModel, schema: InputSchema) -> np.ndarray:
     rows = [request.row] if request.rows is None else request.rows  # type: ignore[attr-defined]
+    # Each row is flattened on its own: one batch may mix the accepted forms (flat and nested).
     values = [
-        [getattr(row, f"f{i}") for i in range(len(schema.feature_names))]
-        if isinstance(row, BaseModel)
-        else row
+        np.asarray(
+            [getattr(row, f"f{i}") for i in range(len(schema.feature_names))]
+            if isinstance(row, BaseModel)
+            else row,
+            dtype=np.float64,
+        ).reshape(-1)
         for row in rows
     ]
-    return np.asarray(values, dtype=np.float64).reshape([len(values), *schema.shape])
+    return np.stack(values).reshape([len(values), *schema.shape])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -168,6 +168,8 @@ def run_load(
     own input example (one row)."""
     if requests < 1 or concurrency < 1:
         raise RaylifeError("--requests and --concurrency must be at least 1")
+    if retries < 0:
+        raise RaylifeError(f"--retries must be >= 0 (0: no retries), got {retries}")
     url = url.rstrip("/")
     if body is None:  # fetched once for the warm-up and the measured run
         body = asyncio.run(_fetch_example(url, timeout_s))

@@ -35,7 +35,15 @@ class Predictor:
     @torch.no_grad()
     def predict_array(self, X: np.ndarray) -> list[dict[str, Any]]:
         """Raw (unpreprocessed) inputs of shape (n, *schema.shape) -> one answer per row."""
-        features = torch.from_numpy(self.artifact.preprocessing.transform(X)).to(self.device)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are refused below
+            scaled = self.artifact.preprocessing.transform(X)
+        finite = np.isfinite(scaled.reshape(len(scaled), -1)).all(axis=1)
+        if not finite.all():
+            raise InputError(
+                f"row {int(np.argmin(finite))}: values too large for this model (not finite after "
+                "scaling to float32); send values in the range of the training data"
+            )
+        features = torch.from_numpy(scaled).to(self.device)
         outputs = self.module(features).cpu()
         if self.task.name == "regression":
             values = self.artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy())
@@ -67,18 +75,20 @@ def image_to_array(image: bytes | str | Path, shape: list[int]) -> np.ndarray:
 
     if len(shape) != 3:
         raise InputError("this model takes feature rows, not images; send --input rows instead")
+    height, width = shape[1], shape[2]
     try:
         source = io.BytesIO(image) if isinstance(image, bytes) else Path(image)
         with Image.open(source) as img:
+            # The header's size is checked before decoding: a small upload may declare a huge image
+            # (a decompression bomb), and decoding it would take the replica's memory.
+            if img.size != (width, height):
+                raise InputError(
+                    f"image is {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height} "
+                    "grayscale (white digit on black), resize it first"
+                )
             pixels = np.asarray(img.convert("L"), dtype=np.float64)
     except FileNotFoundError as exc:
         raise InputError(f"image file {image!s} not found; pass an existing PNG path") from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read the image ({exc}); send a PNG file") from exc
-    height, width = shape[1], shape[2]
-    if pixels.shape != (height, width):
-        raise InputError(
-            f"image is {pixels.shape[1]}x{pixels.shape[0]} pixels; the model takes {width}x{height} "
-            "grayscale (white digit on black), resize it first"
-        )
     return pixels.reshape(1, *shape)

@@ -55,6 +55,11 @@ class _Backend:
         self.is_local = "://" not in uri or uri.startswith("file://")
         if self.is_local:
             self.root = Path(uri.removeprefix("file://")).expanduser()
+            if self.root.exists() and not self.root.is_dir():
+                raise RaylifeError(
+                    f"model store {uri!r} is a file, not a folder; pass a folder or "
+                    "s3://bucket/prefix (--store or $RAYLIFE_STORE)"
+                )
         else:
             from pyarrow import fs as pafs
 

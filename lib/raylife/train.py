@@ -104,10 +104,10 @@ def _all_reduce(sums: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _restore(
     checkpoint: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[int, list[dict[str, float]], float | None]:
-    """Weights (checksum-verified), optimizer state, epochs done, history and best-so-far."""
+) -> tuple[int, list[dict[str, float]], float | None, dict[str, list]]:
+    """Weights (checksum-verified), optimizer state, epochs done, history, best-so-far, timings."""
     if checkpoint is None:
-        return 0, [], None
+        return 0, [], None, new_timings()
     with checkpoint.as_directory() as folder:
         path = Path(folder)
         artifact = Artifact.from_files(
@@ -116,7 +116,16 @@ def _restore(
         state = torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
     _unwrap(model).load_state_dict(artifact.state_dict)
     optimizer.load_state_dict(state["optimizer"])
-    return int(state["epochs_done"]), list(state["history"]), state["best"]
+    timings = state.get("timings") or new_timings()
+    return int(state["epochs_done"]), list(state["history"]), state["best"], timings
+
+
+def new_timings() -> dict[str, list]:
+    """Rank 0's wall clock, kept in the train state of every checkpoint (not in the metrics):
+    `epochs` = [start, end] of each epoch's compute (train + validation), `reports` = seconds each
+    ray.train.report call took (checkpoint write included). The benchmark reads them; a report's
+    own duration reaches the next checkpoint, so the last report is never in it."""
+    return {"epochs": [], "reports": []}
 
 
 class _WorkerRun:
@@ -161,7 +170,7 @@ class _WorkerRun:
             t[self.rank :: world].to(self.device) for t in as_tensors(data.val, self.task)
         )
         self.optimizer = make_optimizer(hp, self.model.parameters())
-        self.epochs_done, self.history, self.best = _restore(  # [4]
+        self.epochs_done, self.history, self.best, self.timings = _restore(  # [4]
             ray.train.get_checkpoint(), self.model, self.optimizer
         )
         self.last_report = time.monotonic()
@@ -170,8 +179,10 @@ class _WorkerRun:
         """Train + validate one epoch; returns its metrics row and whether to report it."""
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
+        started = time.time()
         train_sums = train_epoch(self.model, self.loader, self.task, self.optimizer)
         val_sums = evaluate(self.model, self.val_X, self.val_y, self.task)
+        self.timings["epochs"].append([started, time.time()])
         # Rank 0's clock decides time-based reports; riding on the metrics all-reduce keeps every
         # worker's decision identical (all must call ray.train.report equally often) at no cost.
         interval_due = (
@@ -192,13 +203,15 @@ class _WorkerRun:
         """[5] Every worker reports; rank 0 attaches the checkpoint (an artifact + train state)."""
         import ray.train
 
-        self.last_report = time.monotonic()
+        started = time.monotonic()
         if self.rank != 0:
             ray.train.report(row)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            self._write_checkpoint(Path(folder), row)
-            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                self._write_checkpoint(Path(folder), row)
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        self.last_report = time.monotonic()
+        self.timings["reports"].append(self.last_report - started)
 
     def _write_checkpoint(self, folder: Path, row: dict[str, float]) -> None:
         model = _unwrap(self.model)
@@ -212,6 +225,7 @@ class _WorkerRun:
             "epochs_done": int(row["epoch"]),
             "history": self.history,
             "best": self.best,
+            "timings": self.timings,
         }
         torch.save(state, folder / TRAIN_STATE_FILE)
 

@@ -1,0 +1,45 @@
+"""`raylife bench --quick` end to end on the shared cluster: every in-cluster section runs its
+contenders for real and writes both reports. No timing is asserted (CI machines vary); the
+shapes, the interleaving and the bookkeeping are."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from raylife.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_writes_both_reports(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAYLIFE_HOME", str(tmp_path / "home"))
+    out = tmp_path / "reports"
+    assert main(["bench", "--quick", "--output-dir", str(out)]) == 0
+
+    report = json.loads((out / "bench.json").read_text())
+    assert report["meta"]["quick"] is True
+    sections = report["sections"]
+    assert set(sections) == {"train", "tune", "serve"}
+
+    train = sections["train"]["figures"]
+    for figure in ("plain epoch_s", "ray epoch_s", "ray fit_fixed_s", "ray report_s"):
+        assert train[figure]["median"] > 0, figure
+    # fit()'s fixed costs are measured from the worker's own clock: both ends are real intervals.
+    assert train["ray fit_start_s"]["min"] > 0 and train["ray fit_end_s"]["min"] > 0
+
+    tune = sections["tune"]["figures"]
+    assert tune["fifo trial_epochs"]["median"] == 2  # 1 trial x 2 debug epochs, nothing stopped
+    assert tune["alone wall_s"]["median"] > 0
+    assert 0 < tune["asha best_val"]["median"] <= 1
+
+    serve = sections["serve"]["figures"]
+    assert serve["iris c16 serve errors"]["max"] == 0 and serve["iris c16 bare errors"]["max"] == 0
+    assert serve["iris c16 serve rps"]["median"] > 0 and serve["iris c16 bare rps"]["median"] > 0
+
+    checks = {c["name"] for s in sections.values() for c in s["checks"]}
+    assert {"Ray Train epoch / plain epoch", "Iris c=16 Serve / bare throughput"} <= checks
+    markdown = (out / "bench.md").read_text()
+    assert "| check | value | target | met |" in markdown
+    assert "Iris c=16 Serve / bare throughput" in capsys.readouterr().out
