@@ -53,9 +53,9 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
         ray.init(address=address, log_to_driver=True)
         return
     global _started_here
-    # Ray 2.60's ray.init turns token auth on for a new local cluster by default; saying so
-    # explicitly keeps it on if a later Ray changes that default (a value already set wins).
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # Token auth: Ray 2.60's ray.init turns it on for a new local cluster (setting RAY_AUTH_MODE
+    # here, after `import ray`, would bypass the config refresh Ray does when it turns it on).
+    # tests/integration/test_serve.py checks that anonymous calls to this cluster are refused.
     apply_local_cluster_env()
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
     _started_here = True

@@ -14,13 +14,11 @@ import pytest
 def ray_cluster():
     import ray
 
-    from raylife.cluster import apply_local_cluster_env, configure_train_env
+    from raylife import cluster
 
-    configure_train_env()
-    apply_local_cluster_env()  # what `raylife` sets on the clusters it starts (Serve fast paths)
-    ray.init(
-        num_cpus=6, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING"
-    )
+    cluster.ensure_ray(num_cpus=6)  # exactly as every raylife command starts its local cluster
+    # The session owns this cluster: commands the tests run in-process must not stop it.
+    cluster._started_here = False
     yield ray
     ray.shutdown()
 

@@ -48,18 +48,30 @@ def test_train_job_through_job_submission_client(head_cluster, tmp_path, monkeyp
     assert store.pointer("iris").version in store.versions("iris")
 
 
-def test_requests_without_the_token_are_refused(head_cluster):
-    """Token authentication is on: the Jobs API and Serve's deploy API refuse anonymous callers."""
+def _assert_anonymous_refused(dashboard: str) -> None:
+    """The Jobs API and Serve's deploy API refuse callers without the token; with it, they answer."""
     import httpx
 
     from raylife.cluster import auth_headers
 
     job = {"entrypoint": "echo pwned"}
-    anonymous_job = httpx.post(f"{head_cluster}/api/jobs/", json=job, timeout=30)
+    anonymous_job = httpx.post(f"{dashboard}/api/jobs/", json=job, timeout=30)
     anonymous_deploy = httpx.put(
-        f"{head_cluster}/api/serve/applications/", json={"applications": []}, timeout=30
+        f"{dashboard}/api/serve/applications/", json={"applications": []}, timeout=30
     )
     assert anonymous_job.status_code in (401, 403), anonymous_job.text
     assert anonymous_deploy.status_code in (401, 403), anonymous_deploy.text
-    with_token = httpx.get(f"{head_cluster}/api/jobs/", headers=auth_headers(), timeout=30)
+    with_token = httpx.get(f"{dashboard}/api/jobs/", headers=auth_headers(), timeout=30)
     assert with_token.status_code == 200, with_token.text
+
+
+def test_ray_start_cluster_refuses_requests_without_the_token(head_cluster):
+    """`ray start` as raylife runs it (RAY_AUTH_MODE=token): token authentication is on."""
+    _assert_anonymous_refused(head_cluster)
+
+
+def test_ray_init_cluster_refuses_requests_without_the_token(ray_cluster):
+    """The session cluster comes from raylife.cluster.ensure_ray, as every raylife command's."""
+    from raylife.cluster import dashboard_url
+
+    _assert_anonymous_refused(dashboard_url())
