@@ -153,6 +153,10 @@ class TrainConfig:
     """Longest time between reports (each with a checkpoint) when nothing improves; epochs that
     improve the validation objective and the last epoch are always reported. 0 = every epoch.
     Bounds the work a worker failure can lose, without paying a checkpoint for every tiny epoch."""
+    report_epochs: tuple[int, ...] = ()
+    """Epochs reported whatever their metric: a Tune sweep sets ASHA's rung epochs here, so the
+    scheduler judges every trial on its metric AT the rung (improvement-only reports would show
+    it only best-so-far values, late)."""
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, f"num workers must be >= 1, got {self.num_workers}")

@@ -197,7 +197,8 @@ class _WorkerRun:
         improved = is_better(row[OBJECTIVE], self.best, self.task.mode)
         if improved:
             self.best = row[OBJECTIVE]
-        return row, bool(improved or epoch == self.cfg.hparams.epochs or sums[8] > 0)
+        due = epoch == self.cfg.hparams.epochs or epoch in self.cfg.report_epochs or sums[8] > 0
+        return row, bool(improved or due)
 
     def report(self, row: dict[str, float]) -> None:
         """[5] Every worker reports; rank 0 attaches the checkpoint (an artifact + train state)."""
@@ -238,6 +239,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     _quiet_report_log()
     cfg: TrainConfig = loop_config["cfg"]
     run = _WorkerRun(cfg, ray.get(loop_config["data_ref"]))  # [1] shared, preprocessed data
+    if run.epochs_done >= cfg.hparams.epochs and run.history:
+        # Resumed after its last epoch (the process that drove it died before recording the
+        # end, e.g. a killed sweep): report the final epoch again so the caller gets its result.
+        run.report(run.history[-1])
     for epoch in range(run.epochs_done + 1, cfg.hparams.epochs + 1):
         row, due = run.run_epoch(epoch)
         if due:

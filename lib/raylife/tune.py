@@ -7,6 +7,7 @@ weak trials early and the best trial's best checkpoint (an artifact) can be prom
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 
 HPARAMS = "hparams"
 """The single key of a trial's Tune config: the sampled hyperparameters."""
+
+EXPERIMENT_STATE_PERIOD_S = "1"
+"""Seconds between saves of a sweep's state: a trial that finished longer ago than this before
+its sweep's driver died is not run again on resume."""
 
 TRIAL_DRIVER_CPUS = 1.0
 """CPUs reserved for each trial's driver (the function that calls TorchTrainer.fit)."""
@@ -163,11 +168,17 @@ def run_sweep(
     _check_capacity(base, tune_cfg)
     name = tune_cfg.name or new_run_name(base.model, kind="tune")
     storage = storage_path(settings)
+    if tune_cfg.scheduler == "asha":
+        base = base.replace(report_epochs=rung_epochs(tune_cfg, base.hparams.epochs))
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base, data_box=(ray.put(data),), storage=storage),
         {"CPU": TRIAL_DRIVER_CPUS},
     )
     path = f"{storage.rstrip('/')}/{name}"
+    # Tune saves the sweep's state at most every 10 s by default: a driver killed within 10 s of a
+    # trial's end would run that trial again on resume. Our state is a few KB and our trials
+    # take seconds to minutes, so save it each second (the user's value wins).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
@@ -193,6 +204,15 @@ def run_sweep(
         )
     grid = tuner.fit()
     return _outcome(grid, name, OBJECTIVE, task.mode, f"val_{task.metric}", base.hparams.epochs)
+
+
+def rung_epochs(tune_cfg: TuneConfig, epochs: int) -> tuple[int, ...]:
+    """The epochs at which ASHA decides: grace period x reduction factor^k, below the budget."""
+    rungs, rung = [], grace_period(tune_cfg, epochs)
+    while rung < epochs:
+        rungs.append(rung)
+        rung *= tune_cfg.reduction_factor
+    return tuple(rungs)
 
 
 def _scheduler(tune_cfg: TuneConfig, epochs: int) -> Any:

@@ -67,7 +67,7 @@ def setup_for(quick: bool) -> TrainBenchSetup:
             "debug", epochs=3, repeats=1, threads=1, ray_defaults=False, scaling=False
         )
     return TrainBenchSetup(
-        "default", epochs=4, repeats=3, threads=1, ray_defaults=True, scaling=True
+        "default", epochs=3, repeats=3, threads=1, ray_defaults=True, scaling=True
     )
 
 

@@ -1,0 +1,158 @@
+"""Serve under faults, over real HTTP on the session cluster: a replica killed under load, an
+overload burst, and schema-driven fuzzing of every route of the live apps.
+
+Deployment settings are narrowed per test through the running config (as an operator would):
+iris runs 2 fixed replicas (a replica can die while the other serves); mnist runs 1 replica with
+tiny request limits, so that a burst of 256-row requests exceeds them many times over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+
+from raylife import serving
+from raylife.config import Settings
+from raylife.loadtest import free_port, run_load
+from raylife.store import ModelStore
+from tests.conftest import prepared, quick_artifact
+
+pytestmark = pytest.mark.slow
+MODELS = ["iris", "mnist"]
+MNIST_LIMITS = {"max_ongoing_requests": 2, "max_queued_requests": 4}
+LOAD_RETRIES = 5
+"""raylife loadtest --retries 5: backoff 0.05 s doubling, 1.55 s in all before giving up."""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("serve-faults")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYLIFE_HOME", str(home))
+        patch.delenv("RAYLIFE_STORE", raising=False)
+        settings = Settings.from_env()
+        store = ModelStore(settings.store_uri)
+        for model in MODELS:
+            store.promote(model, store.register(quick_artifact(model)))
+        local = serving.start(settings, MODELS, port=free_port())
+        for app in local.config["applications"]:
+            deployment = app["deployments"][0] if app.get("args", {}).get("model") else None
+            if app["name"] == "iris" and deployment:
+                deployment["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}
+            if app["name"] == "mnist" and deployment:
+                deployment.update(MNIST_LIMITS)
+                deployment["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
+        serving.redeploy(settings, local)
+        assert _wait_for(lambda: len(_replicas("iris")) == 2, 60)
+        yield settings, local.url
+        serving.stop(settings)
+
+
+def _replicas(app: str) -> list[Any]:
+    from ray.util.state import list_actors
+
+    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a for a in alive if a.class_name.startswith(f"ServeReplica:{app}:")]
+
+
+def _wait_for(condition: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_replica_killed_under_load_loses_no_request(served):
+    _, url = served
+    victim = _replicas("iris")[0]
+    results: dict[str, Any] = {}
+
+    def load() -> None:
+        results["load"] = run_load(
+            f"{url}/iris", requests=4000, concurrency=8, retries=LOAD_RETRIES, warmup=0
+        )
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    time.sleep(1.0)
+    os.kill(victim.pid, signal.SIGKILL)
+    thread.join(timeout=180)
+    result = results["load"]
+    print(
+        f"\nreplica killed under load: {result.requests} requests, first try ok "
+        f"{result.ok_first_try}, final ok {result.ok_final}, retries {result.retries}, "
+        f"errors {result.errors}, p99 {result.p99_ms} ms"
+    )
+    assert result.ok_final == result.requests, result.errors  # nothing lost
+    assert result.ok_first_try >= 0.99 * result.requests
+    assert _wait_for(lambda: len(_replicas("iris")) == 2, 90), "Serve did not replace the replica"
+    assert victim.pid not in {a.pid for a in _replicas("iris")}
+
+
+async def _burst(url: str, body: bytes, n: int) -> list[tuple[str, float]]:
+    import aiohttp
+
+    answers: list[tuple[str, float]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n)) as session:
+
+        async def one() -> None:
+            started = time.perf_counter()
+            try:
+                headers = {"content-type": "application/json"}  # body encoded once, up front
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    answers.append((str(response.status), time.perf_counter() - started))
+            except aiohttp.ClientError as exc:
+                answers.append((type(exc).__name__, time.perf_counter() - started))
+
+        await asyncio.gather(*(one() for _ in range(n)))
+    return answers
+
+
+def test_overload_is_refused_fast_and_service_recovers(served):
+    """100 concurrent 32-row requests against 2 ongoing + 4 queued: the excess gets 503 within a
+    second instead of waiting; afterwards every request succeeds again."""
+    _, url = served
+    rows = prepared("mnist").test_raw.X[:1].reshape(1, -1)
+    body = json.dumps({"rows": np.repeat(rows, 32, axis=0).tolist()}).encode()
+    answers = asyncio.run(_burst(f"{url}/mnist", body, 100))
+    statuses = Counter(status for status, _ in answers)
+    refused = [seconds for status, seconds in answers if status in ("503", "429")]
+    print(
+        f"\noverload burst of 100: {dict(statuses)}; refusals answered in median "
+        f"{statistics.median(refused):.3f} s, slowest {max(refused):.3f} s"
+    )
+    assert set(statuses) <= {"200", "503", "429"}, statuses
+    assert statuses["200"] >= sum(MNIST_LIMITS.values())
+    assert len(refused) >= 50 and max(refused) <= 1.0
+    after = asyncio.run(_burst(f"{url}/mnist", body, 2))
+    assert [status for status, _ in after] == ["200", "200"]
+
+
+@pytest.mark.parametrize(("model", "schema_share"), [("iris", 0.5), ("mnist", 0.2)])
+def test_fuzzing_every_route_of_the_live_app(served, model, schema_share):
+    """>= 300 generated requests per route over HTTP: no 5xx, no dropped connection, no replica
+    restarted."""
+    pytest.importorskip("schemathesis", reason="the dev extra brings schemathesis")
+    from raylife.fuzz import fuzz_routes, problems
+
+    _, url = served
+    before = {a.pid for a in _replicas(model)}
+    report = fuzz_routes(f"{url}/{model}", per_route=300, schema_share=schema_share)
+    total = sum(stats["requests"] for stats in report.values())
+    print(f"\nfuzzed {model}: {total} requests over {len(report)} routes")
+    assert not problems(report), "\n".join(problems(report))
+    assert all(stats["requests"] >= 300 for stats in report.values())
+    assert {a.pid for a in _replicas(model)} == before, "a replica was replaced during fuzzing"
