@@ -80,12 +80,60 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
                 )
                 _add_comparison(section, f"{model} c{concurrency}", summary)
                 say("    " + loadtest.format_comparison(summary).replace("\n", "\n    "))
+        if "iris" in setup.models:
+            say("  serve: CPU per request, by process (iris, concurrency 16)")
+            section.extra["iris c16 CPU ms per request"] = {
+                "serve": cpu_profile(f"{local.url}/iris", setup.requests),
+                "bare": cpu_profile(f"{bare['iris']}/iris", setup.requests),
+            }
     if setup.batching:
         for model in setup.models:
             _batching(section, settings, local, model, setup, say)
     _checks(section, setup)
     section.seconds = time.monotonic() - started
     return section
+
+
+PROCESS_GROUPS = (
+    ("Serve replica", "ServeReplica:"),
+    ("HAProxy", "haproxy"),
+    ("bare uvicorn", "raylife.bare_server"),
+    ("Serve controller and proxy", "ServeController"),
+    ("Ray core (raylet, GCS, dashboard, agents)", "ray/"),
+)
+"""Where a request's CPU goes, by process: the first pattern found in a command line names it."""
+
+
+def _cpu_by_group() -> dict[str, float]:
+    import psutil
+
+    totals: dict[str, float] = {}
+    for process in psutil.process_iter(["cmdline"]):
+        line = " ".join(process.info.get("cmdline") or [])
+        group = next((label for label, pattern in PROCESS_GROUPS if pattern in line), None)
+        if group is None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            totals[group] = totals.get(group, 0.0) + times.user + times.system
+    return totals
+
+
+def cpu_profile(url: str, requests: int) -> dict[str, float]:
+    """CPU milliseconds per request in each process group (and in this client) over one run."""
+    import os
+
+    before, client_before = _cpu_by_group(), os.times()
+    loadtest.run_load(url, requests, 16, 0, warmup=0)
+    after, client_after = _cpu_by_group(), os.times()
+    per_request = {
+        group: round((after[group] - before.get(group, 0.0)) * 1000 / requests, 3)
+        for group in after
+        if after[group] - before.get(group, 0.0) > 0
+    }
+    client = (client_after.user + client_after.system) - (client_before.user + client_before.system)
+    per_request["load-test client (this process)"] = round(client * 1000 / requests, 3)
+    return per_request
 
 
 def _add_comparison(section: Section, key: str, summary: dict[str, Any]) -> None:
