@@ -7,6 +7,12 @@ the previous trial's placement group, which is released asynchronously (see tune
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 
@@ -27,3 +33,37 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@contextlib.contextmanager
+def serving_quick_models(home: Path, models: list[str]) -> Iterator[tuple[Any, Any]]:
+    """Quick artifacts of `models` promoted in a fresh store under `home` and served on a free
+    port; yields (settings, LocalServe) and stops Serve after."""
+    from raylife import serving
+    from raylife.config import Settings
+    from raylife.loadtest import free_port
+    from raylife.store import ModelStore
+    from tests.conftest import quick_artifact
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYLIFE_HOME", str(home))
+        patch.delenv("RAYLIFE_STORE", raising=False)
+        settings = Settings.from_env()
+        store = ModelStore(settings.store_uri)
+        for model in models:
+            store.promote(model, store.register(quick_artifact(model)))
+        local = serving.start(settings, models, port=free_port())
+        try:
+            yield settings, local
+        finally:
+            serving.stop(settings)
+
+
+def wait_for(condition: Any, timeout_s: float) -> bool:
+    """Poll `condition` every 0.5 s until it holds (True) or `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    return False

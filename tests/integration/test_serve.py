@@ -18,11 +18,12 @@ from PIL import Image
 from raylife import serving
 from raylife.cli import main
 from raylife.config import Settings
-from raylife.loadtest import free_port, run_load
+from raylife.loadtest import run_load
 from raylife.predict import Predictor
 from raylife.registry import MODEL_SPECS
 from raylife.store import ModelStore
 from tests.conftest import prepared, quick_artifact
+from tests.integration.conftest import serving_quick_models, wait_for
 
 MODELS = sorted(MODEL_SPECS)
 
@@ -30,17 +31,8 @@ MODELS = sorted(MODEL_SPECS)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     """All four models promoted in a fresh store and served; yields (settings, base URL)."""
-    home = tmp_path_factory.mktemp("serve-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAYLIFE_HOME", str(home))
-        patch.delenv("RAYLIFE_STORE", raising=False)
-        settings = Settings.from_env()
-        store = ModelStore(settings.store_uri)
-        for model in MODELS:
-            store.promote(model, store.register(quick_artifact(model)))
-        local = serving.start(settings, MODELS, port=free_port())
+    with serving_quick_models(tmp_path_factory.mktemp("serve-home"), MODELS) as (settings, local):
         yield settings, local.url
-        serving.stop(settings)
 
 
 def _predictor(settings: Settings, model: str) -> Predictor:
@@ -283,26 +275,17 @@ def test_autoscaling_up_under_load_and_back_down(served):
     thread = threading.Thread(target=load)
     thread.start()
     try:
-        peak = _wait_for(lambda: _running_replicas("boston") >= 2, timeout_s=60)
+        peak = wait_for(lambda: _running_replicas("boston") >= 2, timeout_s=60)
     finally:
         stop.set()
         thread.join(timeout=60)
     assert peak, "boston did not scale to 2 replicas under sustained load"
     assert results["errors"] == 0 and results["requests"] > 0
-    assert _wait_for(lambda: _running_replicas("boston") == 1, timeout_s=90), "no downscale"
+    assert wait_for(lambda: _running_replicas("boston") == 1, timeout_s=90), "no downscale"
     assert (
         httpx.post(f"{url}/boston", json={"row": _test_rows("boston", 1)[0].tolist()}).status_code
         == 200
     )
-
-
-def _wait_for(condition: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_serve_state_file_points_at_the_running_app(served):

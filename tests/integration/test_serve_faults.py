@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 
 from raylife import serving
-from raylife.config import Settings
-from raylife.loadtest import free_port, run_load
-from raylife.store import ModelStore
-from tests.conftest import prepared, quick_artifact
+from raylife.loadtest import run_load
+from tests.conftest import prepared
+from tests.integration.conftest import serving_quick_models, wait_for
 
 pytestmark = pytest.mark.slow
 MODELS = ["iris", "mnist"]
@@ -36,15 +35,7 @@ LOAD_RETRIES = 5
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("serve-faults")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAYLIFE_HOME", str(home))
-        patch.delenv("RAYLIFE_STORE", raising=False)
-        settings = Settings.from_env()
-        store = ModelStore(settings.store_uri)
-        for model in MODELS:
-            store.promote(model, store.register(quick_artifact(model)))
-        local = serving.start(settings, MODELS, port=free_port())
+    with serving_quick_models(tmp_path_factory.mktemp("serve-faults"), MODELS) as (settings, local):
         for app in local.config["applications"]:
             deployment = app["deployments"][0] if app.get("args", {}).get("model") else None
             if app["name"] == "iris" and deployment:
@@ -53,9 +44,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
                 deployment.update(MNIST_LIMITS)
                 deployment["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
         serving.redeploy(settings, local)
-        assert _wait_for(lambda: len(_replicas("iris")) == 2, 60)
+        assert wait_for(lambda: len(_replicas("iris")) == 2, 60)
         yield settings, local.url
-        serving.stop(settings)
 
 
 def _replicas(app: str) -> list[Any]:
@@ -63,15 +53,6 @@ def _replicas(app: str) -> list[Any]:
 
     alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
     return [a for a in alive if a.class_name.startswith(f"ServeReplica:{app}:")]
-
-
-def _wait_for(condition: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_replica_killed_under_load_loses_no_request(served):
@@ -97,7 +78,7 @@ def test_replica_killed_under_load_loses_no_request(served):
     )
     assert result.ok_final == result.requests, result.errors  # nothing lost
     assert result.ok_first_try >= 0.99 * result.requests
-    assert _wait_for(lambda: len(_replicas("iris")) == 2, 90), "Serve did not replace the replica"
+    assert wait_for(lambda: len(_replicas("iris")) == 2, 90), "Serve did not replace the replica"
     assert victim.pid not in {a.pid for a in _replicas("iris")}
 
 

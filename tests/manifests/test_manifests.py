@@ -339,3 +339,38 @@ def test_image_dependencies_are_pinned_to_the_tested_versions():
     assert pins["ray"] == ray.__version__
     assert {"fastapi", "pandas", "pydantic", "scikit-learn", "pyarrow"} <= set(pins)
     assert not any(name.startswith(("torch", "nvidia-")) for name in pins)
+
+
+SECRET_NAME = re.compile(
+    r"(TOKEN|PASSWORD|SECRET|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL)", re.IGNORECASE
+)
+SECRET_VALUE = re.compile(
+    r"(AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[0-9A-Za-z]{20,})"
+)
+
+
+def _env_entries(node: Any) -> list[dict[str, Any]]:
+    """Every container `env:` entry anywhere in a manifest (including serveConfigV2 text)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "env" and isinstance(value, list):
+                found += [e for e in value if isinstance(e, dict)]
+            else:
+                found += _env_entries(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _env_entries(item)
+    return found
+
+
+def test_no_secret_values_in_manifests():
+    """Secrets are referenced by name (Secret, IRSA), never written into a manifest."""
+    for path in sorted(KUBERAY.rglob("*")):
+        if path.is_file() and path.suffix in {".yaml", ".yml", ".json"}:
+            assert not SECRET_VALUE.search(path.read_text()), f"{path}: a credential-like value"
+    for name, obj in OBJECTS:
+        assert obj.get("kind") != "Secret" or not (obj.get("data") or obj.get("stringData")), name
+        for entry in _env_entries(obj):
+            if SECRET_NAME.search(str(entry.get("name", ""))):
+                assert "value" not in entry, f"{name}: env {entry['name']} carries a literal value"
