@@ -55,7 +55,7 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
     global _started_here
     # Token auth: Ray 2.60's ray.init turns it on for a new local cluster (setting RAY_AUTH_MODE
     # here, after `import ray`, would bypass the config refresh Ray does when it turns it on).
-    # tests/integration/test_serve.py checks that anonymous calls to this cluster are refused.
+    # tests/integration/test_job_submission.py checks that anonymous calls to it are refused.
     apply_local_cluster_env()
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
     _started_here = True

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from raylife.bench import lifecycle_bench, report, serve_bench, train_bench, tune_bench
 from raylife.bench.stats import Section
@@ -34,16 +33,11 @@ def parse_sections(text: str | None, quick: bool) -> list[str]:
 
 
 def cluster_cpus() -> float:
-    """Logical CPUs for the bench cluster: a tune-section trial (1 driver + 2 workers) plus room."""
+    """Logical CPUs for the bench cluster: what a `make run` sweep needs (the largest section)."""
+    from raylife.registry import get_spec
     from raylife.tune import required_cpus
 
-    return required_cpus(TrainConfig(model="iris", hparams=_any_hparams()), TuneConfig())
-
-
-def _any_hparams() -> Any:
-    from raylife.registry import get_spec
-
-    return get_spec("iris").defaults
+    return required_cpus(TrainConfig(model="iris", hparams=get_spec("iris").defaults), TuneConfig())
 
 
 def run_bench(

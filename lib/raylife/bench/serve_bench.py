@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raylife import loadtest, serving
+from raylife import loadtest, serve_config, serving
 from raylife.bench.stats import Section, alternate
 from raylife.config import Settings, TrainConfig
 from raylife.lifecycle import train_and_register
@@ -70,7 +70,7 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
     started = time.monotonic()
     ensure_models(settings, setup, say)
     local = serving.start(settings, list(setup.models), port=loadtest.free_port())
-    section.extra["cluster_env"] = _serve_env()
+    section.extra["cluster_env"] = serve_config.cluster_env("local")
     with bare_servers(setup.models, settings.store_uri) as bare:
         for model in setup.models:
             for concurrency in setup.concurrencies:
@@ -173,17 +173,9 @@ def _batching(
 
 
 def _default_batching(model: str) -> bool:
-    from raylife import serve_config
-
     config = serve_config.for_models(serve_config.render("local"), [model])
     app = next(a for a in config["applications"] if a.get("args", {}).get("model") == model)
     return bool(app["deployments"][0]["user_config"]["batching"]["enabled"])
-
-
-def _serve_env() -> dict[str, str]:
-    from raylife import serve_config
-
-    return serve_config.cluster_env("local")
 
 
 def _checks(section: Section, setup: ServeBenchSetup) -> None:

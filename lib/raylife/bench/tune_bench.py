@@ -10,6 +10,7 @@ the contenders of a round run exactly the same hyperparameters:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,29 +45,26 @@ class TuneBenchSetup:
     scheduler_concurrency: int
 
 
+FULL = TuneBenchSetup(
+    preset="default",
+    overhead_model="iris",
+    overhead_epochs=100,
+    scheduler_model="boston",
+    scheduler_epochs=150,
+    repeats=3,
+    num_workers=1,
+    overhead_trials=2,
+    scheduler_trials=6,
+    scheduler_concurrency=2,
+)
+QUICK = dataclasses.replace(
+    FULL, preset="debug", overhead_epochs=2, scheduler_epochs=2, repeats=1, overhead_trials=1,
+    scheduler_trials=2,
+)  # fmt: skip
+
+
 def setup_for(quick: bool) -> TuneBenchSetup:
-    common = {"overhead_model": "iris", "scheduler_model": "boston", "num_workers": 1}
-    if quick:
-        return TuneBenchSetup(
-            preset="debug",
-            overhead_epochs=2,
-            scheduler_epochs=2,
-            repeats=1,
-            overhead_trials=1,
-            scheduler_trials=2,
-            scheduler_concurrency=2,
-            **common,  # type: ignore[arg-type]
-        )
-    return TuneBenchSetup(
-        preset="default",
-        overhead_epochs=100,
-        scheduler_epochs=150,
-        repeats=3,
-        overhead_trials=2,
-        scheduler_trials=6,
-        scheduler_concurrency=2,
-        **common,  # type: ignore[arg-type]
-    )
+    return QUICK if quick else FULL
 
 
 def trial_epochs(sweep: SweepOutcome) -> int:
