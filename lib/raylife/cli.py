@@ -8,6 +8,7 @@ raylife models   list [MODEL] | show MODEL [VERSION]
 raylife predict  --model iris --input '[[5.1, 3.5, 1.4, 0.2]]' | --input rows.csv | --image digit.png
 raylife run      (the main job: every model through the whole life-cycle)
 raylife quality  (registry defaults x 3 seeds -> reports/quality.json)
+raylife selection-study [--models iris]   (best vs last epoch, CV off the quality test rows)
 raylife serve    [--port 8000] [--models iris,mnist]   (Ray Serve, foreground; Ctrl-C stops)
 raylife loadtest --model iris [--concurrency 16 --requests 2000] [--baseline] [--json]
 raylife serve-configs   (render serve_apps/config base + overlays -> serve_apps/rendered/)
@@ -74,6 +75,11 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     hp.add_argument("--weight-decay", type=float)
     hp.add_argument("--optimizer", choices=["adam", "sgd"])
     hp.add_argument("--activation", choices=["relu", "sigmoid", "tanh"])
+    hp.add_argument(
+        "--epoch-selection",
+        choices=["best", "last"],
+        help="weights a run yields: best validation epoch, or the last epoch",
+    )
     data = parser.add_argument_group("data")
     data.add_argument(
         "--data",
@@ -116,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     train = verbs.add_parser(
-        "train", help="train one model with Ray Train and register the best checkpoint"
+        "train",
+        help="train one model with Ray Train and register its checkpoint (best or last epoch)",
     )
     _run_flags(train)
     train.add_argument("--run-name", help="name of the run (default: unique)")
@@ -213,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--num-workers", type=int, default=2)
     quality.add_argument("--output", default="reports/quality.json")
 
+    study = verbs.add_parser(
+        "selection-study",
+        help="best-validation vs last epoch by cross-validation on rows outside the quality "
+        "test splits -> reports/selection_study.json",
+    )
+    study.add_argument("--models", default="all")
+    study.add_argument(
+        "--seeds", default="0,1,2", help="quality seeds whose test rows are excluded"
+    )
+    study.add_argument("--folds", type=int, default=10)
+    study.add_argument("--repeats", type=int, default=5)
+    study.add_argument("--processes", type=int, default=2, help="fits in parallel")
+    study.add_argument("--output", default="reports/selection_study.json")
+
     bench = verbs.add_parser(
         "bench", help="raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.*"
     )
@@ -248,6 +269,7 @@ def _train_config(args: argparse.Namespace, run_name: str | None = None) -> Any:
         weight_decay=args.weight_decay,
         optimizer=args.optimizer,
         activation=args.activation,
+        epoch_selection=args.epoch_selection,
     )
     data = DataConfig(
         source=args.data,
@@ -281,7 +303,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _train_config(args, run_name=args.resume or args.run_name)
     outcome, registered = train_and_register(cfg, settings, promote=args.promote)
     print(
-        f"run {outcome.run_name}: {len(outcome.history)} epochs, best checkpoint {outcome.checkpoint_path}"
+        f"run {outcome.run_name}: {len(outcome.history)} epochs, checkpoint of epoch "
+        f"{outcome.metrics.get('epoch', 0):.0f} ({cfg.hparams.epoch_selection} epoch) {outcome.checkpoint_path}"
     )
     _print_registered(registered)
 
@@ -495,20 +518,44 @@ def cmd_run(args: argparse.Namespace) -> None:
     )
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise RaylifeError(f"--seeds takes comma-separated integers like 0,1,2, got {text!r}")
+    return seeds
+
+
 def cmd_quality(args: argparse.Namespace) -> None:
     from raylife import quality
 
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise RaylifeError(
-            f"--seeds takes comma-separated integers like 0,1,2, got {args.seeds!r}"
-        ) from None
     report = quality.measure(
-        _model_list(args.models), seeds, _settings(args), num_workers=args.num_workers
+        _model_list(args.models),
+        _seed_list(args.seeds),
+        _settings(args),
+        num_workers=args.num_workers,
     )
     path = quality.write_report(report, Path(args.output))
     print(quality.format_report(report))
+    print(f"wrote {path}")
+
+
+def cmd_selection_study(args: argparse.Namespace) -> None:
+    from raylife import selection_study
+
+    for flag, value, least in (
+        ("--folds", args.folds, 2),
+        ("--repeats", args.repeats, 1),
+        ("--processes", args.processes, 1),
+    ):
+        if value < least:
+            raise RaylifeError(f"{flag} must be >= {least}, got {value}")
+    report = selection_study.run(
+        _model_list(args.models), _seed_list(args.seeds), args.folds, args.repeats, args.processes
+    )
+    path = selection_study.write_report(report, Path(args.output))
     print(f"wrote {path}")
 
 
@@ -598,6 +645,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "run": cmd_run,
     "quality": cmd_quality,
+    "selection-study": cmd_selection_study,
     "serve": cmd_serve,
     "loadtest": cmd_loadtest,
     "serve-configs": cmd_serve_configs,

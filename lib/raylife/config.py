@@ -13,6 +13,7 @@ from raylife.errors import RaylifeError
 
 Optimizer = Literal["adam", "sgd"]
 Activation = Literal["relu", "sigmoid", "tanh"]
+EpochSelection = Literal["best", "last"]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -42,6 +43,10 @@ class Hyperparams:
     """Hidden-layer activation of MLPs."""
     conv_channels: tuple[int, ...] = ()
     """Output channels of each 3x3 conv + max-pool block (CNN only)."""
+    epoch_selection: EpochSelection = "best"
+    """Which epoch's weights a run yields (and a sweep scores its trials by): "best" = the best
+    validation objective (early stopping by checkpoint), "last" = the final epoch. On small
+    validation splits "best" picks noise; `raylife selection-study` measures both per model."""
 
     def __post_init__(self) -> None:
         _require(
@@ -64,6 +69,10 @@ class Hyperparams:
             f"activation must be relu, sigmoid or tanh, got {self.activation!r}",
         )
         _require(all(c >= 1 for c in self.conv_channels), "conv channels must be positive")
+        _require(
+            self.epoch_selection in ("best", "last"),
+            f"epoch selection must be best or last, got {self.epoch_selection!r}",
+        )
 
     def replace(self, **overrides: Any) -> Hyperparams:
         """A copy with some fields changed (None values are ignored); validated again."""

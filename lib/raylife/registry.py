@@ -105,7 +105,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture="mlp",
         input_kind="tabular",
         load_embedded=data.load_ionosphere,
-        # Wide, heavily regularised: 245 training rows. Chosen over seeds 0-9 (see the quality report).
+        # Wide, heavily regularised: 245 training rows. epoch_selection (every model): measured by
+        # `raylife selection-study`, see reports/selection_study.json.
         defaults=Hyperparams(
             lr=2e-3,
             batch_size=32,
@@ -113,6 +114,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             hidden_sizes=(128, 64),
             dropout=0.5,
             weight_decay=1e-2,
+            epoch_selection="last",
         ),
         debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
         search_space={
@@ -130,7 +132,12 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         input_kind="tabular",
         load_embedded=data.load_iris,
         defaults=Hyperparams(
-            lr=1e-2, batch_size=16, epochs=100, hidden_sizes=(16, 8), weight_decay=1e-4
+            lr=1e-2,
+            batch_size=16,
+            epochs=100,
+            hidden_sizes=(16, 8),
+            weight_decay=1e-4,
+            epoch_selection="last",
         ),
         debug=Hyperparams(lr=1e-2, batch_size=16, epochs=2, hidden_sizes=(8,)),
         search_space={
@@ -154,6 +161,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             hidden_sizes=(64, 64),
             dropout=0.1,
             weight_decay=1e-4,
+            epoch_selection="last",
         ),
         debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
         search_space={
@@ -177,6 +185,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             hidden_sizes=(128,),
             dropout=0.5,
             conv_channels=(32, 64),
+            epoch_selection="last",
         ),
         debug=Hyperparams(
             lr=1e-3, batch_size=64, epochs=1, hidden_sizes=(16,), conv_channels=(4, 8)

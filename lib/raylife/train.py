@@ -297,7 +297,8 @@ def build_trainer(
 class TrainOutcome:
     run_name: str
     checkpoint_path: str
-    """The best (by validation metric) checkpoint: a complete artifact folder."""
+    """The chosen checkpoint (hparams.epoch_selection: best validation epoch, or the last): a
+    complete artifact folder."""
     metrics: dict[str, float]
     history: list[dict[str, float]]
 
@@ -305,7 +306,7 @@ class TrainOutcome:
 def run_training(
     cfg: TrainConfig, settings: Settings, data: PreparedData | None = None
 ) -> TrainOutcome:
-    """Prepare data, fit one TorchTrainer run, return its best checkpoint."""
+    """Prepare data, fit one TorchTrainer run, return its chosen checkpoint."""
     import ray
 
     from raylife.cluster import ensure_ray
@@ -324,18 +325,20 @@ def run_training(
 
 def outcome_from_result(result: Any, cfg: TrainConfig, run_name: str) -> TrainOutcome:
     task = get_spec(cfg.model).task_obj
-    checkpoint = (
-        result.get_best_checkpoint(metric=OBJECTIVE, mode=task.mode)
-        if result.best_checkpoints
-        else None
-    )
-    if checkpoint is None:
+    if not result.best_checkpoints:
         raise RaylifeError(
             f"run {run_name} reported no checkpoint; check its logs under the runs folder"
         )
-    best_metrics = next(m for c, m in result.best_checkpoints if c.path == checkpoint.path)
+    # Ray keeps the best checkpoints by validation objective and always the latest one, which is
+    # the last epoch's: the last epoch is always reported with a checkpoint.
+    checkpoint = (
+        result.checkpoint
+        if cfg.hparams.epoch_selection == "last"
+        else result.get_best_checkpoint(metric=OBJECTIVE, mode=task.mode)
+    )
+    metrics = next(m for c, m in result.best_checkpoints if c.path == checkpoint.path)
     history = _load_history(checkpoint)
-    return TrainOutcome(run_name, checkpoint.path, dict(best_metrics), history)
+    return TrainOutcome(run_name, checkpoint.path, dict(metrics), history)
 
 
 def _load_history(checkpoint: Any) -> list[dict[str, float]]:

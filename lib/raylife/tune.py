@@ -2,7 +2,7 @@
 
 Train V2 pattern: the trial is a function trainable that builds the SAME TorchTrainer as
 `raylife train` and forwards its per-epoch reports to Tune with TuneReportCallback, so ASHA can stop
-weak trials early and the best trial's best checkpoint (an artifact) can be promoted directly.
+weak trials early and the best trial's chosen checkpoint (an artifact) can be promoted directly.
 """
 
 from __future__ import annotations
@@ -123,9 +123,10 @@ class SweepOutcome:
     best_config: dict[str, Any]
     best_metrics: dict[str, Any]
     checkpoint_path: str
-    """Best checkpoint of the best trial: a complete artifact folder, ready to register."""
+    """The best trial's chosen checkpoint (best or last epoch, per hparams.epoch_selection): a
+    complete artifact folder, ready to register."""
     trials: pd.DataFrame
-    """One row per trial: sampled config, epochs run, best validation metric, status."""
+    """One row per trial: sampled config, epochs run, validation metric at its chosen epoch, status."""
     histories: dict[str, pd.DataFrame]
     """Per-trial per-epoch metrics, keyed by trial id."""
 
@@ -151,7 +152,7 @@ def run_sweep(
     settings: Settings,
     data: PreparedData | None = None,
 ) -> SweepOutcome:
-    """Sample trials, run each as a Ray Train run, return the table and the best checkpoint.
+    """Sample trials, run each as a Ray Train run, return the table and the best trial's checkpoint.
 
     A sweep whose name already has state under the runs folder is resumed: finished trials are
     not rerun (checked before a new Tuner is built, since a new Tuner writes its state at once).
@@ -203,7 +204,13 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
-    return _outcome(grid, name, OBJECTIVE, task.mode, f"val_{task.metric}", base.hparams.epochs)
+    return _outcome(
+        grid,
+        name,
+        Scoring(OBJECTIVE, task.mode, base.hparams.epoch_selection),
+        f"val_{task.metric}",
+        base.hparams.epochs,
+    )
 
 
 def rung_epochs(tune_cfg: TuneConfig, epochs: int) -> tuple[int, ...]:
@@ -240,8 +247,32 @@ def _check_capacity(base: TrainConfig, tune_cfg: TuneConfig) -> None:
         )
 
 
-def _outcome(grid: Any, name: str, metric: str, mode: str, shown: str, epochs: int) -> SweepOutcome:
-    """Per-trial table and the best (trial, epoch) by `metric`; `shown` is the human metric."""
+@dataclass(frozen=True)
+class Scoring:
+    """How a trial is scored: `metric` at its chosen epoch (`selection`), compared by `mode`."""
+
+    metric: str
+    mode: str
+    selection: str
+    """"best": the trial's best reported epoch; "last": its last reported epoch, i.e. the weights
+    the run yields with hparams.epoch_selection="last" (ASHA-stopped trials: the rung epoch)."""
+
+    def chosen_row(self, reports: pd.DataFrame) -> pd.Series | None:
+        """The row of the epoch whose checkpoint the trial yields, among rows with a checkpoint."""
+        if reports.empty:
+            return None
+        if self.selection == "last":
+            return reports.iloc[-1]
+        column = reports[self.metric]
+        return reports.loc[column.idxmax() if self.mode == "max" else column.idxmin()]
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.mode == "max" else value < than
+
+
+def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) -> SweepOutcome:
+    """Per-trial table and the best (trial, chosen epoch) by the scoring; `shown` is the human
+    metric."""
     import pandas as pd
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
@@ -249,7 +280,7 @@ def _outcome(grid: Any, name: str, metric: str, mode: str, shown: str, epochs: i
     best: tuple[float, dict[str, Any], dict[str, Any], str] | None = None
     for result in grid:
         frame = result.metrics_dataframe
-        if frame is None or frame.empty or metric not in frame:
+        if frame is None or frame.empty or scoring.metric not in frame:
             rows.append(
                 {
                     "trial": _trial_id(result),
@@ -266,29 +297,23 @@ def _outcome(grid: Any, name: str, metric: str, mode: str, shown: str, epochs: i
             if CHECKPOINT_PATH_KEY in frame
             else frame.iloc[0:0]
         )
-        top = (
-            with_ckpt.loc[
-                with_ckpt[metric].idxmax() if mode == "max" else with_ckpt[metric].idxmin()
-            ]
-            if len(with_ckpt)
-            else None
-        )
+        top = scoring.chosen_row(with_ckpt)
         rows.append(
             {
                 "trial": trial_id,
                 **_config_view(result.config),
                 "epochs": int(frame["epoch"].max()),
-                f"best {shown}": None if top is None else float(top[shown]),
+                f"{shown} ({scoring.selection} epoch)": None if top is None else float(top[shown]),
                 "status": "error"
                 if result.error
                 else ("stopped early" if frame["epoch"].max() < epochs else "done"),
-                "_objective": None if top is None else float(top[metric]),
+                "_objective": None if top is None else float(top[scoring.metric]),
             }
         )
         if top is None:
             continue
-        value = float(top[metric])
-        if best is None or (value > best[0] if mode == "max" else value < best[0]):
+        value = float(top[scoring.metric])
+        if best is None or scoring.better(value, best[0]):
             best = (
                 value,
                 dict(result.config.get(HPARAMS, {})),
@@ -300,7 +325,7 @@ def _outcome(grid: Any, name: str, metric: str, mode: str, shown: str, epochs: i
             f"sweep {name}: no trial produced a checkpoint; see the trial errors under the runs folder"
         )
     table = pd.DataFrame(rows).sort_values(
-        "_objective", ascending=(mode == "min"), na_position="last"
+        "_objective", ascending=(scoring.mode == "min"), na_position="last"
     )
     table = table.drop(columns=["_objective"]).reset_index(drop=True)
     return SweepOutcome(name, best[1], best[2], best[3], table, histories)

@@ -84,3 +84,30 @@ def test_quality_report_shape(home, tmp_path, capsys):
     assert set(entry) == {"metric", "mean", "std", "seeds", "values"}
     assert entry["metric"] == "accuracy" and entry["seeds"] == [0, 1] and len(entry["values"]) == 2
     assert 0.0 <= entry["mean"] <= 1.0
+
+
+@pytest.mark.parametrize("selection", ["best", "last"])
+def test_epoch_selection_picks_the_run_checkpoint(home, capsys, selection):
+    # Every epoch reported with a checkpoint, so both choices are among the kept checkpoints.
+    assert (
+        raylife(
+            "train --model iris --preset debug --epochs 4 --lr 0.05 --report-interval-s 0 "
+            f"--epoch-selection {selection}"
+        )
+        == 0
+    )
+    assert f"({selection} epoch)" in capsys.readouterr().out
+    store = _store(home)
+    meta = store.metadata("iris", store.versions("iris")[-1])
+    chosen = meta["metrics"]
+    # Ray keeps the best checkpoints by validation objective and the latest: both candidates.
+    kept = [
+        json.loads(path.read_text())["metrics"]
+        for path in Path(meta["run"]["checkpoint"]).parent.glob("checkpoint_*/artifact.json")
+    ]
+    assert max(row["epoch"] for row in kept) == 4
+    if selection == "last":
+        assert chosen["epoch"] == 4
+    else:
+        assert chosen["val_objective"] == max(row["val_objective"] for row in kept)
+    assert meta["run"]["hparams"]["epoch_selection"] == selection

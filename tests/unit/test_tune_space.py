@@ -46,3 +46,17 @@ def test_sparse_report_count_is_improvements_plus_last():
     history = [{"val_objective": v} for v in (0.5, 0.7, 0.6, 0.8, 0.8, 0.1)]
     assert _sparse_reports(history, "max") == 4  # 0.5, 0.7, 0.8 improve; plus the last epoch
     assert _sparse_reports(history, "min") == 3  # 0.5, 0.1 improve; plus the last epoch
+
+
+def test_trials_are_scored_at_the_epoch_their_run_yields():
+    import pandas as pd
+
+    from raylife.tune import Scoring
+
+    reports = pd.DataFrame({"epoch": [1, 2, 3], "val_objective": [0.8, 0.9, 0.85]})
+    assert Scoring("val_objective", "max", "best").chosen_row(reports)["epoch"] == 2
+    assert Scoring("val_objective", "max", "last").chosen_row(reports)["epoch"] == 3
+    assert Scoring("val_objective", "min", "best").chosen_row(reports)["epoch"] == 1
+    assert Scoring("val_objective", "max", "last").chosen_row(reports.iloc[0:0]) is None
+    assert Scoring("val_objective", "min", "best").better(1.0, 2.0)
+    assert not Scoring("val_objective", "max", "best").better(1.0, 2.0)

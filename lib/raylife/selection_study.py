@@ -1,0 +1,239 @@
+"""`raylife selection-study`: should a run yield its best-validation epoch or its last epoch?
+
+The registry's `epoch_selection` defaults are chosen here, without touching a row that
+`make quality` scores: the study keeps only the rows outside the test split of every quality
+seed (the development rows) and runs repeated k-fold cross-validation on them. Each outer fold
+plays the test split; the other development rows are split into train/validation as a run splits
+its non-test rows; one model with the registry defaults is trained on them, and both choices are
+scored on the outer fold from that same fit (best validation epoch vs last epoch).
+
+Plain PyTorch, no Ray: the same `raylife.loop` code the Ray Train workers run (data parallelism
+does the same maths on the same global batch), so hundreds of small fits take minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raylife.config import DataConfig, Hyperparams
+from raylife.data import RawData, Split, fit_preprocessing, load_raw, split
+from raylife.errors import RaylifeError
+from raylife.registry import ModelSpec, get_spec
+
+
+def development_rows(raw: RawData, cfg: DataConfig, seeds: list[int], stratify: bool) -> np.ndarray:
+    """Indices of the rows in no seed's test split, found by splitting row indices exactly as
+    `data.split` splits the rows themselves (same function, same seeds)."""
+    if raw.X_test is not None:
+        return np.arange(len(raw.y))  # the dataset fixes its own test split: never among these
+    indices = RawData(np.arange(len(raw.y)).reshape(-1, 1), raw.y, ["row"], None, "tabular", "")
+    tested: set[int] = set()
+    for seed in seeds:
+        _, _, test = split(
+            indices, DataConfig(seed=seed, test_fraction=cfg.test_fraction), stratify
+        )
+        tested.update(int(i) for i in test.X[:, 0])
+    return np.array(sorted(set(range(len(raw.y))) - tested))
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    model: str
+    hparams: Hyperparams
+    fit_rows: np.ndarray
+    """Development rows outside the outer fold: split into train and validation."""
+    outer_rows: np.ndarray
+    """The outer fold: scored, never trained or selected on."""
+    val_share: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class FoldScore:
+    rows: int
+    best: float
+    """Outer-fold metric of the epoch with the best validation objective."""
+    last: float
+    """Outer-fold metric of the last epoch."""
+
+
+def fit_fold(job: FoldJob) -> FoldScore:
+    """Train on one fold's train rows; score the outer fold at the best-validation and last epochs."""
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    from raylife import loop
+    from raylife.models import build_model
+
+    torch.set_num_threads(1)
+    spec = get_spec(job.model)
+    task, raw = spec.task_obj, _raw(spec)
+    classification = task.name != "regression"
+    train_rows, val_rows = train_test_split(
+        job.fit_rows,
+        test_size=job.val_share,
+        random_state=job.seed,
+        stratify=raw.y[job.fit_rows] if classification else None,
+    )
+    pre = fit_preprocessing(raw, Split(raw.X[train_rows], raw.y[train_rows]), not classification)
+    target_std = pre.target_std or 1.0
+
+    def part(rows: np.ndarray) -> Split:
+        return Split(pre.transform(raw.X[rows]), pre.transform_target(raw.y[rows]))
+
+    n_outputs = task.output_size(len(raw.label_names or []))
+    loop.seed_everything(job.seed)
+    model = build_model(
+        spec.architecture, spec.model_args(job.hparams, list(raw.X.shape[1:]), n_outputs)
+    )
+    optimizer = loop.make_optimizer(job.hparams, model.parameters())
+    loader = loop.make_loader(part(train_rows), task, job.hparams.batch_size, job.seed)
+    val_X, val_y = loop.as_tensors(part(val_rows), task)
+    outer_X, outer_y = loop.as_tensors(part(job.outer_rows), task)
+    best_objective: float | None = None
+    at_best = at_last = math.nan
+    for _ in range(job.hparams.epochs):
+        loop.train_epoch(model, loader, task, optimizer)
+        objective = task.objective(
+            task.finalize(loop.evaluate(model, val_X, val_y, task), target_std)
+        )
+        at_last = task.finalize(loop.evaluate(model, outer_X, outer_y, task), target_std)[
+            task.metric
+        ]
+        if loop.is_better(objective, best_objective, task.mode):
+            best_objective, at_best = objective, at_last
+    return FoldScore(len(job.outer_rows), at_best, at_last)
+
+
+_RAW_CACHE: dict[str, RawData] = {}
+
+
+def _raw(spec: ModelSpec) -> RawData:
+    """The embedded dataset, loaded once per process (pool workers score many folds)."""
+    if spec.name not in _RAW_CACHE:
+        _RAW_CACHE[spec.name] = load_raw(spec, DataConfig())
+    return _RAW_CACHE[spec.name]
+
+
+def pooled(metric: str, scores: list[tuple[int, float]]) -> float:
+    """One figure over folds of different sizes: accuracy by row, RMSE from the pooled squares."""
+    rows = sum(n for n, _ in scores)
+    if metric == "rmse":
+        return math.sqrt(sum(n * v * v for n, v in scores) / rows)
+    return sum(n * v for n, v in scores) / rows
+
+
+def fold_jobs(
+    model: str, seeds: list[int], folds: int, repeats: int, hparams: Hyperparams | None = None
+) -> tuple[list[FoldJob], int]:
+    """Every (repeat, fold) job of one model, and the number of development rows."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    spec = get_spec(model)
+    cfg = DataConfig()
+    raw = _raw(spec)
+    classification = spec.task != "regression"
+    dev = development_rows(raw, cfg, seeds, stratify=classification)
+    if len(dev) < 2 * folds:
+        raise RaylifeError(
+            f"{model}: {len(dev)} development rows cannot make {folds} folds; use fewer"
+        )
+    val_share = cfg.val_fraction / (1 - cfg.test_fraction)  # as data.split sizes validation
+    jobs = []
+    for repeat in range(repeats):
+        kfold = (StratifiedKFold if classification else KFold)(
+            folds, shuffle=True, random_state=1000 + repeat
+        )
+        for fold, (fit_idx, outer_idx) in enumerate(kfold.split(dev, raw.y[dev])):
+            jobs.append(
+                FoldJob(
+                    model,
+                    hparams or spec.defaults,
+                    dev[fit_idx],
+                    dev[outer_idx],
+                    val_share,
+                    seed=repeat * folds + fold,
+                )
+            )
+    return jobs, len(dev)
+
+
+def study_model(
+    model: str,
+    seeds: list[int],
+    folds: int,
+    repeats: int,
+    processes: int = 2,
+    hparams: Hyperparams | None = None,
+) -> dict[str, Any]:
+    """Both selections of one model over every fold, with the paired difference's standard error."""
+    spec = get_spec(model)
+    metric = spec.task_obj.metric
+    jobs, dev_rows = fold_jobs(model, seeds, folds, repeats, hparams)
+    started = time.monotonic()
+    if processes > 1:
+        with get_context("fork").Pool(processes) as pool:
+            scores = pool.map(fit_fold, jobs, chunksize=1)
+    else:
+        scores = [fit_fold(job) for job in jobs]
+    # Paired per fold: both selections come from the same fit, so their difference is precise.
+    sign = 1.0 if spec.task_obj.mode == "max" else -1.0
+    gains = [sign * (s.last - s.best) for s in scores]
+    return {
+        "metric": metric,
+        "best": pooled(metric, [(s.rows, s.best) for s in scores]),
+        "last": pooled(metric, [(s.rows, s.last) for s in scores]),
+        "last_gain": statistics.fmean(gains),
+        "last_gain_se": statistics.stdev(gains) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0,
+        "recommended": "last" if statistics.fmean(gains) >= 0 else "best",
+        "hparams": (hparams or spec.defaults).to_dict(),
+        "excluded_test_seeds": list(seeds),
+        "development_rows": dev_rows,
+        "folds": folds,
+        "repeats": repeats,
+        "rows_scored": sum(s.rows for s in scores),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def run(
+    models: list[str],
+    seeds: list[int],
+    folds: int,
+    repeats: int,
+    processes: int = 2,
+    say: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    report = {}
+    for model in models:
+        say(f"  {model}: {folds}-fold x {repeats} on rows outside the test splits of seeds {seeds}")
+        report[model] = entry = study_model(model, seeds, folds, repeats, processes)
+        say(f"  {model}: {format_entry(entry)}")
+    return report
+
+
+def format_entry(entry: dict[str, Any]) -> str:
+    better = "higher" if entry["metric"] == "accuracy" else "lower"
+    return (
+        f"{entry['metric']} ({better} is better) best-epoch {entry['best']:.4f}, last-epoch "
+        f"{entry['last']:.4f}; last's gain {entry['last_gain']:+.4f} +/- {entry['last_gain_se']:.4f} "
+        f"(SE) over {entry['rows_scored']} scored rows -> {entry['recommended']}"
+    )
+
+
+def write_report(report: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Merge into the existing report: models studied separately (MNIST is slow) keep their entry."""
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**existing, **report}, indent=2) + "\n")
+    return path
