@@ -10,7 +10,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-manifests quality report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image-constraints image image-push lint format clean
+.PHONY: help install run test test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ test-integration: $(INSTALLED) ## Integration tests only (shared local Ray clust
 
 quality: $(INSTALLED) ## Registry defaults x seeds through Ray Train -> reports/quality.json (SEEDS=)
 	$(RAYLIFE) quality --models $(MODELS) --seeds $(SEEDS)
+
+selection-study: $(INSTALLED) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~6 min)
+	$(RAYLIFE) selection-study --models ionosphere,iris,boston --seeds $(SEEDS)
+	$(RAYLIFE) selection-study --models mnist --seeds $(SEEDS) --folds 5 --repeats 2
 
 report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
 	$(PY) -m jobs.report_cost --model iris

@@ -76,6 +76,11 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     hp.add_argument("--optimizer", choices=["adam", "sgd"])
     hp.add_argument("--activation", choices=["relu", "sigmoid", "tanh"])
     hp.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        help="learning rate over the epochs: constant, or cosine decay towards 0",
+    )
+    hp.add_argument(
         "--epoch-selection",
         choices=["best", "last"],
         help="weights a run yields: best validation epoch, or the last epoch",
@@ -232,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--folds", type=int, default=10)
     study.add_argument("--repeats", type=int, default=5)
     study.add_argument("--processes", type=int, default=2, help="fits in parallel")
+    study.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="study the defaults with this hyperparameter changed (repeatable; JSON values, "
+        "e.g. --set lr=1e-3 --set hidden_sizes=[64,32])",
+    )
     study.add_argument("--output", default="reports/selection_study.json")
 
     bench = verbs.add_parser(
@@ -269,6 +282,7 @@ def _train_config(args: argparse.Namespace, run_name: str | None = None) -> Any:
         weight_decay=args.weight_decay,
         optimizer=args.optimizer,
         activation=args.activation,
+        lr_schedule=args.lr_schedule,
         epoch_selection=args.epoch_selection,
     )
     data = DataConfig(
@@ -542,6 +556,20 @@ def cmd_quality(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs; values are JSON where they parse (numbers, lists), else strings."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise RaylifeError(f"--set takes NAME=VALUE like lr=0.001, got {pair!r}")
+        try:
+            overrides[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = text
+    return overrides
+
+
 def cmd_selection_study(args: argparse.Namespace) -> None:
     from raylife import selection_study
 
@@ -553,7 +581,12 @@ def cmd_selection_study(args: argparse.Namespace) -> None:
         if value < least:
             raise RaylifeError(f"{flag} must be >= {least}, got {value}")
     report = selection_study.run(
-        _model_list(args.models), _seed_list(args.seeds), args.folds, args.repeats, args.processes
+        _model_list(args.models),
+        _seed_list(args.seeds),
+        args.folds,
+        args.repeats,
+        args.processes,
+        overrides=_overrides(args.set),
     )
     path = selection_study.write_report(report, Path(args.output))
     print(f"wrote {path}")

@@ -14,6 +14,7 @@ from raylife.errors import RaylifeError
 Optimizer = Literal["adam", "sgd"]
 Activation = Literal["relu", "sigmoid", "tanh"]
 EpochSelection = Literal["best", "last"]
+LrSchedule = Literal["constant", "cosine"]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -43,6 +44,9 @@ class Hyperparams:
     """Hidden-layer activation of MLPs."""
     conv_channels: tuple[int, ...] = ()
     """Output channels of each 3x3 conv + max-pool block (CNN only)."""
+    lr_schedule: LrSchedule = "constant"
+    """"constant", or "cosine": the rate decays from lr towards 0 over the epochs (half a cosine),
+    so the last epochs settle instead of oscillating at the full rate."""
     epoch_selection: EpochSelection = "best"
     """Which epoch's weights a run yields (and a sweep scores its trials by): "best" = the best
     validation objective (early stopping by checkpoint), "last" = the final epoch. On small
@@ -70,6 +74,10 @@ class Hyperparams:
         )
         _require(all(c >= 1 for c in self.conv_channels), "conv channels must be positive")
         _require(
+            self.lr_schedule in ("constant", "cosine"),
+            f"lr schedule must be constant or cosine, got {self.lr_schedule!r}",
+        )
+        _require(
             self.epoch_selection in ("best", "last"),
             f"epoch selection must be best or last, got {self.epoch_selection!r}",
         )
@@ -94,13 +102,26 @@ class Hyperparams:
 
 def _coerce(name: str, value: Any) -> Any:
     """Tune and JSON hand back lists and numpy scalars; the dataclass wants tuples and ints."""
-    if name in ("hidden_sizes", "conv_channels"):
-        return tuple(int(v) for v in value)
-    if name in ("batch_size", "epochs"):
-        return int(value)
-    if name in ("lr", "dropout", "weight_decay"):
-        return float(value)
+    try:
+        if name in ("hidden_sizes", "conv_channels"):
+            kind = "a list of whole numbers like [64, 32]"
+            return tuple(_whole(v) for v in value)
+        if name in ("batch_size", "epochs"):
+            kind = "a whole number"
+            return _whole(value)
+        if name in ("lr", "dropout", "weight_decay"):
+            kind = "a number"
+            return float(value)
+    except (TypeError, ValueError):
+        raise RaylifeError(f"{name} must be {kind}, got {value!r}") from None
     return value
+
+
+def _whole(value: Any) -> int:
+    """An int from an int-like value (3, 3.0, numpy ints); 2.5 or "2" are refused."""
+    if isinstance(value, str) or float(value) != int(value):
+        raise ValueError(value)
+    return int(value)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ No Ray here: unit tests and the benchmark's plain loop run exactly this code.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 
@@ -52,6 +53,20 @@ def make_optimizer(hp: Hyperparams, params: Iterable[nn.Parameter]) -> torch.opt
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
     return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def epoch_lr(hp: Hyperparams, epoch: int) -> float:
+    """Learning rate of a 1-based epoch. A function of the epoch alone, so a resumed run (and
+    every DDP worker) gets the same rate without scheduler state in the checkpoint."""
+    if hp.lr_schedule == "cosine":
+        return hp.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / hp.epochs))
+    return hp.lr
+
+
+def schedule_lr(optimizer: torch.optim.Optimizer, hp: Hyperparams, epoch: int) -> None:
+    """Set the optimizer's rate for this epoch; call before train_epoch."""
+    for group in optimizer.param_groups:
+        group["lr"] = epoch_lr(hp, epoch)
 
 
 def train_epoch(

@@ -105,8 +105,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture="mlp",
         input_kind="tabular",
         load_embedded=data.load_ionosphere,
-        # Wide, heavily regularised: 245 training rows. epoch_selection (every model): measured by
-        # `raylife selection-study`, see reports/selection_study.json.
+        # Wide, heavily regularised: 245 training rows. lr_schedule and epoch_selection (every
+        # model): chosen by `make selection-study`, see reports/selection_study.json.
         defaults=Hyperparams(
             lr=2e-3,
             batch_size=32,
@@ -137,6 +137,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             epochs=100,
             hidden_sizes=(16, 8),
             weight_decay=1e-4,
+            lr_schedule="cosine",
             epoch_selection="last",
         ),
         debug=Hyperparams(lr=1e-2, batch_size=16, epochs=2, hidden_sizes=(8,)),
@@ -185,7 +186,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             hidden_sizes=(128,),
             dropout=0.5,
             conv_channels=(32, 64),
-            epoch_selection="last",
+            lr_schedule="cosine",
+            epoch_selection="best",
         ),
         debug=Hyperparams(
             lr=1e-3, batch_size=64, epochs=1, hidden_sizes=(16,), conv_channels=(4, 8)

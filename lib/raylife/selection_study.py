@@ -1,11 +1,13 @@
-"""`raylife selection-study`: should a run yield its best-validation epoch or its last epoch?
+"""`raylife selection-study`: how should a run end? Constant or cosine-decayed learning rate, and
+the best-validation epoch's weights or the last epoch's?
 
-The registry's `epoch_selection` defaults are chosen here, without touching a row that
-`make quality` scores: the study keeps only the rows outside the test split of every quality
+The registry's `lr_schedule` and `epoch_selection` defaults are chosen here, without touching a row
+that `make quality` scores: the study keeps only the rows outside the test split of every quality
 seed (the development rows) and runs repeated k-fold cross-validation on them. Each outer fold
 plays the test split; the other development rows are split into train/validation as a run splits
-its non-test rows; one model with the registry defaults is trained on them, and both choices are
-scored on the outer fold from that same fit (best validation epoch vs last epoch).
+its non-test rows; the registry defaults are trained on them once per schedule, and both epoch
+choices are scored on the outer fold from that same fit. All four endings see the same folds, so
+their differences are paired.
 
 Plain PyTorch, no Ray: the same `raylife.loop` code the Ray Train workers run (data parallelism
 does the same maths on the same global batch), so hundreds of small fits take minutes.
@@ -102,7 +104,8 @@ def fit_fold(job: FoldJob) -> FoldScore:
     outer_X, outer_y = loop.as_tensors(part(job.outer_rows), task)
     best_objective: float | None = None
     at_best = at_last = math.nan
-    for _ in range(job.hparams.epochs):
+    for epoch in range(1, job.hparams.epochs + 1):
+        loop.schedule_lr(optimizer, job.hparams, epoch)
         loop.train_epoch(model, loader, task, optimizer)
         objective = task.objective(
             task.finalize(loop.evaluate(model, val_X, val_y, task), target_std)
@@ -168,6 +171,12 @@ def fold_jobs(
     return jobs, len(dev)
 
 
+SCHEDULES = ("constant", "cosine")
+SELECTIONS = ("best", "last")
+BASELINE = ("constant", "best")
+"""The conventional ending: a constant rate and early stopping on the validation split."""
+
+
 def study_model(
     model: str,
     seeds: list[int],
@@ -176,32 +185,52 @@ def study_model(
     processes: int = 2,
     hparams: Hyperparams | None = None,
 ) -> dict[str, Any]:
-    """Both selections of one model over every fold, with the paired difference's standard error."""
+    """Every ending of one model over the same folds; the best one, and its paired gain over the
+    baseline with that gain's standard error."""
     spec = get_spec(model)
     metric = spec.task_obj.metric
-    jobs, dev_rows = fold_jobs(model, seeds, folds, repeats, hparams)
+    base = hparams or spec.defaults
+    jobs: list[FoldJob] = []
+    for schedule in SCHEDULES:
+        schedule_jobs, dev_rows = fold_jobs(
+            model, seeds, folds, repeats, base.replace(lr_schedule=schedule)
+        )
+        jobs += schedule_jobs
     started = time.monotonic()
     if processes > 1:
         with get_context("fork").Pool(processes) as pool:
             scores = pool.map(fit_fold, jobs, chunksize=1)
     else:
         scores = [fit_fold(job) for job in jobs]
-    # Paired per fold: both selections come from the same fit, so their difference is precise.
+    per_fold = len(scores) // len(SCHEDULES)
+    by_ending: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for index, schedule in enumerate(SCHEDULES):
+        for score in scores[index * per_fold : (index + 1) * per_fold]:
+            by_ending.setdefault((schedule, "best"), []).append((score.rows, score.best))
+            by_ending.setdefault((schedule, "last"), []).append((score.rows, score.last))
     sign = 1.0 if spec.task_obj.mode == "max" else -1.0
-    gains = [sign * (s.last - s.best) for s in scores]
+    results = {ending: pooled(metric, values) for ending, values in by_ending.items()}
+    chosen = max(results, key=lambda ending: sign * results[ending])
+    # Paired per fold: same rows, same split, same initialisation seed.
+    gains = [
+        sign * (mine - theirs)
+        for (_, mine), (_, theirs) in zip(by_ending[chosen], by_ending[BASELINE], strict=True)
+    ]
     return {
         "metric": metric,
-        "best": pooled(metric, [(s.rows, s.best) for s in scores]),
-        "last": pooled(metric, [(s.rows, s.last) for s in scores]),
-        "last_gain": statistics.fmean(gains),
-        "last_gain_se": statistics.stdev(gains) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0,
-        "recommended": "last" if statistics.fmean(gains) >= 0 else "best",
-        "hparams": (hparams or spec.defaults).to_dict(),
+        "endings": {
+            f"{schedule}/{selection}": value for (schedule, selection), value in results.items()
+        },
+        "recommended": {"lr_schedule": chosen[0], "epoch_selection": chosen[1]},
+        "gain_over_baseline": statistics.fmean(gains),
+        "gain_se": statistics.stdev(gains) / math.sqrt(len(gains)) if len(gains) > 1 else 0.0,
+        "baseline": f"{BASELINE[0]}/{BASELINE[1]}",
+        "hparams": base.to_dict(),
         "excluded_test_seeds": list(seeds),
         "development_rows": dev_rows,
         "folds": folds,
         "repeats": repeats,
-        "rows_scored": sum(s.rows for s in scores),
+        "rows_scored": sum(s.rows for s in scores[:per_fold]),
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -213,21 +242,27 @@ def run(
     repeats: int,
     processes: int = 2,
     say: Callable[[str], None] = print,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """Study each model's registry defaults, or the defaults with `overrides` (a candidate
+    recipe, judged on the same development rows before it may become a default)."""
     report = {}
     for model in models:
+        hparams = get_spec(model).defaults.replace(**overrides) if overrides else None
         say(f"  {model}: {folds}-fold x {repeats} on rows outside the test splits of seeds {seeds}")
-        report[model] = entry = study_model(model, seeds, folds, repeats, processes)
+        report[model] = entry = study_model(model, seeds, folds, repeats, processes, hparams)
         say(f"  {model}: {format_entry(entry)}")
     return report
 
 
 def format_entry(entry: dict[str, Any]) -> str:
     better = "higher" if entry["metric"] == "accuracy" else "lower"
+    endings = ", ".join(f"{name} {value:.4f}" for name, value in entry["endings"].items())
+    chosen = entry["recommended"]
     return (
-        f"{entry['metric']} ({better} is better) best-epoch {entry['best']:.4f}, last-epoch "
-        f"{entry['last']:.4f}; last's gain {entry['last_gain']:+.4f} +/- {entry['last_gain_se']:.4f} "
-        f"(SE) over {entry['rows_scored']} scored rows -> {entry['recommended']}"
+        f"{entry['metric']} ({better} is better): {endings} -> {chosen['lr_schedule']}/"
+        f"{chosen['epoch_selection']}, {entry['gain_over_baseline']:+.4f} +/- {entry['gain_se']:.4f} "
+        f"(SE) over {entry['baseline']} on {entry['rows_scored']} scored rows"
     )
 
 

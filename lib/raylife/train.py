@@ -34,6 +34,7 @@ from raylife.loop import (
     is_better,
     make_loader,
     make_optimizer,
+    schedule_lr,
     seed_everything,
     train_epoch,
 )
@@ -180,6 +181,7 @@ class _WorkerRun:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         started = time.time()
+        schedule_lr(self.optimizer, self.cfg.hparams, epoch)
         train_sums = train_epoch(self.model, self.loader, self.task, self.optimizer)
         val_sums = evaluate(self.model, self.val_X, self.val_y, self.task)
         self.timings["epochs"].append([started, time.time()])
@@ -325,18 +327,18 @@ def run_training(
 
 def outcome_from_result(result: Any, cfg: TrainConfig, run_name: str) -> TrainOutcome:
     task = get_spec(cfg.model).task_obj
-    if not result.best_checkpoints:
+    if result.checkpoint is None or not result.best_checkpoints:
         raise RaylifeError(
             f"run {run_name} reported no checkpoint; check its logs under the runs folder"
         )
-    # Ray keeps the best checkpoints by validation objective and always the latest one, which is
-    # the last epoch's: the last epoch is always reported with a checkpoint.
-    checkpoint = (
-        result.checkpoint
-        if cfg.hparams.epoch_selection == "last"
-        else result.get_best_checkpoint(metric=OBJECTIVE, mode=task.mode)
-    )
-    metrics = next(m for c, m in result.best_checkpoints if c.path == checkpoint.path)
+    # Ray keeps the best checkpoints by validation objective and always the latest one (not
+    # listed among the best unless it is one), which is the last epoch's: the last epoch is
+    # always reported with a checkpoint.
+    if cfg.hparams.epoch_selection == "last":
+        checkpoint, metrics = result.checkpoint, result.metrics
+    else:
+        checkpoint = result.get_best_checkpoint(metric=OBJECTIVE, mode=task.mode)
+        metrics = next(m for c, m in result.best_checkpoints if c.path == checkpoint.path)
     history = _load_history(checkpoint)
     return TrainOutcome(run_name, checkpoint.path, dict(metrics), history)
 

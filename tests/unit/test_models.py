@@ -74,3 +74,22 @@ def test_objective_breaks_accuracy_ties_by_loss():
         {"accuracy": 0.9, "loss": 0.01}
     )
     assert TASKS["regression"].objective({"rmse": 3.0, "loss": 1.0}) == 3.0
+
+
+def test_cosine_schedule_decays_from_lr_towards_zero_and_constant_stays():
+    import itertools
+    import math
+
+    from raylife.config import Hyperparams
+    from raylife.loop import epoch_lr, schedule_lr
+
+    hp = Hyperparams(lr=0.1, batch_size=8, epochs=10, hidden_sizes=(4,), lr_schedule="cosine")
+    rates = [epoch_lr(hp, epoch) for epoch in range(1, 11)]
+    assert rates[0] == 0.1 and all(a > b for a, b in itertools.pairwise(rates))
+    assert rates[-1] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 9 / 10)))
+    assert rates[-1] < 0.01
+    flat = hp.replace(lr_schedule="constant")
+    assert {epoch_lr(flat, epoch) for epoch in range(1, 11)} == {0.1}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule_lr(optimizer, hp, 6)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)

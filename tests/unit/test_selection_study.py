@@ -33,15 +33,18 @@ def test_development_rows_exclude_every_quality_test_row(model):
     assert len(dev) >= len(raw.y) * 0.85**3 * 0.9  # only the union of the test splits is gone
 
 
-def test_study_scores_both_selections_on_every_development_row():
+def test_study_scores_every_ending_on_every_development_row():
     spec = get_spec("iris")
     entry = study_model("iris", [0, 1], folds=3, repeats=2, processes=1, hparams=spec.debug)
     assert entry["rows_scored"] == 2 * entry["development_rows"]
-    assert 0.0 <= entry["best"] <= 1.0 and 0.0 <= entry["last"] <= 1.0
-    assert entry["recommended"] == ("last" if entry["last_gain"] >= 0 else "best")
-    assert (
-        entry["excluded_test_seeds"] == [0, 1] and entry["hparams"]["epochs"] == spec.debug.epochs
-    )
+    endings = entry["endings"]
+    assert set(endings) == {"constant/best", "constant/last", "cosine/best", "cosine/last"}
+    assert all(0.0 <= value <= 1.0 for value in endings.values())
+    chosen = entry["recommended"]
+    assert endings[f"{chosen['lr_schedule']}/{chosen['epoch_selection']}"] == max(endings.values())
+    assert entry["gain_over_baseline"] >= 0.0  # the baseline is one of the candidates
+    assert entry["excluded_test_seeds"] == [0, 1]
+    assert entry["hparams"]["epochs"] == spec.debug.epochs
 
 
 def test_pooled_rmse_weights_folds_by_rows():
@@ -58,9 +61,9 @@ def test_registry_defaults_follow_the_committed_study():
     report = json.loads((Path(__file__).parents[2] / "reports/selection_study.json").read_text())
     for name, spec in MODEL_SPECS.items():
         assert name in report, f"{name}: run `raylife selection-study --models {name}`"
-        assert spec.defaults.epoch_selection == report[name]["recommended"], name
-        # The study measured these very defaults (apart from the choice it measures).
-        assert {**report[name]["hparams"], "epoch_selection": None} == {
-            **spec.defaults.to_dict(),
-            "epoch_selection": None,
-        }, name
+        chosen = report[name]["recommended"]
+        assert spec.defaults.lr_schedule == chosen["lr_schedule"], name
+        assert spec.defaults.epoch_selection == chosen["epoch_selection"], name
+        # The study measured these very defaults, apart from the two choices it makes.
+        measured = {k: v for k, v in report[name]["hparams"].items() if k not in chosen}
+        assert measured == {k: v for k, v in spec.defaults.to_dict().items() if k not in chosen}

@@ -26,6 +26,7 @@ from raylife.loop import (
     evaluate,
     make_loader,
     make_optimizer,
+    schedule_lr,
     seed_everything,
     train_epoch,
 )
@@ -91,8 +92,9 @@ def plain_fit(cfg: TrainConfig, data: PreparedData) -> dict[str, float]:
         val_X, val_y = as_tensors(data.val, task)
         optimizer = make_optimizer(hp, model.parameters())
         epochs = []
-        for _ in range(hp.epochs):
+        for epoch in range(1, hp.epochs + 1):
             started = time.time()
+            schedule_lr(optimizer, hp, epoch)
             train_epoch(model, loader, task, optimizer)
             evaluate(model, val_X, val_y, task)
             epochs.append([started, time.time()])
