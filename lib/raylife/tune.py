@@ -255,7 +255,7 @@ class Scoring:
     mode: str
     selection: str
     """"best": the trial's best reported epoch; "last": its last reported epoch, i.e. the weights
-    the run yields with hparams.epoch_selection="last" (ASHA-stopped trials: the rung epoch)."""
+    the run yields with hparams.epoch_selection="last"."""
 
     def chosen_row(self, reports: pd.DataFrame) -> pd.Series | None:
         """The row of the epoch whose checkpoint the trial yields, among rows with a checkpoint."""
@@ -266,8 +266,11 @@ class Scoring:
         column = reports[self.metric]
         return reports.loc[column.idxmax() if self.mode == "max" else column.idxmin()]
 
-    def better(self, value: float, than: float) -> bool:
-        return value > than if self.mode == "max" else value < than
+    def rank(self, value: float, finished: bool) -> tuple[bool, float]:
+        """Sort key, higher is better. With "last", a trial ASHA stopped never reached the end of
+        training, so its rung-epoch weights rank below every finished trial: on a small
+        validation split an early, half-trained model could otherwise win by chance."""
+        return (finished or self.selection == "best", value if self.mode == "max" else -value)
 
 
 def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) -> SweepOutcome:
@@ -277,7 +280,7 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
     rows, histories = [], {}
-    best: tuple[float, dict[str, Any], dict[str, Any], str] | None = None
+    best: tuple[tuple[bool, float], dict[str, Any], dict[str, Any], str] | None = None
     for result in grid:
         frame = result.metrics_dataframe
         if frame is None or frame.empty or scoring.metric not in frame:
@@ -287,6 +290,8 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
                     **_config_view(result.config),
                     "status": "no results",
                     "error": str(result.error or "")[:80],
+                    "_first": False,
+                    "_score": None,
                 }
             )
             continue
@@ -298,24 +303,24 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
             else frame.iloc[0:0]
         )
         top = scoring.chosen_row(with_ckpt)
+        finished = int(frame["epoch"].max()) >= epochs
+        rank = None if top is None else scoring.rank(float(top[scoring.metric]), finished)
         rows.append(
             {
                 "trial": trial_id,
                 **_config_view(result.config),
                 "epochs": int(frame["epoch"].max()),
                 f"{shown} ({scoring.selection} epoch)": None if top is None else float(top[shown]),
-                "status": "error"
-                if result.error
-                else ("stopped early" if frame["epoch"].max() < epochs else "done"),
-                "_objective": None if top is None else float(top[scoring.metric]),
+                "status": "error" if result.error else ("done" if finished else "stopped early"),
+                "_first": rank is not None and rank[0],
+                "_score": None if rank is None else rank[1],
             }
         )
-        if top is None:
+        if top is None or rank is None:
             continue
-        value = float(top[scoring.metric])
-        if best is None or scoring.better(value, best[0]):
+        if best is None or rank > best[0]:
             best = (
-                value,
+                rank,
                 dict(result.config.get(HPARAMS, {})),
                 top.to_dict(),
                 str(top[CHECKPOINT_PATH_KEY]),
@@ -325,9 +330,9 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
             f"sweep {name}: no trial produced a checkpoint; see the trial errors under the runs folder"
         )
     table = pd.DataFrame(rows).sort_values(
-        "_objective", ascending=(scoring.mode == "min"), na_position="last"
+        ["_first", "_score"], ascending=False, na_position="last"
     )
-    table = table.drop(columns=["_objective"]).reset_index(drop=True)
+    table = table.drop(columns=["_first", "_score"]).reset_index(drop=True)
     return SweepOutcome(name, best[1], best[2], best[3], table, histories)
 
 

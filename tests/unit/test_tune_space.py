@@ -58,5 +58,10 @@ def test_trials_are_scored_at_the_epoch_their_run_yields():
     assert Scoring("val_objective", "max", "last").chosen_row(reports)["epoch"] == 3
     assert Scoring("val_objective", "min", "best").chosen_row(reports)["epoch"] == 1
     assert Scoring("val_objective", "max", "last").chosen_row(reports.iloc[0:0]) is None
-    assert Scoring("val_objective", "min", "best").better(1.0, 2.0)
-    assert not Scoring("val_objective", "max", "best").better(1.0, 2.0)
+    lower, higher = Scoring("val_objective", "min", "best"), Scoring("val_objective", "max", "best")
+    assert lower.rank(1.0, finished=True) > lower.rank(2.0, finished=True)
+    assert higher.rank(2.0, finished=True) > higher.rank(1.0, finished=True)
+    # An early-stopped trial competes on its best epoch, but not on half-trained last weights.
+    assert higher.rank(0.99, finished=False) > higher.rank(0.9, finished=True)
+    last = Scoring("val_objective", "max", "last")
+    assert last.rank(0.9, finished=True) > last.rank(0.99, finished=False)
