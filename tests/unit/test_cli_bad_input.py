@@ -122,7 +122,10 @@ WRONG_VALUES = [  # well typed, out of range: refused before any cluster starts
     (["selection-study", "--set", "lr"], "--set takes NAME=VALUE like lr=0.001, got 'lr'"),
     (["selection-study", "--set", "lr=abc"], "lr must be a number, got 'abc'"),
     (["selection-study", "--set", "epochs=1.5"], "epochs must be a whole number, got 1.5"),
-    (["selection-study", "--set", "hidden_sizes=5"], "must be a list of whole numbers like [64, 32]"),
+    (
+        ["selection-study", "--set", "hidden_sizes=5"],
+        "must be a list of whole numbers like [64, 32]",
+    ),
     (["selection-study", "--set", "depth=3"], "unknown hyperparameter(s) ['depth']"),
     (["selection-study", "--models", "iris", "--folds", "99"], "cannot make 99 folds; use fewer"),
     (["run", "--models", "iris,foo"], "unknown model 'foo'; choose one of"),
