@@ -40,7 +40,7 @@ test-integration: $(INSTALLED) ## Integration tests only (shared local Ray clust
 quality: $(INSTALLED) ## Registry defaults x seeds through Ray Train -> reports/quality.json (SEEDS=)
 	$(RAYLIFE) quality --models $(MODELS) --seeds $(SEEDS)
 
-selection-study: $(INSTALLED) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~6 min)
+selection-study: $(INSTALLED) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
 	$(RAYLIFE) selection-study --models ionosphere,iris,boston --seeds $(SEEDS)
 	$(RAYLIFE) selection-study --models mnist --seeds $(SEEDS) --folds 5 --repeats 2
 
