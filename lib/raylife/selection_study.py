@@ -137,9 +137,16 @@ def pooled(metric: str, scores: list[tuple[int, float]]) -> float:
 
 
 def fold_jobs(
-    model: str, seeds: list[int], folds: int, repeats: int, hparams: Hyperparams | None = None
+    model: str,
+    seeds: list[int],
+    folds: int,
+    repeats: int,
+    hparams: Hyperparams | None = None,
+    first_repeat: int = 0,
 ) -> tuple[list[FoldJob], int]:
-    """Every (repeat, fold) job of one model, and the number of development rows."""
+    """Every (repeat, fold) job of one model, and the number of development rows. Repeats are
+    numbered from first_repeat: other numbers give fresh folds and initialisations (to confirm a
+    choice on folds it was not chosen on)."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     spec = get_spec(model)
@@ -153,7 +160,7 @@ def fold_jobs(
         )
     val_share = cfg.val_fraction / (1 - cfg.test_fraction)  # as data.split sizes validation
     jobs = []
-    for repeat in range(repeats):
+    for repeat in range(first_repeat, first_repeat + repeats):
         kfold = (StratifiedKFold if classification else KFold)(
             folds, shuffle=True, random_state=1000 + repeat
         )
@@ -172,7 +179,6 @@ def fold_jobs(
 
 
 SCHEDULES = ("constant", "cosine")
-SELECTIONS = ("best", "last")
 BASELINE = ("constant", "best")
 """The conventional ending: a constant rate and early stopping on the validation split."""
 
@@ -184,6 +190,7 @@ def study_model(
     repeats: int,
     processes: int = 2,
     hparams: Hyperparams | None = None,
+    first_repeat: int = 0,
 ) -> dict[str, Any]:
     """Every ending of one model over the same folds; the best one, and its paired gain over the
     baseline with that gain's standard error."""
@@ -193,7 +200,7 @@ def study_model(
     jobs: list[FoldJob] = []
     for schedule in SCHEDULES:
         schedule_jobs, dev_rows = fold_jobs(
-            model, seeds, folds, repeats, base.replace(lr_schedule=schedule)
+            model, seeds, folds, repeats, base.replace(lr_schedule=schedule), first_repeat
         )
         jobs += schedule_jobs
     started = time.monotonic()
@@ -230,6 +237,7 @@ def study_model(
         "development_rows": dev_rows,
         "folds": folds,
         "repeats": repeats,
+        "first_repeat": first_repeat,
         "rows_scored": sum(s.rows for s in scores[:per_fold]),
         "seconds": round(time.monotonic() - started, 1),
     }

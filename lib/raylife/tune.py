@@ -86,8 +86,10 @@ def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], stor
 class TrialProgress(Callback):
     """One line when a trial starts and when it ends, so a long sweep shows progress."""
 
-    def __init__(self, metric: str, mode: str) -> None:
-        self.metric, self.mode = metric, mode
+    selection = "best"  # class default: sweeps saved by an older raylife resume with it
+
+    def __init__(self, metric: str, mode: str, selection: str = "best") -> None:
+        self.metric, self.mode, self.selection = metric, mode, selection
         self.started: dict[str, float] = {}
 
     @staticmethod
@@ -107,10 +109,15 @@ class TrialProgress(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
-        best = trial.metric_analysis.get(self.metric, {}).get(self.mode, float("nan"))
+        # The value the trial is scored by: its best epoch's, or its last epoch's.
+        value = (
+            last.get(self.metric, float("nan"))
+            if self.selection == "last"
+            else trial.metric_analysis.get(self.metric, {}).get(self.mode, float("nan"))
+        )
         self.say(
             f"    trial {trial.trial_id} finished after {last.get('epoch', 0):.0f} epochs "
-            f"in {seconds:.0f}s: best {self.metric} {best:.4f}"
+            f"in {seconds:.0f}s: {self.selection} {self.metric} {value:.4f}"
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -200,7 +207,9 @@ def run_sweep(
                 name=name,
                 storage_path=storage,
                 verbose=0,
-                callbacks=[TrialProgress(f"val_{task.metric}", task.mode)],
+                callbacks=[
+                    TrialProgress(f"val_{task.metric}", task.mode, base.hparams.epoch_selection)
+                ],
             ),
         )
     grid = tuner.fit()

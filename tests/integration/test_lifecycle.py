@@ -63,6 +63,7 @@ def test_sweep_promotes_best_trial_and_predicts(home, capsys):
     assert raylife(f"{command} --promote") == 0
     out = capsys.readouterr().out
     assert "best config:" in out and "promoted iris" in out and "(last epoch)" in out
+    assert "epochs in" in out and ": last val_accuracy " in out  # progress lines say so too
     store = _store(home)
     version = store.pointer("iris").version
     meta = store.metadata("iris", version)
