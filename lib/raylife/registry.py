@@ -105,21 +105,24 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture="mlp",
         input_kind="tabular",
         load_embedded=data.load_ionosphere,
-        # Wide, heavily regularised: 245 training rows. lr_schedule and epoch_selection (every
-        # model): chosen by `make selection-study`, see reports/selection_study.json.
+        # Deep, heavily regularised: 245 training rows. Found by a random search scored only on
+        # the development rows of `raylife selection-study` and confirmed on fresh folds there
+        # (+1.5 +/- 0.6 points over the previous (128, 64) default). lr_schedule and
+        # epoch_selection (every model): chosen by `make selection-study`.
         defaults=Hyperparams(
-            lr=2e-3,
-            batch_size=32,
+            lr=6.17e-3,
+            batch_size=16,
             epochs=100,
-            hidden_sizes=(128, 64),
-            dropout=0.5,
-            weight_decay=1e-2,
+            hidden_sizes=(128, 128, 64),
+            dropout=0.6,
+            weight_decay=7.43e-4,
+            lr_schedule="cosine",
             epoch_selection="last",
         ),
         debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
         search_space={
             "lr": LogUniform(3e-4, 1e-2),
-            "hidden_sizes": Choice(((64, 32), (128, 64), (256, 128))),
+            "hidden_sizes": Choice(((128, 64), (256, 128), (128, 128, 64))),
             "batch_size": Choice((16, 32, 64)),
         },
         tutorial=Baseline("accuracy", reported=0.948, same_data=0.916),
