@@ -238,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--repeats", type=int, default=5)
     study.add_argument("--processes", type=int, default=2, help="fits in parallel")
     study.add_argument(
+        "--first-repeat",
+        type=int,
+        default=0,
+        help="number of the first repeat: another value gives fresh folds and initialisations, "
+        "to confirm a choice on folds it was not made on",
+    )
+    study.add_argument(
         "--set",
         action="append",
         default=[],
@@ -577,6 +584,7 @@ def cmd_selection_study(args: argparse.Namespace) -> None:
         ("--folds", args.folds, 2),
         ("--repeats", args.repeats, 1),
         ("--processes", args.processes, 1),
+        ("--first-repeat", args.first_repeat, 0),
     ):
         if value < least:
             raise RaylifeError(f"{flag} must be >= {least}, got {value}")
@@ -587,6 +595,7 @@ def cmd_selection_study(args: argparse.Namespace) -> None:
         args.repeats,
         args.processes,
         overrides=_overrides(args.set),
+        first_repeat=args.first_repeat,
     )
     path = selection_study.write_report(report, Path(args.output))
     print(f"wrote {path}")

@@ -251,6 +251,7 @@ def run(
     processes: int = 2,
     say: Callable[[str], None] = print,
     overrides: dict[str, Any] | None = None,
+    first_repeat: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """Study each model's registry defaults, or the defaults with `overrides` (a candidate
     recipe, judged on the same development rows before it may become a default)."""
@@ -258,7 +259,9 @@ def run(
     for model in models:
         hparams = get_spec(model).defaults.replace(**overrides) if overrides else None
         say(f"  {model}: {folds}-fold x {repeats} on rows outside the test splits of seeds {seeds}")
-        report[model] = entry = study_model(model, seeds, folds, repeats, processes, hparams)
+        report[model] = entry = study_model(
+            model, seeds, folds, repeats, processes, hparams, first_repeat
+        )
         say(f"  {model}: {format_entry(entry)}")
     return report
 

@@ -119,6 +119,7 @@ WRONG_VALUES = [  # well typed, out of range: refused before any cluster starts
     (["selection-study", "--seeds", "1.5"], "--seeds takes comma-separated integers like 0,1,2"),
     (["selection-study", "--folds", "1"], "--folds must be >= 2"),
     (["selection-study", "--repeats", "0"], "--repeats must be >= 1"),
+    (["selection-study", "--first-repeat", "-1"], "--first-repeat must be >= 0"),
     (["selection-study", "--set", "lr"], "--set takes NAME=VALUE like lr=0.001, got 'lr'"),
     (["selection-study", "--set", "lr=abc"], "lr must be a number, got 'abc'"),
     (["selection-study", "--set", "epochs=1.5"], "epochs must be a whole number, got 1.5"),
