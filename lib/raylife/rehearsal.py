@@ -157,7 +157,7 @@ def short(entrypoint: str) -> str:
 
 
 def run_job(client: Any, entrypoint: str, env_vars: dict[str, str], timeout_s: float = 300) -> str:
-    """Submit, wait, return the logs; a failed job raises with the end of its logs."""
+    """Submit, wait, return the logs; a failed or stuck job raises with the end of its logs."""
     from ray.job_submission import JobStatus
 
     job_id = submit_when_ready(client, entrypoint=entrypoint, runtime_env={"env_vars": env_vars})
@@ -165,8 +165,11 @@ def run_job(client: Any, entrypoint: str, env_vars: dict[str, str], timeout_s: f
     status = client.get_job_status(job_id)
     while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
         if time.monotonic() > deadline:
+            logs = client.get_job_logs(job_id)
             client.stop_job(job_id)
-            raise RaylifeError(f"job {entrypoint!r} did not finish within {timeout_s:.0f} s")
+            raise RaylifeError(
+                f"job {entrypoint!r} did not finish within {timeout_s:.0f} s: {logs[-2000:]}"
+            )
         time.sleep(2)
         status = client.get_job_status(job_id)
     logs: str = client.get_job_logs(job_id)
@@ -230,7 +233,10 @@ def rehearse(kuberay_dir: Path, work: Path, say: Any = print) -> dict[str, Any]:
         client = JobSubmissionClient(cluster.dashboard_url)
         for name, entrypoint in cpu_job_entrypoints(kuberay_dir).items():
             started = time.monotonic()
-            logs = run_job(client, short(entrypoint), env_vars)
+            # A sweep starts a trial process per trial on top of the job's own: on a loaded
+            # 2-core machine it needs more than a single run's time.
+            sweep = " jobs.tune " in f"{entrypoint} "
+            logs = run_job(client, short(entrypoint), env_vars, timeout_s=600 if sweep else 300)
             report["jobs"][name] = round(time.monotonic() - started, 1)
             say(
                 f"  {name}: SUCCEEDED in {report['jobs'][name]} s ({logs.strip().splitlines()[-1][:100]})"
