@@ -165,10 +165,10 @@ def run_job(client: Any, entrypoint: str, env_vars: dict[str, str], timeout_s: f
     status = client.get_job_status(job_id)
     while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
         if time.monotonic() > deadline:
-            logs = client.get_job_logs(job_id)
+            tail = str(client.get_job_logs(job_id))[-2000:]
             client.stop_job(job_id)
             raise RaylifeError(
-                f"job {entrypoint!r} did not finish within {timeout_s:.0f} s: {logs[-2000:]}"
+                f"job {entrypoint!r} did not finish within {timeout_s:.0f} s: {tail}"
             )
         time.sleep(2)
         status = client.get_job_status(job_id)
