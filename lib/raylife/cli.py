@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--url", help="running endpoint (default: start a local Serve for the test)")
     load.add_argument("--concurrency", type=int, default=16)
     load.add_argument("--requests", type=int, default=2000)
-    load.add_argument("--retries", type=int, default=0, help="retries on connection errors / 503")
+    load.add_argument(
+        "--retries", type=int, default=0, help="retries on connection errors / 500, 502, 503, 504"
+    )
     load.add_argument(
         "--baseline",
         action="store_true",

@@ -19,7 +19,10 @@ from typing import Any
 
 from raylife.errors import RaylifeError
 
-RETRY_STATUSES = {503}
+RETRY_STATUSES = {500, 502, 503, 504}
+"""Retried (predictions are idempotent): 503 = overloaded; 500/502/504 = the replica holding the
+request died under it (Serve answers 500 for a request whose replica was killed mid-flight). A
+request that fails every try is still counted as an error."""
 
 
 @dataclass

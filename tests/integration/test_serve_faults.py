@@ -130,6 +130,9 @@ def test_fuzzing_every_route_of_the_live_app(served, model, schema_share):
     from raylife.fuzz import fuzz_routes, problems
 
     _, url = served
+    # A replica replaced by an earlier test may still be starting: wait for the full set first.
+    expected = 2 if model == "iris" else 1
+    assert wait_for(lambda: len(_replicas(model)) == expected, 90)
     before = {a.pid for a in _replicas(model)}
     report = fuzz_routes(f"{url}/{model}", per_route=300, schema_share=schema_share)
     total = sum(stats["requests"] for stats in report.values())
