@@ -115,7 +115,9 @@ async def _drive(
                         cause = str(response.status)
                         if response.status not in RETRY_STATUSES:
                             break
-                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    # Any transport failure, a response cut short included (ClientPayloadError: a
+                    # replica killed mid-answer), is a failed try like a 5xx, never a crash of the run.
                     cause = type(exc).__name__
                 if attempt < retries:
                     counts["retries"] += 1

@@ -20,6 +20,9 @@ class _FlakyHandler(BaseHTTPRequestHandler):
     """Answers 503 to the first FAIL_FIRST requests (by arrival), 200 with a version after."""
 
     FAIL_FIRST = 10
+    TRUNCATE = False
+    """When set, a failing request gets a 200 whose body stops short of its content-length (what
+    a client sees when the replica answering it is killed mid-response)."""
 
     counter = 0
     lock = threading.Lock()
@@ -30,10 +33,14 @@ class _FlakyHandler(BaseHTTPRequestHandler):
             type(self).counter += 1
             fail = type(self).counter <= self.FAIL_FIRST
         payload = json.dumps({"version": "v1"}).encode()
-        self.send_response(503 if fail else 200)
+        self.send_response(200 if fail and self.TRUNCATE else 503 if fail else 200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
+        if fail and self.TRUNCATE:
+            self.wfile.write(payload[:3])
+            self.close_connection = True
+            return
         self.wfile.write(payload)
 
     def log_message(self, *args: object) -> None:
@@ -43,6 +50,7 @@ class _FlakyHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def flaky_url() -> Iterator[str]:
     _FlakyHandler.counter = 0
+    _FlakyHandler.TRUNCATE = False
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -62,6 +70,17 @@ def test_retries_turn_503s_into_successes_and_are_reported_apart(flaky_url):
     assert result.ok_final == 40 and result.errors == {}
     assert result.retries == 10 and 30 <= result.ok_first_try < 40
     assert result.versions == {"v1": 40}
+
+
+def test_a_response_cut_short_is_retried_not_a_crash(flaky_url):
+    _FlakyHandler.TRUNCATE = True
+    result = run_load(flaky_url, requests=40, concurrency=4, retries=3, warmup=0, body=BODY)
+    assert result.ok_final == 40 and result.errors == {} and result.retries == 10
+    without_retries = run_load(flaky_url, requests=8, concurrency=2, warmup=0, body=BODY)
+    assert without_retries.ok_final == 8  # the first 10 arrivals are spent: all answer in full
+    _FlakyHandler.counter = 0
+    failed = run_load(flaky_url, requests=12, concurrency=2, warmup=0, body=BODY)
+    assert failed.errors == {"ClientPayloadError": 10} and failed.ok_final == 2
 
 
 def test_connection_errors_are_named():
