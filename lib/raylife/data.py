@@ -369,29 +369,31 @@ def load_raw(spec: ModelSpec, cfg: DataConfig) -> RawData:
     return load_table(cfg.source, cfg.target, spec.task)
 
 
-def split(raw: RawData, cfg: DataConfig, stratify: bool) -> tuple[Split, Split, Split]:
-    """Seeded train/validation/test splits, stratified by class for classification."""
+def cut(
+    indices: np.ndarray, share: float, seed: int, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded cut of row indices into (kept, held out: `share` of them), stratified by
+    `labels[indices]` when labels are given. Every split in raylife goes through here, the
+    selection study's included, so they cut rows alike."""
     from sklearn.model_selection import train_test_split
 
+    strata = None if labels is None else labels[indices]
+    kept, held_out = train_test_split(indices, test_size=share, random_state=seed, stratify=strata)
+    return kept, held_out
+
+
+def split(raw: RawData, cfg: DataConfig, stratify: bool) -> tuple[Split, Split, Split]:
+    """Seeded train/validation/test splits, stratified by class for classification."""
     indices = np.arange(len(raw.y))
-    strata = raw.y if stratify else None
+    labels = raw.y if stratify else None
     if raw.X_test is not None and raw.y_test is not None:
-        train_idx, val_idx = train_test_split(
-            indices, test_size=cfg.val_fraction, random_state=cfg.seed, stratify=strata
-        )
+        train_idx, val_idx = cut(indices, cfg.val_fraction, cfg.seed, labels)
         test = Split(raw.X_test, raw.y_test)
     else:
         try:
-            rest_idx, test_idx = train_test_split(
-                indices, test_size=cfg.test_fraction, random_state=cfg.seed, stratify=strata
-            )
+            rest_idx, test_idx = cut(indices, cfg.test_fraction, cfg.seed, labels)
             val_share = cfg.val_fraction / (1 - cfg.test_fraction)
-            train_idx, val_idx = train_test_split(
-                rest_idx,
-                test_size=val_share,
-                random_state=cfg.seed,
-                stratify=None if strata is None else strata[rest_idx],
-            )
+            train_idx, val_idx = cut(rest_idx, val_share, cfg.seed, labels)
         except ValueError as exc:
             raise RaylifeError(
                 f"cannot split {raw.origin} ({len(indices)} rows): {exc}; use more rows"

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from raylife.config import DataConfig, Hyperparams
-from raylife.data import RawData, Split, fit_preprocessing, load_raw, split
+from raylife.data import RawData, Split, cut, fit_preprocessing, load_raw, split
 from raylife.errors import RaylifeError
 from raylife.registry import ModelSpec, get_spec
 
@@ -72,7 +72,6 @@ class FoldScore:
 def fit_fold(job: FoldJob) -> FoldScore:
     """Train on one fold's train rows; score the outer fold at the best-validation and last epochs."""
     import torch
-    from sklearn.model_selection import train_test_split
 
     from raylife import loop
     from raylife.models import build_model
@@ -81,11 +80,8 @@ def fit_fold(job: FoldJob) -> FoldScore:
     spec = get_spec(job.model)
     task, raw = spec.task_obj, _raw(spec)
     classification = task.name != "regression"
-    train_rows, val_rows = train_test_split(
-        job.fit_rows,
-        test_size=job.val_share,
-        random_state=job.seed,
-        stratify=raw.y[job.fit_rows] if classification else None,
+    train_rows, val_rows = cut(
+        job.fit_rows, job.val_share, job.seed, raw.y if classification else None
     )
     pre = fit_preprocessing(raw, Split(raw.X[train_rows], raw.y[train_rows]), not classification)
     target_std = pre.target_std or 1.0
