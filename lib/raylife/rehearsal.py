@@ -151,8 +151,12 @@ def cpu_job_entrypoints(kuberay_dir: Path) -> dict[str, str]:
     return jobs
 
 
+def is_sweep(entrypoint: str) -> bool:
+    return " jobs.tune " in f"{entrypoint} "
+
+
 def short(entrypoint: str) -> str:
-    extra = SHORT_RUN + (SHORT_SWEEP if " jobs.tune " in f"{entrypoint} " else [])
+    extra = SHORT_RUN + (SHORT_SWEEP if is_sweep(entrypoint) else [])
     return " ".join([entrypoint, *extra])
 
 
@@ -235,8 +239,8 @@ def rehearse(kuberay_dir: Path, work: Path, say: Any = print) -> dict[str, Any]:
             started = time.monotonic()
             # A sweep starts a trial process per trial on top of the job's own: on a loaded
             # 2-core machine it needs more than a single run's time.
-            sweep = " jobs.tune " in f"{entrypoint} "
-            logs = run_job(client, short(entrypoint), env_vars, timeout_s=600 if sweep else 300)
+            timeout_s = 600 if is_sweep(entrypoint) else 300
+            logs = run_job(client, short(entrypoint), env_vars, timeout_s=timeout_s)
             report["jobs"][name] = round(time.monotonic() - started, 1)
             say(
                 f"  {name}: SUCCEEDED in {report['jobs'][name]} s ({logs.strip().splitlines()[-1][:100]})"

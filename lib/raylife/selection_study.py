@@ -20,7 +20,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -193,24 +193,24 @@ def study_model(
     spec = get_spec(model)
     metric = spec.task_obj.metric
     base = hparams or spec.defaults
-    jobs: list[FoldJob] = []
-    for schedule in SCHEDULES:
-        schedule_jobs, dev_rows = fold_jobs(
-            model, seeds, folds, repeats, base.replace(lr_schedule=schedule), first_repeat
-        )
-        jobs += schedule_jobs
+    folds_of_base, dev_rows = fold_jobs(model, seeds, folds, repeats, base, first_repeat)
+    # The same folds and seeds under each schedule: the endings' differences are paired.
+    jobs = [
+        replace(job, hparams=base.replace(lr_schedule=schedule))
+        for schedule in SCHEDULES
+        for job in folds_of_base
+    ]
     started = time.monotonic()
     if processes > 1:
         with get_context("fork").Pool(processes) as pool:
             scores = pool.map(fit_fold, jobs, chunksize=1)
     else:
         scores = [fit_fold(job) for job in jobs]
-    per_fold = len(scores) // len(SCHEDULES)
     by_ending: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for index, schedule in enumerate(SCHEDULES):
-        for score in scores[index * per_fold : (index + 1) * per_fold]:
-            by_ending.setdefault((schedule, "best"), []).append((score.rows, score.best))
-            by_ending.setdefault((schedule, "last"), []).append((score.rows, score.last))
+    for job, score in zip(jobs, scores, strict=True):
+        schedule = job.hparams.lr_schedule
+        by_ending.setdefault((schedule, "best"), []).append((score.rows, score.best))
+        by_ending.setdefault((schedule, "last"), []).append((score.rows, score.last))
     sign = 1.0 if spec.task_obj.mode == "max" else -1.0
     results = {ending: pooled(metric, values) for ending, values in by_ending.items()}
     chosen = max(results, key=lambda ending: sign * results[ending])
@@ -234,7 +234,7 @@ def study_model(
         "folds": folds,
         "repeats": repeats,
         "first_repeat": first_repeat,
-        "rows_scored": sum(s.rows for s in scores[:per_fold]),
+        "rows_scored": sum(len(job.outer_rows) for job in folds_of_base),
         "seconds": round(time.monotonic() - started, 1),
     }
 
