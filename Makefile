@@ -10,7 +10,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall image-constraints image image-push lint format clean
+.PHONY: help install run test test-fast test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ run: $(INSTALLED) ## Main job: sweep -> promote -> evaluate -> predict for all f
 test: $(INSTALLED) ## Full test suite: unit tests, then integration tests on one local Ray cluster
 	$(PY) -m pytest
 
+test-fast: $(INSTALLED) ## The inner loop: unit + manifest tests, no Ray cluster (<= 90 s)
+	$(PY) -m pytest -q tests/unit tests/manifests
+
 test-unit: $(INSTALLED) ## Unit tests only (no Ray cluster, seconds)
 	$(PY) -m pytest tests/unit
 
@@ -45,7 +48,7 @@ selection-study: $(INSTALLED) ## LR schedule x best/last epoch by CV off the qua
 	$(RAYLIFE) selection-study --models mnist --seeds $(SEEDS) --folds 5 --repeats 2
 
 report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
-	$(PY) -m jobs.report_cost --model iris
+	$(RAYLIFE) report-cost --model iris
 
 bench: $(INSTALLED) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.{json,md} (~20 min)
 	$(RAYLIFE) bench
@@ -71,39 +74,61 @@ test-manifests: $(INSTALLED) ## KubeRay manifests against the CRDs and Kubernete
 	$(PY) -m pytest tests/manifests
 
 # ---- KubeRay on EKS (docs/deploy-eks.md) ----------------------------------------------------------
-KUBERAY_VERSION := 1.7.0
 NAMESPACE ?= raylife
 REGISTRY ?= 123456789012.dkr.ecr.us-west-2.amazonaws.com/raylife
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 RAY_VERSION := $(shell sed -n 's/.*"ray\[train,tune,serve\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
-TAG ?= $(VERSION)-ray$(RAY_VERSION)
+# Images are tagged by the git commit they are built from and never overwritten (the ECR
+# repository is IMMUTABLE): <version>-ray<ray>-g<commit>-<cpu|gpu>, the tag the manifests name.
+# Unset, `make image` uses HEAD and `make kuberay-manifests` keeps the committed placeholder.
+COMMIT ?=
+IMAGE_COMMIT = $(or $(COMMIT),$(shell git rev-parse --short=12 HEAD))
+TAG = $(VERSION)-ray$(RAY_VERSION)-g$(IMAGE_COMMIT)
+# Optional inputs of the generator (docs/deploy-eks.md, "Set these once per shell").
+REDIS_ADDRESS ?=
+TRAIN_TOKEN ?=
+SERVE_TOKEN ?=
+KUBERAY_FLAGS = --registry $(REGISTRY) $(if $(COMMIT),--commit $(COMMIT)) \
+  $(if $(REDIS_ADDRESS),--redis-address $(REDIS_ADDRESS)) \
+  $(if $(TRAIN_TOKEN),--train-token $(TRAIN_TOKEN)) $(if $(SERVE_TOKEN),--serve-token $(SERVE_TOKEN))
 
-kuberay-manifests: $(INSTALLED) serve-configs ## Regenerate kuberay/*.yaml (RayJobs, RayService with the eks Serve config, ...) (REGISTRY=)
-	RAYLIFE_REGISTRY=$(REGISTRY) $(PY) -m raylife.kuberay kuberay
+kuberay-manifests: $(INSTALLED) serve-configs ## Check, then regenerate kuberay/*.yaml and kuberay/helm/install.sh (REGISTRY= COMMIT= REDIS_ADDRESS= TRAIN_TOKEN= SERVE_TOKEN=)
+	$(PY) -m raylife.deploy.kuberay kuberay $(KUBERAY_FLAGS)
 
 rehearse: $(INSTALLED) ## Run kuberay/'s CPU RayJobs and the local Serve config on a local 2-node Ray cluster
-	$(PY) -m raylife.rehearsal
+	$(PY) -m raylife.deploy.rehearsal
 
-kuberay-operator-install: ## helm install the KubeRay operator $(KUBERAY_VERSION) (kuberay/helm/)
-	helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && helm repo update kuberay
-	helm install kuberay-operator kuberay/kuberay-operator --version $(KUBERAY_VERSION) \
-	  --namespace kuberay-system --create-namespace -f kuberay/helm/kuberay-operator.values.yaml
+eks-addons: ## helm install Cluster Autoscaler and the AWS Load Balancer Controller (pinned charts, kuberay/helm/install.sh)
+	bash kuberay/helm/install.sh cluster-autoscaler
+	bash kuberay/helm/install.sh aws-load-balancer-controller
 
-kuberay-operator-upgrade: ## helm upgrade the KubeRay operator with kuberay/helm/ values
-	helm upgrade kuberay-operator kuberay/kuberay-operator --version $(KUBERAY_VERSION) \
-	  --namespace kuberay-system -f kuberay/helm/kuberay-operator.values.yaml
+kuberay-operator-install: ## helm install (or upgrade) the KubeRay operator with kuberay/helm/ values (pinned chart)
+	bash kuberay/helm/install.sh kuberay-operator
+
+kuberay-operator-upgrade: kuberay-operator-install ## Apply changed kuberay/helm/ values (helm upgrade --install)
 
 kuberay-operator-uninstall: ## helm uninstall the KubeRay operator
 	helm uninstall kuberay-operator --namespace kuberay-system
 
-image-constraints: $(INSTALLED) ## Pin the images' dependencies to this tested environment (kuberay/docker/constraints.txt)
-	( echo "# Exact versions for the images (pip -c): the tested environment of this checkout, without torch"; \
-	  echo "# and its CUDA libraries (each Dockerfile installs those from the matching PyTorch index)."; \
-	  echo "# Regenerate with \`make image-constraints\` after changing dependencies."; \
-	  $(PY) -m pip freeze --exclude-editable | grep -viE '^(-e|raylife|torch|torchvision|triton|nvidia-|cuda-)' ) \
-	  > kuberay/docker/constraints.txt
+kuberay-base: ## kubectl apply the namespace, its NetworkPolicy and the Fluent Bit config (before any Ray pod)
+	kubectl apply -f kuberay/namespace.yaml
+	kubectl apply -f kuberay/network-policy.yaml
+	kubectl apply -f kuberay/fluent-bit.yaml
 
-image: ## docker build the CPU and GPU images (REGISTRY=, TAG=)
+monitoring-install: ## helm install kube-prometheus-stack (pinned) and apply kuberay/monitoring.yaml
+	bash kuberay/helm/install.sh kube-prometheus-stack
+	kubectl apply -f kuberay/monitoring.yaml
+
+image-constraints: $(INSTALLED) ## Pin the images' dependencies to this tested environment (kuberay/docker/constraints.txt)
+	( echo "# Exact versions for the images (pip -c): the tested environment of this checkout. torch and"; \
+	  echo "# torchvision are pinned without a local build (2.14.1 matches 2.14.1+cpu and 2.14.1+cu130); each"; \
+	  echo "# Dockerfile installs them from its PyTorch index first, the CUDA libraries come with that wheel."; \
+	  ( $(PY) -m pip freeze --exclude-editable | grep -viE '^(-e|raylife|torch|torchvision|triton|nvidia-|cuda-)'; \
+	    $(PY) -m raylife.deploy.gpu_stack ) | sort -f ) > kuberay/docker/constraints.txt
+
+image: ## docker build the CPU and GPU images of a clean checkout, tagged by its commit (REGISTRY=, COMMIT=)
+	@git diff --quiet HEAD -- lib jobs serve_apps kuberay/docker pyproject.toml README.md \
+	  || { echo "uncommitted changes: commit them first, an image tag names one commit"; exit 2; }
 	docker build -f kuberay/docker/Dockerfile.cpu -t $(REGISTRY):$(TAG)-cpu .
 	docker build -f kuberay/docker/Dockerfile.gpu -t $(REGISTRY):$(TAG)-gpu .
 

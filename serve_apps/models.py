@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from raylife.http_api import MAX_ROWS, build_model_api
 from raylife.registry import MODEL_SPECS
-from raylife.service import ModelService
+from raylife.serve.api import MAX_ROWS, build_model_api
+from raylife.serve.model_service import ModelService
 
 OFFLOAD_MIN_VALUES = 2048
 """Requests with at least this many input values (160 Boston rows, 3 MNIST images) run off-loop."""
@@ -96,8 +96,8 @@ class ModelServer:
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = ModelUserConfig.model_validate(user_config)
         self.batching = config.batching
-        self._predict_batch.set_max_batch_size(config.batching.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(config.batching.wait_timeout_s)
+        self._predict_batch.set_max_batch_size(config.batching.max_batch_size)  # type: ignore[attr-defined]  # @serve.batch
+        self._predict_batch.set_batch_wait_timeout_s(config.batching.wait_timeout_s)  # type: ignore[attr-defined]
         # Load off the event loop: requests keep flowing on the old version until the swap.
         await asyncio.to_thread(self.service.reload)
 
@@ -106,4 +106,4 @@ class ModelServer:
 
 
 def build_app(args: ModelAppArgs) -> Application:
-    return ModelServer.bind(args.model_dump())
+    return ModelServer.bind(args.model_dump())  # type: ignore[attr-defined]  # @serve.deployment adds bind

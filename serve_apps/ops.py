@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from raylife.http_api import error_response
+from raylife.serve.api import error_response
 
 MODEL_DEPLOYMENT = "ModelServer"
 
@@ -87,4 +87,4 @@ class Ops:
 
 
 def build_app(args: OpsAppArgs) -> Application:
-    return Ops.bind(args.model_dump())
+    return Ops.bind(args.model_dump())  # type: ignore[attr-defined]  # @serve.deployment adds bind

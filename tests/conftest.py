@@ -9,7 +9,7 @@ import pytest
 from raylife.artifact import Artifact
 from raylife.config import DataConfig, TrainConfig
 from raylife.data import PreparedData, prepare
-from raylife.loop import as_tensors, make_loader, make_optimizer, seed_everything, train_epoch
+from raylife.loop import as_tensors, fit, make_loader, make_optimizer, seed_everything
 from raylife.models import build_model
 from raylife.registry import get_spec
 from raylife.train import make_artifact, model_args_for
@@ -32,13 +32,10 @@ def quick_artifact(model: str, epochs: int = 1) -> Artifact:
     seed_everything(0)
     module = build_model(spec.architecture, model_args_for(cfg, data))
     optimizer = make_optimizer(cfg.hparams, module.parameters())
-    for _ in range(epochs):
-        train_epoch(
-            module,
-            make_loader(data.train, spec.task_obj, cfg.hparams.batch_size, 0),
-            spec.task_obj,
-            optimizer,
-        )
+    if epochs:  # the same epochs a Ray Train worker runs (loop.fit), without Ray
+        loader = make_loader(data.train, spec.task_obj, cfg.hparams.batch_size, 0)
+        for _ in fit(module, loader, spec.task_obj, optimizer, cfg.hparams):
+            pass
     return make_artifact(
         cfg, data, module, history=[], metrics={"val_accuracy": 0.5}, run_name="unit"
     )

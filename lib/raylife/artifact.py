@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import platform
 import subprocess
 from dataclasses import dataclass, field
@@ -116,7 +117,7 @@ class Artifact:
                 created_at=meta.get("created_at", ""),
                 weights_sha256=meta["weights_sha256"],
             )
-        except (KeyError, TypeError, RuntimeError, EOFError) as exc:
+        except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             raise ArtifactError(
                 f"{where}: artifact is incomplete or unreadable ({exc}); re-register the model"
             ) from exc

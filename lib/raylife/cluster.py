@@ -23,12 +23,10 @@ LOCAL_CLUSTER_TRAIN_ENV = {
 }
 
 
-def apply_local_cluster_env() -> None:
-    """Before a local cluster starts (every Ray process inherits it): Train's local settings and
-    the Serve fast paths of the `local` Serve overlay. Values already in the environment win."""
-    from raylife import serve_config
-
-    for name, value in {**LOCAL_CLUSTER_TRAIN_ENV, **serve_config.cluster_env("local")}.items():
+def apply_local_cluster_env(cluster_env: dict[str, str] | None = None) -> None:
+    """Before a local cluster starts (every Ray process inherits it): Train's local settings plus
+    what the caller needs (serving passes its Serve fast paths). Values already set win."""
+    for name, value in {**LOCAL_CLUSTER_TRAIN_ENV, **(cluster_env or {})}.items():
         os.environ.setdefault(name, value)
 
 
@@ -37,8 +35,15 @@ def configure_train_env() -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_INTERVAL_S)
 
 
-def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> None:
+def ensure_ray(
+    num_cpus: float | None = None,
+    address: str | None = None,
+    cluster_env: dict[str, str] | None = None,
+) -> None:
     """Connect to the cluster at `address`/RAY_ADDRESS, or start a local one with num_cpus logical CPUs.
+
+    cluster_env: environment for every process of a cluster started here (a command that will
+    serve passes the Serve fast paths of the `local` overlay; training needs none of it).
 
     Logical CPUs may exceed physical cores on purpose: a Tune trial's driver (1 CPU) mostly waits
     while its Train workers compute, so it must not take a core a worker needs.
@@ -56,7 +61,7 @@ def ensure_ray(num_cpus: float | None = None, address: str | None = None) -> Non
     # Token auth: Ray 2.60's ray.init turns it on for a new local cluster (setting RAY_AUTH_MODE
     # here, after `import ray`, would bypass the config refresh Ray does when it turns it on).
     # tests/integration/test_job_submission.py checks that anonymous calls to it are refused.
-    apply_local_cluster_env()
+    apply_local_cluster_env(cluster_env)
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
     _started_here = True
     ray.init(
@@ -101,3 +106,12 @@ def auth_headers() -> dict[str, str]:
     )
 
     return dict(get_auth_headers_if_auth_enabled({}))
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (local clusters, Serve proxies, test servers)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,12 +1,11 @@
-"""Typed, validated configuration: hyperparameters, data, training, tuning, and environment settings."""
+"""Typed, validated configuration: hyperparameters, data, training and tuning (environment settings:
+raylife.settings)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from raylife.errors import RaylifeError
@@ -225,30 +224,3 @@ class TuneConfig:
         _require(self.grace_period is None or self.grace_period >= 1, "grace period must be >= 1")
         _require(self.reduction_factor >= 2, "reduction factor must be >= 2")
         _require(self.scheduler in ("asha", "fifo"), "scheduler must be asha or fifo")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Where raylife keeps its files. From the environment: RAYLIFE_HOME, RAYLIFE_STORE."""
-
-    home: Path
-    """Working folder (default ./.raylife): store/, runs/ and plots/ live here."""
-    store_uri: str
-    """Model store: a local folder or s3://bucket/prefix (default <home>/store)."""
-
-    @classmethod
-    def from_env(cls, store: str | None = None, home: str | None = None) -> Settings:
-        home_path = (
-            Path(home or os.environ.get("RAYLIFE_HOME") or ".raylife").expanduser().resolve()
-        )
-        store_uri = store or os.environ.get("RAYLIFE_STORE") or str(home_path / "store")
-        return cls(home=home_path, store_uri=store_uri)
-
-    @property
-    def runs_dir(self) -> Path:
-        """Ray Train / Tune storage_path: checkpoints and results of every run and sweep."""
-        return self.home / "runs"
-
-    @property
-    def plots_dir(self) -> Path:
-        return self.home / "plots"

@@ -111,6 +111,11 @@ class InputSchema:
     def n_values(self) -> int:
         return int(np.prod(self.shape))
 
+    @property
+    def is_image(self) -> bool:
+        """An image model takes [channels, height, width] pixels (and PNG uploads over HTTP)."""
+        return self.kind == "image"
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 

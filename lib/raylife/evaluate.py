@@ -31,8 +31,7 @@ def evaluate_artifact(artifact: Artifact, data: PreparedData | None = None) -> d
     task = TASKS[artifact.task]
     pre = artifact.preprocessing
     X = torch.from_numpy(pre.transform(data.test_raw.X))
-    y_dtype = torch.int64 if task.name == "multiclass" else torch.float32
-    y = torch.as_tensor(pre.transform_target(data.test_raw.y), dtype=y_dtype)
+    y = torch.as_tensor(pre.transform_target(data.test_raw.y), dtype=task.target_dtype)
     module = artifact.build_module()
     outputs = module(X)
     sums = task.batch_sums(outputs, y, task.loss(outputs, y))

@@ -1,13 +1,17 @@
-"""Plain PyTorch training steps, shared by the Ray Train worker loop, the plain baseline and tests.
+"""The one epoch loop (`fit`) and its plain PyTorch steps.
 
-No Ray here: unit tests and the benchmark's plain loop run exactly this code.
+Every training in raylife runs `fit`: the Ray Train worker (train.py), the benchmark's plain loop,
+the selection study's folds and the test helpers. No Ray here, so unit tests and the plain
+baseline run exactly the steps a Ray Train worker runs.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,8 +35,7 @@ def seed_everything(seed: int) -> None:
 def as_tensors(split: Split, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
     # A copy: arrays from Ray's object store are read-only.
     X = torch.tensor(split.X, dtype=torch.float32)
-    y_dtype = torch.float32 if task.name != "multiclass" else torch.int64
-    return X, torch.tensor(split.y, dtype=y_dtype)
+    return X, torch.tensor(split.y, dtype=task.target_dtype)
 
 
 def make_loader(
@@ -85,6 +88,44 @@ def train_epoch(
     return sums
 
 
+@dataclass
+class Epoch:
+    """One finished epoch of `fit`: additive batch statistics (see Task.batch_sums) and times."""
+
+    number: int
+    """1-based."""
+    train_sums: torch.Tensor
+    val_sums: torch.Tensor
+    """Statistics on the validation tensors given to fit (zeros when none were)."""
+    started: float
+    ended: float
+    """Wall clock (time.time()) around the epoch's training and validation."""
+
+
+def fit(
+    model: nn.Module,
+    loader: Iterable,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    hp: Hyperparams,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    start_epoch: int = 1,
+) -> Iterator[Epoch]:
+    """Epochs start_epoch..hp.epochs: set the epoch's learning rate, one pass over the loader,
+    then the validation statistics. A generator, so each caller adds what it needs between
+    epochs (Ray Train all-reduces and reports; the selection study scores a held-out fold)."""
+    # DistributedSampler: a new shuffle every epoch (plain loaders shuffle by themselves).
+    set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+    for epoch in range(start_epoch, hp.epochs + 1):
+        if set_epoch is not None:
+            set_epoch(epoch)
+        started = time.time()
+        schedule_lr(optimizer, hp, epoch)
+        train_sums = train_epoch(model, loader, task, optimizer)
+        val_sums = evaluate(model, *val, task) if val is not None else torch.zeros(4)
+        yield Epoch(epoch, train_sums, val_sums, started, time.time())
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int = 2048
@@ -109,9 +150,3 @@ def epoch_metrics(
     row.update({f"val_{k}": v for k, v in val.items()})
     row[OBJECTIVE] = task.objective(val)
     return row
-
-
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    if best is None:
-        return True
-    return value > best if mode == "max" else value < best

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from raylife.artifact import Artifact
-from raylife.data import validate_rows
+from raylife.data import InputSchema, validate_rows
 from raylife.errors import InputError
 from raylife.tasks import TASKS
 
@@ -45,7 +45,7 @@ class Predictor:
             )
         features = torch.from_numpy(scaled).to(self.device)
         outputs = self.module(features).cpu()
-        if self.task.name == "regression":
+        if not self.task.is_classification:
             values = self.artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy())
             return [{"value": float(v)} for v in values]
         labels = self.artifact.label_names or []
@@ -66,16 +66,16 @@ class Predictor:
 
     def predict_image(self, image: bytes | str | Path) -> dict[str, Any]:
         """One PNG (or any Pillow-readable image) of exactly the model's height x width."""
-        return self.predict_array(image_to_array(image, self.artifact.schema.shape))[0]
+        return self.predict_array(image_to_array(image, self.artifact.schema))[0]
 
 
-def image_to_array(image: bytes | str | Path, shape: list[int]) -> np.ndarray:
+def image_to_array(image: bytes | str | Path, schema: InputSchema) -> np.ndarray:
     """Grayscale pixels 0..255 as (1, *shape). Wrong sizes are refused, not silently resized."""
     from PIL import Image, UnidentifiedImageError
 
-    if len(shape) != 3:
+    if not schema.is_image:
         raise InputError("this model takes feature rows, not images; send --input rows instead")
-    height, width = shape[1], shape[2]
+    height, width = schema.shape[1], schema.shape[2]
     try:
         source = io.BytesIO(image) if isinstance(image, bytes) else Path(image)
         with Image.open(source) as img:
@@ -91,4 +91,4 @@ def image_to_array(image: bytes | str | Path, shape: list[int]) -> np.ndarray:
         raise InputError(f"image file {image!s} not found; pass an existing PNG path") from exc
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read the image ({exc}); send a PNG file") from exc
-    return pixels.reshape(1, *shape)
+    return pixels.reshape(1, *schema.shape)

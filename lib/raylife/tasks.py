@@ -22,6 +22,34 @@ class Task:
     metric: Literal["accuracy", "rmse"]
     """Primary metric: selects checkpoints, Tune trials and the promoted model."""
     mode: Literal["max", "min"]
+    """Direction of the primary metric, as Ray Train and Tune take it."""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.mode == "max"
+
+    @property
+    def is_classification(self) -> bool:
+        return self.name != "regression"
+
+    @property
+    def target_dtype(self) -> torch.dtype:
+        """Class indices for cross-entropy; floats for the logit (binary) and regression losses."""
+        return torch.int64 if self.name == "multiclass" else torch.float32
+
+    def is_better(self, value: float, best: float | None) -> bool:
+        """Strictly better than `best` in this task's direction (anything beats None)."""
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+    def meets(self, value: float, bar: float) -> bool:
+        """At least as good as `bar` in this task's direction."""
+        return value >= bar if self.higher_is_better else value <= bar
+
+    def gain(self, value: float, reference: float) -> float:
+        """How much better `value` is than `reference` (negative when worse), in metric units."""
+        return value - reference if self.higher_is_better else reference - value
 
     def objective(self, metrics: dict[str, float]) -> float:
         """What selects checkpoints, trials and promotions (direction: `mode`).
@@ -29,7 +57,7 @@ class Task:
         The primary metric, with accuracy ties broken by lower loss: on small validation splits
         (Iris: 23 rows) many epochs tie on accuracy, and the lower-loss one generalises better.
         """
-        if self.name == "regression":
+        if not self.is_classification:
             return metrics["rmse"]
         # 1e-6 x (loss capped at 10) < 1e-4: below one example's worth of accuracy on any
         # validation split under 10,000 rows, so the loss only ever breaks ties.
@@ -54,7 +82,7 @@ class Task:
     ) -> torch.Tensor:
         """[n, loss*n, correct or squared error, absolute error] for one batch."""
         n = float(targets.shape[0])
-        if self.name == "regression":
+        if not self.is_classification:
             err = outputs.squeeze(1).detach() - targets.float()
             return torch.tensor([n, loss.item() * n, float((err**2).sum()), float(err.abs().sum())])
         predicted = self.predict_labels(outputs.detach())
@@ -66,7 +94,7 @@ class Task:
         n, loss_sum, third, fourth = (float(v) for v in sums)
         n = max(n, 1.0)
         metrics = {"loss": loss_sum / n}
-        if self.name == "regression":
+        if not self.is_classification:
             metrics["rmse"] = math.sqrt(third / n) * target_std
             metrics["mae"] = fourth / n * target_std
         else:

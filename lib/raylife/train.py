@@ -11,9 +11,11 @@ Everything else is plain PyTorch from raylife.loop.
 
 from __future__ import annotations
 
+import pickle
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,23 +25,22 @@ import torch
 import torch.distributed as dist
 
 from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
-from raylife.config import Settings, TrainConfig
+from raylife.config import TrainConfig
 from raylife.data import PreparedData, prepare
 from raylife.errors import RaylifeError
 from raylife.loop import (
     OBJECTIVE,
+    Epoch,
     as_tensors,
     epoch_metrics,
-    evaluate,
-    is_better,
+    fit,
     make_loader,
     make_optimizer,
-    schedule_lr,
     seed_everything,
-    train_epoch,
 )
 from raylife.models import build_model
 from raylife.registry import get_spec
+from raylife.settings import Settings
 
 TRAIN_STATE_FILE = "train_state.pt"
 
@@ -114,7 +115,7 @@ def _restore(
         artifact = Artifact.from_files(
             (path / META_FILE).read_bytes(), (path / WEIGHTS_FILE).read_bytes(), where=str(path)
         )
-        state = torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+        state = load_train_state(path)
     _unwrap(model).load_state_dict(artifact.state_dict)
     optimizer.load_state_dict(state["optimizer"])
     timings = state.get("timings") or new_timings()
@@ -176,30 +177,41 @@ class _WorkerRun:
         )
         self.last_report = time.monotonic()
 
-    def run_epoch(self, epoch: int) -> tuple[dict[str, float], bool]:
-        """Train + validate one epoch; returns its metrics row and whether to report it."""
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-        started = time.time()
-        schedule_lr(self.optimizer, self.cfg.hparams, epoch)
-        train_sums = train_epoch(self.model, self.loader, self.task, self.optimizer)
-        val_sums = evaluate(self.model, self.val_X, self.val_y, self.task)
-        self.timings["epochs"].append([started, time.time()])
+    def epochs(self) -> Iterator[Epoch]:
+        """The epochs left to run, as loop.fit runs them."""
+        return fit(
+            self.model,
+            self.loader,
+            self.task,
+            self.optimizer,
+            self.cfg.hparams,
+            val=(self.val_X, self.val_y),
+            start_epoch=self.epochs_done + 1,
+        )
+
+    def finish_epoch(self, epoch: Epoch) -> tuple[dict[str, float], bool]:
+        """All-reduce one epoch's statistics; returns its metrics row and whether to report it."""
+        self.timings["epochs"].append([epoch.started, epoch.ended])
         # Rank 0's clock decides time-based reports; riding on the metrics all-reduce keeps every
         # worker's decision identical (all must call ray.train.report equally often) at no cost.
         interval_due = (
             self.rank == 0 and time.monotonic() - self.last_report >= self.cfg.report_interval_s
         )
         sums = _all_reduce(
-            torch.cat([train_sums, val_sums, torch.tensor([float(interval_due)])]), self.device
+            torch.cat([epoch.train_sums, epoch.val_sums, torch.tensor([float(interval_due)])]),
+            self.device,
         )
         target_std = self.data.preprocessing.target_std or 1.0
-        row = epoch_metrics(epoch, sums[:4], sums[4:8], self.task, target_std)
+        row = epoch_metrics(epoch.number, sums[:4], sums[4:8], self.task, target_std)
         self.history.append(row)
-        improved = is_better(row[OBJECTIVE], self.best, self.task.mode)
+        improved = self.task.is_better(row[OBJECTIVE], self.best)
         if improved:
             self.best = row[OBJECTIVE]
-        due = epoch == self.cfg.hparams.epochs or epoch in self.cfg.report_epochs or sums[8] > 0
+        due = (
+            epoch.number == self.cfg.hparams.epochs
+            or epoch.number in self.cfg.report_epochs
+            or sums[8] > 0
+        )
         return row, bool(improved or due)
 
     def report(self, row: dict[str, float]) -> None:
@@ -245,8 +257,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         # Resumed after its last epoch (the process that drove it died before recording the
         # end, e.g. a killed sweep): report the final epoch again so the caller gets its result.
         run.report(run.history[-1])
-    for epoch in range(run.epochs_done + 1, cfg.hparams.epochs + 1):
-        row, due = run.run_epoch(epoch)
+    for epoch in run.epochs():
+        row, due = run.finish_epoch(epoch)
         if due:
             run.report(row)
 
@@ -344,20 +356,33 @@ def outcome_from_result(result: Any, cfg: TrainConfig, run_name: str) -> TrainOu
 
 
 def _load_history(checkpoint: Any) -> list[dict[str, float]]:
+    return list(checkpoint_train_state(checkpoint)["history"])
+
+
+def load_train_state(folder: Path) -> dict[str, Any]:
+    """The train state of a checkpoint folder (optimizer, epochs done, history, best, timings).
+    weights_only: a checkpoint is data, and unpickling anything else would run its code."""
+    try:
+        state = torch.load(folder / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RaylifeError(
+            f"{folder / TRAIN_STATE_FILE} holds objects other than tensors and plain data; "
+            "it was not written by raylife: resume from another checkpoint or start a new run"
+        ) from exc
+    return dict(state)
+
+
+def checkpoint_train_state(checkpoint: Any) -> dict[str, Any]:
+    """load_train_state of a Ray Train Checkpoint (downloaded first when it lives on S3)."""
     with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
-    return list(state["history"])
+        return load_train_state(Path(folder))
 
 
 def storage_path(settings: Settings) -> str:
-    """Ray Train/Tune storage: RAYLIFE_RUNS (e.g. s3://bucket/runs) or <home>/runs."""
-    import os
-
-    uri = os.environ.get("RAYLIFE_RUNS")
-    if uri:
-        return uri
-    settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    return str(settings.runs_dir)
+    """Ray Train/Tune storage (settings.runs_uri), created when it is a local folder."""
+    if "://" not in settings.runs_uri:
+        Path(settings.runs_uri).mkdir(parents=True, exist_ok=True)
+    return settings.runs_uri
 
 
 def _root_cause(exc: BaseException) -> str:

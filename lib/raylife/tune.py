@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray.tune import Callback
 
-from raylife.config import Hyperparams, Settings, TrainConfig, TuneConfig
+from raylife.config import Hyperparams, TrainConfig, TuneConfig
 from raylife.data import PreparedData, prepare
 from raylife.errors import RaylifeError
 from raylife.loop import OBJECTIVE
 from raylife.registry import LogUniform, ModelSpec, get_spec
+from raylife.settings import Settings
 from raylife.train import build_trainer, new_run_name, storage_path
 
 if TYPE_CHECKING:

@@ -8,12 +8,13 @@ the previous trial's placement group, which is released asynchronously (see tune
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from raylife.waiting import poll
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,8 +22,10 @@ def ray_cluster():
     import ray
 
     from raylife import cluster
+    from raylife.serve import local
 
-    cluster.ensure_ray(num_cpus=6)  # exactly as every raylife command starts its local cluster
+    # Exactly as a raylife command that serves starts its local cluster.
+    cluster.ensure_ray(num_cpus=6, cluster_env=local.serving_cluster_env())
     # The session owns this cluster: commands the tests run in-process must not stop it.
     cluster._started_here = False
     yield ray
@@ -39,9 +42,9 @@ def pytest_collection_modifyitems(items):
 def serving_quick_models(home: Path, models: list[str]) -> Iterator[tuple[Any, Any]]:
     """Quick artifacts of `models` promoted in a fresh store under `home` and served on a free
     port; yields (settings, LocalServe) and stops Serve after."""
-    from raylife import serving
-    from raylife.config import Settings
-    from raylife.loadtest import free_port
+    from raylife.cluster import free_port
+    from raylife.serve import local as serving
+    from raylife.settings import Settings
     from raylife.store import ModelStore
     from tests.conftest import quick_artifact
 
@@ -61,9 +64,4 @@ def serving_quick_models(home: Path, models: list[str]) -> Iterator[tuple[Any, A
 
 def wait_for(condition: Any, timeout_s: float) -> bool:
     """Poll `condition` every 0.5 s until it holds (True) or `timeout_s` passes (False)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
+    return bool(poll(condition, timeout_s))

@@ -3,13 +3,13 @@ exactly as the README documents (`ray job submit --working-dir . -- python -m jo
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from raylife.rehearsal import multi_node_cluster, submit_when_ready
+from raylife.deploy.rehearsal import multi_node_cluster, submit_when_ready
 from raylife.store import ModelStore
+from raylife.waiting import poll
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,14 +33,9 @@ def test_train_job_through_job_submission_client(head_cluster, tmp_path, monkeyp
         entrypoint="python -m jobs.train --model iris --preset debug --epochs 1 --num-workers 2 --promote",
         runtime_env={"working_dir": str(REPO), "env_vars": {"RAYLIFE_HOME": str(home)}},
     )
-    deadline = time.monotonic() + 300
+    ended = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    poll(lambda: client.get_job_status(job_id) in ended, timeout_s=300, interval_s=2)
     status = client.get_job_status(job_id)
-    while (
-        status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
-        and time.monotonic() < deadline
-    ):
-        time.sleep(2)
-        status = client.get_job_status(job_id)
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert "promoted iris" in logs

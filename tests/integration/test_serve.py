@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raylife import serving
 from raylife.cli import main
-from raylife.config import Settings
-from raylife.loadtest import run_load
 from raylife.predict import Predictor
 from raylife.registry import MODEL_SPECS
+from raylife.serve import local as serving
+from raylife.settings import Settings
 from raylife.store import ModelStore
+from raylife.tools.loadtest import run_load
 from tests.conftest import prepared, quick_artifact
 from tests.integration.conftest import serving_quick_models, wait_for
 
@@ -245,18 +245,18 @@ def test_autoscaling_up_under_load_and_back_down(served):
     settings, url = served
     local = serving.read_state(settings)
     assert local is not None
-    for app in local.config["applications"]:
-        if app["name"] == "boston":
-            app["deployments"][0]["autoscaling_config"] = {
-                "min_replicas": 1,
-                "max_replicas": 2,
-                "target_ongoing_requests": 1,
-                "upscale_delay_s": 1,
-                "downscale_delay_s": 5,
-                "metrics_interval_s": 0.5,
-                "look_back_period_s": 2,
-            }
-    serving.redeploy(settings, local)
+    autoscaling = {
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 1,
+        "downscale_delay_s": 5,
+        "metrics_interval_s": 0.5,
+        "look_back_period_s": 2,
+    }
+    serving.update_deployments(
+        settings, local, ["boston"], lambda d: d.update(autoscaling_config=autoscaling)
+    )
     assert _running_replicas("boston") == 1
     results: dict[str, Any] = {}
     stop = threading.Event()
@@ -293,3 +293,36 @@ def test_serve_state_file_points_at_the_running_app(served):
     local = serving.read_state(settings)
     assert local is not None and local.url == url
     assert Path(settings.home / serving.STATE_FILE).is_file()
+
+
+def _listeners() -> dict[int, set[str]]:
+    """Listening TCP port -> the local addresses it is bound to (`ss`, as an operator would)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("ss"):
+        pytest.skip("needs `ss` (iproute2) to list listening sockets")
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
+    bound: dict[int, set[str]] = {}
+    for line in out.splitlines():
+        address, _, port = line.split()[3].rpartition(":")
+        bound.setdefault(int(port), set()).add(address.strip("[]"))
+    return bound
+
+
+def test_what_docs_security_says_binds_everywhere_does(served):
+    """HAProxy's stats (8404) and metrics (9101) listeners ignore the loopback Serve host, and its
+    admin socket is world-writable: docs/security.md tells operators to firewall them."""
+    import os
+    import stat
+
+    from ray.serve._private import constants
+
+    _, url = served
+    bound = _listeners()
+    everywhere = {"*", "0.0.0.0", "::"}
+    assert bound[constants.RAY_SERVE_HAPROXY_STATS_PORT] & everywhere, bound
+    assert bound[constants.RAY_SERVE_HAPROXY_METRICS_PORT] & everywhere, bound
+    assert bound[int(url.rsplit(":", 1)[1])] == {"127.0.0.1"}  # the model port: loopback only
+    mode = stat.S_IMODE(os.stat(constants.RAY_SERVE_HAPROXY_SOCKET_PATH).st_mode)
+    assert mode == 0o666, oct(mode)

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from raylife import serving
-from raylife.loadtest import run_load
+from raylife.serve import config as serve_config
+from raylife.serve import local as serving
+from raylife.tools.loadtest import run_load
 from tests.conftest import prepared
 from tests.integration.conftest import serving_quick_models, wait_for
 
@@ -36,11 +37,10 @@ LOAD_RETRIES = 5
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     with serving_quick_models(tmp_path_factory.mktemp("serve-faults"), MODELS) as (settings, local):
-        for app in local.config["applications"]:
-            deployment = app["deployments"][0] if app.get("args", {}).get("model") else None
-            if app["name"] == "iris" and deployment:
+        for model, deployment in serve_config.model_deployments(local.config):
+            if model == "iris":
                 deployment["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2}
-            if app["name"] == "mnist" and deployment:
+            if model == "mnist":
                 deployment.update(MNIST_LIMITS)
                 deployment["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
         serving.redeploy(settings, local)
@@ -153,7 +153,7 @@ def test_fuzzing_every_route_of_the_live_app(served, model, schema_share):
     """>= 300 generated requests per route over HTTP: no 5xx, no dropped connection, no replica
     restarted."""
     pytest.importorskip("schemathesis", reason="the dev extra brings schemathesis")
-    from raylife.fuzz import fuzz_routes, problems
+    from tests.support.fuzz import fuzz_routes, problems
 
     _, url = served
     _settle()  # a replica replaced by an earlier test would otherwise look like a restart here

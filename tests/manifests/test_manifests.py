@@ -18,7 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
-from raylife import kuberay, serve_config
+from raylife.deploy import gpu_stack, kuberay
+from raylife.serve import config as serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "kuberay"
@@ -32,9 +33,13 @@ RAY_KINDS = set(CRD_FILES)
 MONITORING_KINDS = {"PodMonitor", "ServiceMonitor"}
 
 
+SITE = kuberay.load_site(KUBERAY, registry=kuberay.REGISTRY)  # whatever RAYLIFE_REGISTRY says
+MANIFESTS = kuberay.manifests(SITE)
+
+
 def _objects() -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for name in kuberay.manifests():
+    for name in MANIFESTS:
         for obj in yaml.safe_load_all((KUBERAY / name).read_text()):
             out.append((name, obj))
     return out
@@ -88,13 +93,18 @@ def crd_errors(obj: dict[str, Any]) -> list[str]:
 # ---- the files are what the generator renders ---------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(kuberay.manifests()))
-def test_manifest_files_are_fresh(name, monkeypatch):
-    monkeypatch.delenv("RAYLIFE_REGISTRY", raising=False)
-    expected = kuberay.render_text(kuberay.manifests()[name])
-    assert (KUBERAY / name).read_text() == expected, (
+RENDERED = kuberay.render(SITE)
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_generated_files_are_fresh(name):
+    assert (KUBERAY / name).read_text() == RENDERED[name], (
         f"kuberay/{name} is stale: make kuberay-manifests"
     )
+
+
+def test_every_yaml_file_in_kuberay_is_generated():
+    assert {p.name for p in KUBERAY.glob("*.yaml")} == set(MANIFESTS)
 
 
 def test_naming_follows_kuberay():
@@ -138,12 +148,12 @@ def test_kubernetes_objects_validate_strictly(name, obj):
 
 def test_monitors_are_well_formed():
     monitors = [o for _, o in OBJECTS if o["kind"] in MONITORING_KINDS]
-    assert {m["kind"] for m in monitors} == MONITORING_KINDS
+    assert {m["kind"] for m in monitors} == {"PodMonitor"}
     for monitor in monitors:
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-        assert monitor["spec"]["selector"]["matchLabels"]
-        endpoints = monitor["spec"].get("podMetricsEndpoints") or monitor["spec"]["endpoints"]
-        assert all(e["port"] == "metrics" for e in endpoints)
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        assert monitor["spec"]["selector"]["matchLabels"]["ray.io/node-type"] in {"head", "worker"}
+        assert all(e["port"].endswith("metrics") for e in monitor["spec"]["podMetricsEndpoints"])
 
 
 # ---- what the manifests run ------------------------------------------------------------------------
@@ -203,8 +213,10 @@ def test_versions_agree_everywhere():
         assert cluster["rayVersion"] == ray.__version__
         for template in _pod_templates(obj):
             for container in template["spec"]["containers"]:
-                assert f"-ray{ray.__version__}-" in container["image"], container["image"]
+                if container["name"].startswith("ray-"):
+                    assert f"-ray{ray.__version__}-" in container["image"], container["image"]
     pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f"torch=={gpu_stack.TORCH_VERSION}" in pyproject
     assert f"ray[train,tune,serve]=={ray.__version__}" in pyproject
     for dockerfile in sorted((KUBERAY / "docker").glob("Dockerfile.*")):
         [base] = re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), flags=re.M)[:1]
@@ -293,11 +305,12 @@ def test_both_images_exist_and_install_raylife_at_build_time():
         text = (KUBERAY / "docker" / f"Dockerfile.{variant}").read_text()
         [base] = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
         assert base.endswith(f"-py311-{variant}"), base
-        assert "pip install --no-cache-dir -c constraints.txt ." in text and "torch==2.14.1" in text
+        assert "pip install --no-cache-dir -c constraints.txt ." in text
+        assert "torch==${TORCH_VERSION}" in text  # the ARG gpu_stack checks
         assert re.search(r"^USER 1000", text, flags=re.M), "images run as the non-root ray user"
 
 
-def test_eksctl_cluster_has_cpu_gpu_groups_oidc_and_a_bucket_only_role():
+def test_eksctl_cluster_has_cpu_gpu_groups_oidc_and_bucket_only_roles():
     config = yaml.safe_load((KUBERAY / "eks" / "cluster.yaml").read_text())
     assert config["apiVersion"] == "eksctl.io/v1alpha5" and config["kind"] == "ClusterConfig"
     assert config["iam"]["withOIDC"] is True
@@ -309,17 +322,21 @@ def test_eksctl_cluster_has_cpu_gpu_groups_oidc_and_a_bucket_only_role():
     assert any(
         "cluster-autoscaler/node-template/resources/nvidia.com/gpu" in k for k in gpu["tags"]
     )
-    [account] = [a for a in config["iam"]["serviceAccounts"] if a["metadata"]["name"] == "raylife"]
-    statements = account["attachPolicy"]["Statement"]
-    resources = {
-        r
-        for s in statements
-        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
-    }
-    assert resources == {f"arn:aws:s3:::{kuberay.BUCKET}", f"arn:aws:s3:::{kuberay.BUCKET}/*"}
-    assert all(a.startswith("s3:") for s in statements for a in s["Action"])
-    policy = yaml.safe_load((KUBERAY / "eks" / "artifact-bucket-policy.json").read_text())
-    assert policy["Statement"] == statements
+    # Every label a GPU pod selects is also a node-template tag: else no scale-up from zero.
+    for key, value in gpu["labels"].items():
+        assert gpu["tags"][f"k8s.io/cluster-autoscaler/node-template/label/{key}"] == value
+    bucket = f"arn:aws:s3:::{kuberay.BUCKET}"
+    for account in config["iam"]["serviceAccounts"]:
+        if account["metadata"]["name"] not in {kuberay.TRAIN_ACCOUNT, kuberay.SERVE_ACCOUNT}:
+            continue
+        statements = account["attachPolicy"]["Statement"]
+        resources = {
+            r
+            for s in statements
+            for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        }
+        assert all(r == bucket or r.startswith(f"{bucket}/") for r in resources), resources
+        assert all(a.startswith("s3:") for s in statements for a in s["Action"])
 
 
 def test_operator_values_pin_the_operator_and_are_restricted():
@@ -338,7 +355,8 @@ def test_image_dependencies_are_pinned_to_the_tested_versions():
     pins = dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
     assert pins["ray"] == ray.__version__
     assert {"fastapi", "pandas", "pydantic", "scikit-learn", "pyarrow"} <= set(pins)
-    assert not any(name.startswith(("torch", "nvidia-")) for name in pins)
+    assert pins["torch"] == gpu_stack.TORCH_VERSION  # no local build: matches +cpu and +cu130
+    assert not any(name.startswith(("nvidia-", "triton")) for name in pins)
 
 
 SECRET_NAME = re.compile(

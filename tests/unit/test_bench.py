@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from raylife.bench import report, runner
-from raylife.bench.stats import Section, alternate
-from raylife.bench.train_bench import plain_fit, steady_epoch_s
 from raylife.config import TrainConfig
 from raylife.data import prepare
 from raylife.errors import RaylifeError
 from raylife.registry import get_spec
+from raylife.tools.bench import report, runner
+from raylife.tools.bench.stats import Section, alternate
+from raylife.tools.bench.train_bench import plain_fit, steady_epoch_s
 
 
 def test_alternate_interleaves_and_passes_the_round():

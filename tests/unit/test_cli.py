@@ -135,7 +135,7 @@ def test_bad_flag_types_are_argparse_errors(capsys, home):
 
 
 def test_http_verbs_name_an_unreachable_or_empty_server(capsys, home):
-    from raylife.loadtest import free_port
+    from raylife.cluster import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     row = "[[5.1, 3.5, 1.4, 0.2]]"

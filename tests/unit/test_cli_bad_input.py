@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from raylife import serve_config
 from raylife.cli import EXIT_USER_ERROR, main
-from raylife.loadtest import free_port
+from raylife.cluster import free_port
+from raylife.serve import config as serve_config
 from raylife.store import ModelStore
 
 from ..conftest import quick_artifact

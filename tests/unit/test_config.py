@@ -1,8 +1,9 @@
 import pytest
 
-from raylife.config import DataConfig, Hyperparams, Settings, TrainConfig, TuneConfig
+from raylife.config import DataConfig, Hyperparams, TrainConfig, TuneConfig
 from raylife.errors import RaylifeError
 from raylife.registry import MODEL_SPECS, get_spec
+from raylife.settings import Settings
 
 
 def test_unknown_model_lists_choices():
@@ -54,7 +55,7 @@ def test_settings_follow_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RAYLIFE_STORE", "s3://bucket/models")
     settings = Settings.from_env()
     assert settings.home == tmp_path and settings.store_uri == "s3://bucket/models"
-    assert settings.runs_dir == tmp_path / "runs"
+    assert settings.runs_uri == str(tmp_path / "runs")
     assert Settings.from_env(store="/elsewhere").store_uri == "/elsewhere"
 
 

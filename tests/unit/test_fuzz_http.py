@@ -1,10 +1,9 @@
-"""Schema-driven fuzzing of the model HTTP API (raylife.fuzz) in-process, no network, no Ray: the
+"""Schema-driven fuzzing of the model HTTP API (tests.support.fuzz) in-process, no network, no Ray: the
 same app a Serve replica serves, mounted under /<model> as Serve mounts it, gets at least 300
 generated requests per route (valid, schema-violating and malformed) and answers none with a 5xx
 or with a 2xx that breaks its documented response schema."""
 
 import threading
-import time
 
 import pytest
 
@@ -12,10 +11,11 @@ pytest.importorskip("schemathesis", reason="the dev extra brings schemathesis")
 
 from fastapi import FastAPI
 
-from raylife.bare_server import build
 from raylife.errors import RaylifeError
-from raylife.fuzz import fuzz_routes, problems
+from raylife.serve.bare import build
 from raylife.store import ModelStore
+from raylife.waiting import poll
+from tests.support.fuzz import fuzz_routes, problems
 
 from ..conftest import quick_artifact
 
@@ -106,7 +106,7 @@ def test_over_http_a_live_server_and_a_dead_one(store):
     same routes with nothing listening (every request a connection error, none a 5xx)."""
     import uvicorn
 
-    from raylife.loadtest import free_port
+    from raylife.cluster import free_port
 
     port = free_port()
     server = uvicorn.Server(
@@ -115,9 +115,7 @@ def test_over_http_a_live_server_and_a_dead_one(store):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: server.started, timeout_s=20, interval_s=0.05)
         url = f"http://127.0.0.1:{port}/iris"
         report = fuzz_routes(url, per_route=30, seed=2)
         assert not problems(report), "\n".join(problems(report))

@@ -4,10 +4,10 @@ import torch
 from raylife.loop import (
     as_tensors,
     evaluate,
+    fit,
     make_loader,
     make_optimizer,
     seed_everything,
-    train_epoch,
 )
 from raylife.models import CNN, build_model
 from raylife.registry import MODEL_SPECS, get_spec
@@ -50,7 +50,7 @@ def test_tutorial_cnn_shape():
 def test_plain_loop_learns(model):
     spec = get_spec(model)
     task, data = spec.task_obj, prepared(model)
-    hp = spec.defaults.replace(epochs=1)
+    hp = spec.defaults.replace(epochs=15, lr_schedule="constant")
     seed_everything(0)
     module = build_model(
         spec.architecture,
@@ -59,8 +59,8 @@ def test_plain_loop_learns(model):
     X, y = as_tensors(data.val, task)
     before = task.finalize(evaluate(module, X, y, task))["loss"]
     optimizer = make_optimizer(hp, module.parameters())
-    for _ in range(15):
-        train_epoch(module, make_loader(data.train, task, hp.batch_size, 0), task, optimizer)
+    for _ in fit(module, make_loader(data.train, task, hp.batch_size, 0), task, optimizer, hp):
+        pass
     after = task.finalize(evaluate(module, X, y, task))["loss"]
     assert after < before * 0.7
 

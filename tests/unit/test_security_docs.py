@@ -3,7 +3,10 @@ raylife makes is made where it says, the loopback defaults hold (checked by call
 Ray stubbed out, never by starting it), and the ports, names and flags it quotes from Ray are Ray's."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "security.md").read_text()
-RAY = Path(__import__("ray").__file__).parent
 
 
 def _section(title: str) -> str:
@@ -93,7 +95,8 @@ def test_ensure_ray_starts_a_loopback_dashboard_and_keeps_token_auth(monkeypatch
     """ray.init is replaced by a recorder: the kwargs raylife passes, and the auth mode it leaves."""
     import ray
 
-    from raylife import cluster, serve_config
+    from raylife import cluster
+    from raylife.serve import config as serve_config
 
     names = [
         *cluster.LOCAL_CLUSTER_TRAIN_ENV,
@@ -111,7 +114,7 @@ def test_ensure_ray_starts_a_loopback_dashboard_and_keeps_token_auth(monkeypatch
         ray, "init", lambda **kw: calls.append((kw, dict(__import__("os").environ)))
     )
     monkeypatch.setattr(cluster, "_started_here", False)
-    cluster.ensure_ray(num_cpus=2)
+    cluster.ensure_ray(num_cpus=2, cluster_env=serve_config.cluster_env("local"))
     [(kwargs, environ)] = calls
     assert kwargs["dashboard_host"] == "127.0.0.1" and kwargs["include_dashboard"] is True
     assert "address" not in kwargs
@@ -119,18 +122,9 @@ def test_ensure_ray_starts_a_loopback_dashboard_and_keeps_token_auth(monkeypatch
     assert environ.get("RAY_AUTH_MODE") in (None, "token")
 
 
-def test_installed_ray_turns_token_auth_on_for_ray_init_but_not_for_ray_start():
-    worker = (RAY / "_private" / "worker.py").read_text()
-    start = (RAY / "scripts" / "scripts.py").read_text()
-    new_cluster = worker[worker.index("if bootstrap_address is None:") :][:800]
-    assert "enable_token_auth_by_default()" in new_cluster
-    assert "maybe_enable_token_auth_if_token_available()" in start
-    assert "enable_token_auth_by_default" not in start
-
-
 def test_the_rehearsal_cluster_starts_with_token_auth_and_a_loopback_dashboard(monkeypatch):
     """`ray start` is never run: the first start is recorded and aborted."""
-    from raylife import rehearsal
+    from raylife.deploy import rehearsal
 
     started = []
 
@@ -151,8 +145,9 @@ def test_the_rehearsal_cluster_starts_with_token_auth_and_a_loopback_dashboard(m
 
 
 def test_serve_binds_loopback_unless_asked():
-    from raylife import serve_config, serving
     from raylife.cli import build_parser
+    from raylife.serve import config as serve_config
+    from raylife.serve import local as serving
 
     assert serve_config.render("local")["http_options"]["host"] == "127.0.0.1"
     assert serve_config.render("eks")["http_options"]["host"] == "0.0.0.0"
@@ -160,30 +155,81 @@ def test_serve_binds_loopback_unless_asked():
     assert serving.start.__defaults__ is not None and "127.0.0.1" in serving.start.__defaults__
 
 
-def _default(source: str, name: str) -> int:
-    """The default of an environment variable read as `..."NAME", "123")` or `..."NAME", 123)`."""
-    match = re.search(rf'"{name}",\s*"?(\d+)"?\s*\)', source)
-    assert match, name
-    return int(match.group(1))
+RAY_DEFAULTS_PROBE = """
+import inspect
+import json
+from ray._private import ray_constants
+from ray.scripts.scripts import start
+from ray.serve._private import constants as serve
+from ray.serve.schema import HTTPOptionsSchema
+
+options = {p.name: p.default for p in start.params}
+print(json.dumps({
+    "dashboard": ray_constants.DEFAULT_DASHBOARD_PORT,
+    "gcs": ray_constants.DEFAULT_PORT,
+    "agent": ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT,
+    # `ray start` picks the client port in its body when the flag is absent.
+    "client": 10001 if 10001 in inspect.unwrap(start.callback).__code__.co_consts else None,
+    "serve": serve.DEFAULT_HTTP_PORT,
+    "stats": serve.RAY_SERVE_HAPROXY_STATS_PORT,
+    "metrics": serve.RAY_SERVE_HAPROXY_METRICS_PORT,
+    "replicas_min": serve.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT,
+    "replicas_max": serve.RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT,
+    "min_worker_port": options["min_worker_port"],
+    "max_worker_port": options["max_worker_port"],
+    "serve_host": HTTPOptionsSchema.model_fields["host"].default,
+}))
+"""
+
+
+def _probe(code: str, env: dict[str, str]) -> Any:
+    """Run `code` in a fresh Python whose only RAY_* variables are `env`; its last line as JSON."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    probe = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+AUTH_HEADERS_PROBE = """
+import json
+from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+print(json.dumps(dict(get_auth_headers_if_auth_enabled({}))))
+"""
+SERVE_HOST_PROBE = """
+import json
+from ray.serve._private import constants
+print(json.dumps(constants.DEFAULT_HTTP_HOST))
+"""
+CHECKED_BY_BEHAVIOUR = {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_SERVE_DEFAULT_HTTP_HOST"}
+"""Variables Ray reads outside the modules scanned below (its C++ core, module set-up): each is
+set in a fresh process and its effect observed."""
+
+
+def test_the_variables_the_doc_names_do_what_it_says(tmp_path):
+    token = "0123456789abcdef" * 2
+    assert _probe(AUTH_HEADERS_PROBE, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}) == {
+        "authorization": f"Bearer {token}"
+    }
+    (tmp_path / "token").write_text(token[::-1])
+    assert _probe(
+        AUTH_HEADERS_PROBE,
+        {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token")},
+    ) == {"authorization": f"Bearer {token[::-1]}"}
+    assert _probe(SERVE_HOST_PROBE, {"RAY_SERVE_DEFAULT_HTTP_HOST": "10.1.2.3"}) == "10.1.2.3"
+    assert {n for n in CHECKED_BY_BEHAVIOUR if n not in DOC} == set()
 
 
 def test_the_ports_the_doc_quotes_are_rays_defaults():
-    from ray._private import ray_constants
-
-    serve = (RAY / "serve" / "_private" / "constants.py").read_text()
-    start = (RAY / "scripts" / "scripts.py").read_text()
-    ports = {
-        "dashboard": ray_constants.DEFAULT_DASHBOARD_PORT,
-        "gcs": ray_constants.DEFAULT_PORT,
-        "agent": ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT,
-        "client": int(re.search(r"ray_client_server_port = (\d+)", start).group(1)),
-        "serve": int(re.search(r"DEFAULT_HTTP_PORT = (\d+)", serve).group(1)),
-        "stats": _default(serve, "RAY_SERVE_HAPROXY_STATS_PORT"),
-        "metrics": _default(serve, "RAY_SERVE_HAPROXY_METRICS_PORT"),
-        "replicas_min": _default(serve, "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"),
-        "replicas_max": _default(serve, "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"),
-    }
-    assert ports == {
+    """What Ray itself uses when nothing is set: its constants and `ray start`'s option defaults,
+    read in a fresh process with no RAY_* variable in its environment (not its source text)."""
+    defaults = _probe(RAY_DEFAULTS_PROBE, {})
+    assert defaults == {
         "dashboard": 8265,
         "gcs": 6379,
         "agent": 52365,
@@ -193,51 +239,88 @@ def test_the_ports_the_doc_quotes_are_rays_defaults():
         "metrics": 9101,
         "replicas_min": 30000,
         "replicas_max": 31000,
+        "min_worker_port": 10002,
+        "max_worker_port": 19999,
+        "serve_host": "0.0.0.0",  # Serve binds all interfaces unless a config names the host
     }
-    for port in ports.values():
-        assert str(port) in DOC, port
-    for flag, default in (("--min-worker-port", 10002), ("--max-worker-port", 19999)):
-        option = start[start.index(f'"{flag}"') :][:200]
-        assert f"default={default}" in option and str(default) in DOC
-
-
-def test_what_the_doc_says_binds_everywhere_does():
-    """HAProxy's stats and metrics listeners ignore the Serve host; the admin socket is
-    world-writable; Serve's config schema defaults the host to all interfaces."""
-    from ray.serve.schema import HTTPOptionsSchema
-
-    template = (RAY / "serve" / "_private" / "haproxy_templates.py").read_text()
-    assert "bind *:{{ config.stats_port }}" in template
-    assert "bind :{{ config.metrics_port }}" in template
-    assert "stats socket {{ config.socket_path }} mode 666 level admin" in template
-    assert HTTPOptionsSchema.model_fields["host"].default == "0.0.0.0"
-    reporter = (RAY / "dashboard" / "modules" / "reporter" / "reporter_agent.py").read_text()
-    assert 'address=get_localhost_ip() if is_localhost(self._ip) else ""' in reporter
+    for name, port in defaults.items():
+        if name != "serve_host":
+            assert str(port) in DOC, port
 
 
 def _sources(paths: list[Path]) -> str:
     return "\n".join(p.read_text() for p in paths if p.is_file())
 
 
-def test_every_ray_name_and_flag_in_the_doc_exists():
-    ray_files = [
-        RAY / "serve" / "_private" / "constants.py",
-        RAY / "_private" / "ray_constants.py",
-        RAY / "_common" / "tls_utils.py",
-        RAY / "exceptions.py",
-        *(RAY / "_private" / "authentication").glob("*.py"),
+def _names_in_code(module: Any) -> set[str]:
+    """Attribute names of a module and every string constant its compiled code holds (what
+    os.environ.get("RAY_...") reads): Ray as installed and imported, not its source text."""
+    names = set(vars(module))
+    codes = [v.__code__ for v in vars(module).values() if hasattr(v, "__code__")]
+    codes += [
+        f.__code__
+        for v in vars(module).values()
+        if isinstance(v, type) and v.__module__ == module.__name__
+        for f in vars(v).values()
+        if hasattr(f, "__code__")
     ]
-    ours = [*ROOT.glob("lib/raylife/*.py"), *ROOT.glob("serve_apps/config/*.yaml")]
-    known_names = _sources(ray_files) + _sources(ours)
+    names |= {v for v in vars(module).values() if isinstance(v, str)}
+    while codes:
+        code = codes.pop()
+        for const in code.co_consts:
+            if isinstance(const, str):
+                names.add(const)
+            elif hasattr(const, "co_consts"):
+                codes.append(const)
+    return names
+
+
+def test_every_ray_name_and_flag_in_the_doc_exists():
+    import importlib
+    import pkgutil
+
+    import ray._private.authentication as authentication
+    from ray.scripts.scripts import cli
+
+    modules = [
+        "ray.serve._private.constants",
+        "ray._private.ray_constants",
+        "ray._common.tls_utils",
+        "ray.exceptions",
+        *(
+            f"ray._private.authentication.{m.name}"
+            for m in pkgutil.iter_modules(authentication.__path__)
+        ),
+    ]
+    known = set().union(*(_names_in_code(importlib.import_module(m)) for m in modules))
+    ours = _sources([*ROOT.glob("lib/raylife/**/*.py"), *ROOT.glob("serve_apps/config/*.yaml")])
     names = set(re.findall(r"\bRAY_[A-Z0-9_]+\b", DOC))
     assert len(names) >= 15
-    assert not {n for n in names if n not in known_names}, "names not in Ray or raylife"
-    start = (RAY / "scripts" / "scripts.py").read_text()
-    ours_cli = _sources([ROOT / "lib/raylife/cli.py", ROOT / "lib/raylife/bare_server.py"])
+    unknown = {n for n in names if n not in known and n not in ours} - CHECKED_BY_BEHAVIOUR
+    assert not unknown, "names not in Ray or raylife"
+
+    from raylife.cli import build_parser
+    from raylife.serve import bare
+
+    ray_cli_flags = {o for cmd in cli.commands.values() for p in cmd.params for o in p.opts}
+    ours_flags = set(_argparse_flags(build_parser())) | set(_argparse_flags(bare.parser()))
     spans = re.findall(r"`([^`]+)`", DOC)
     flags = {f for span in spans for f in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", span)}
     assert len(flags) >= 12
-    assert not {f for f in flags if f'"{f}"' not in start and f'"{f}"' not in ours_cli}
+    assert not flags - ray_cli_flags - ours_flags
+
+
+def _argparse_flags(parser: Any) -> list[str]:
+    """Every option string of a parser and its subcommands."""
+    import argparse
+
+    flags = []
+    for action in parser._actions:
+        flags += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags += _argparse_flags(sub)
+    return flags
 
 
 def test_links_point_at_existing_sections():

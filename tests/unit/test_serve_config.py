@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from raylife import serve_config
 from raylife.errors import RaylifeError
+from raylife.serve import config as serve_config
 
 
 @pytest.mark.parametrize("env", serve_config.ENVIRONMENTS)

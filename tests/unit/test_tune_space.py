@@ -41,11 +41,14 @@ def test_asha_grace_period_scales_with_the_budget():
 
 
 def test_sparse_report_count_is_improvements_plus_last():
-    from raylife.measure import _sparse_reports
+    from raylife.tasks import TASKS
+    from raylife.tools.report_cost import _sparse_reports
 
     history = [{"val_objective": v} for v in (0.5, 0.7, 0.6, 0.8, 0.8, 0.1)]
-    assert _sparse_reports(history, "max") == 4  # 0.5, 0.7, 0.8 improve; plus the last epoch
-    assert _sparse_reports(history, "min") == 3  # 0.5, 0.1 improve; plus the last epoch
+    # accuracy (max): 0.5, 0.7, 0.8 improve; plus the last epoch
+    assert _sparse_reports(history, TASKS["multiclass"]) == 4
+    # rmse (min): 0.5, 0.1 improve; plus the last epoch
+    assert _sparse_reports(history, TASKS["regression"]) == 3
 
 
 def test_trials_are_scored_at_the_epoch_their_run_yields():

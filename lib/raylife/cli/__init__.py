@@ -1,0 +1,54 @@
+"""`raylife`: one CLI for the life-cycle. Every user mistake ends in one line naming the fix.
+
+The verbs live in one module per group; `raylife --help` lists them all:
+  training.py  train, tune, run (the main job)
+  models.py    evaluate, promote, models list|show, predict
+  serving.py   serve, loadtest, serve-configs
+  tools.py     quality, selection-study, bench, report-cost, gpu-check, kuberay-manifests, rehearse
+Flags that set a config field come from the config dataclasses (flags.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from raylife.cli import models, serving, tools, training
+from raylife.cli.common import EXIT_USER_ERROR, OneLineErrors
+from raylife.errors import RaylifeError
+
+__all__ = ["EXIT_USER_ERROR", "build_parser", "main"]
+
+
+def build_parser() -> OneLineErrors:
+    parser = OneLineErrors(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for group in (training, models, serving, tools):
+        group.register(verbs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, also in logs
+    try:
+        args.func(args)
+    except RaylifeError as exc:
+        # One line even when a message quotes a multi-line library error (YAML, pydantic).
+        print(f"raylife: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("raylife: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _shutdown_ray()
+    return 0
+
+
+def _shutdown_ray() -> None:
+    """Stop the local cluster this command started, so the process exits without teardown noise."""
+    if "ray" in sys.modules:
+        from raylife.cluster import shutdown_if_started
+
+        shutdown_if_started()

@@ -1,0 +1,52 @@
+"""What every verb group shares: one-line usage errors, the store flag, settings, list flags."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from raylife.errors import RaylifeError
+from raylife.settings import Settings
+
+EXIT_USER_ERROR = 2
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage errors (wrong type, bad choice, missing flag) in one line that points at the fix,
+    instead of argparse's usage block; exit code 2 as argparse. Subparsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def add_store_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        help="model store: folder or s3://bucket/prefix (default: $RAYLIFE_STORE or $RAYLIFE_HOME/store)",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(store=getattr(args, "store", None))
+
+
+def model_list(text: str) -> list[str]:
+    """`all` or comma-separated registry keys, each checked (unknown keys name the choices)."""
+    from raylife.registry import MODEL_SPECS, get_spec
+
+    if text == "all":
+        return list(MODEL_SPECS)
+    models = [get_spec(name.strip()).name for name in text.split(",") if name.strip()]
+    if not models:
+        raise RaylifeError(f"--models {text!r} names no model; pass e.g. iris,mnist or all")
+    return models
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise RaylifeError(f"--seeds takes comma-separated integers like 0,1,2, got {text!r}")
+    return seeds

@@ -1,0 +1,190 @@
+"""Verbs over the model store: `evaluate`, `promote`, `models list|show`, `predict`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from raylife.cli.common import add_store_flag, settings_from
+from raylife.errors import RaylifeError
+
+
+def register(verbs: Any) -> None:
+    evaluate = verbs.add_parser("evaluate", help="score a stored version on its test split")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--version", help="version id, 'latest' or 'promoted' (default)")
+    add_store_flag(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    promote = verbs.add_parser("promote", help="make VERSION the one that serves MODEL")
+    promote.add_argument("model")
+    promote.add_argument("version", help="version id or 'latest'")
+    add_store_flag(promote)
+    promote.set_defaults(func=cmd_promote)
+
+    models = verbs.add_parser("models", help="list or show stored versions")
+    models_verbs = models.add_subparsers(dest="models_verb", required=True, metavar="list|show")
+    listing = models_verbs.add_parser("list", help="versions with their metrics (* = promoted)")
+    listing.add_argument("model", nargs="?")
+    add_store_flag(listing)
+    listing.set_defaults(func=cmd_models_list)
+    show = models_verbs.add_parser("show", help="one version's full metadata (default: promoted)")
+    show.add_argument("model")
+    show.add_argument("version", nargs="?")
+    add_store_flag(show)
+    show.set_defaults(func=cmd_models_show)
+
+    predict = verbs.add_parser("predict", help="predict with a stored version (no Ray needed)")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--version", help="version id, 'latest' or 'promoted' (default)")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input", help="JSON rows (inline, or a .json file) or a .csv file with a header"
+    )
+    source.add_argument("--image", help="a 28x28 grayscale PNG (mnist)")
+    predict.add_argument(
+        "--url", help="call a running endpoint (e.g. http://127.0.0.1:8000) instead of the store"
+    )
+    add_store_flag(predict)
+    predict.set_defaults(func=cmd_predict)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from raylife.evaluate import evaluate_artifact
+    from raylife.store import ModelStore
+
+    version, artifact = ModelStore(settings_from(args).store_uri).load(args.model, args.version)
+    metrics = evaluate_artifact(artifact)
+    print(
+        f"{args.model} {version} on the test split: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    )
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from raylife.registry import get_spec
+    from raylife.serve import local
+    from raylife.store import ModelStore
+
+    get_spec(args.model)
+    settings = settings_from(args)
+    pointer = ModelStore(settings.store_uri).promote(args.model, args.version)
+    print(f"promoted {args.model} -> {pointer.version} (generation {pointer.generation})")
+    url = local.notify_promotion(settings, args.model, pointer.generation)
+    if url:
+        local.wait_for_version(url, args.model, pointer.version)
+        print(f"the local Serve app at {url}/{args.model} now serves {pointer.version}")
+
+
+def cmd_models_show(args: argparse.Namespace) -> None:
+    from raylife.store import ModelStore
+
+    store = ModelStore(settings_from(args).store_uri)
+    version = store.resolve(args.model, args.version)
+    print(json.dumps({"version": version, **store.metadata(args.model, version)}, indent=2))
+
+
+def cmd_models_list(args: argparse.Namespace) -> None:
+    from raylife.registry import get_spec
+    from raylife.store import ModelStore
+
+    store = ModelStore(settings_from(args).store_uri)
+    if args.model:
+        get_spec(args.model)
+    models = [args.model] if args.model else store.models()
+    if not models:
+        print(f"store {store.uri} is empty; train a model: raylife train --model iris")
+    for model in models:
+        pointer = store.pointer(model)
+        for version in store.versions(model):
+            meta = store.metadata(model, version)
+            marker = "*" if pointer and pointer.version == version else " "
+            shown = ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in meta["metrics"].items()
+                if k.startswith("test_") or k in ("val_accuracy", "val_rmse")
+            )
+            print(
+                f"{marker} {model:<11} {version}  {meta['created_at']}  {meta['run'].get('source', '-'):<5}  {shown}"
+            )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from raylife.predict import Predictor
+
+    if args.url:
+        print(json.dumps(_predict_url(args), indent=2))
+        return
+    from raylife.store import ModelStore
+
+    predictor = Predictor.from_store(
+        ModelStore(settings_from(args).store_uri), args.model, args.version
+    )
+    answers = (
+        [predictor.predict_image(args.image)]
+        if args.image
+        else predictor.predict_rows(read_rows(args.input))
+    )
+    print(
+        json.dumps(
+            {"model": args.model, "version": predictor.version, "predictions": answers}, indent=2
+        )
+    )
+
+
+def _predict_url(args: argparse.Namespace) -> Any:
+    import httpx
+
+    endpoint = f"{args.url.rstrip('/')}/{args.model}"
+    try:
+        if args.image:
+            image = Path(args.image)
+            if not image.is_file():
+                raise RaylifeError(f"image file {args.image} not found; pass an existing PNG")
+            response = httpx.post(
+                f"{endpoint}/image", files={"file": (image.name, image.read_bytes(), "image/png")}
+            )
+        else:
+            rows = read_rows(args.input)
+            response = httpx.post(endpoint, json={"rows": rows if _is_batch(rows) else [rows]})
+    except httpx.HTTPError as exc:
+        raise RaylifeError(f"cannot reach {endpoint} ({exc}); is `raylife serve` running?") from exc
+    if response.status_code != 200:
+        raise RaylifeError(f"{endpoint} answered {response.status_code}: {response.text[:500]}")
+    return response.json()
+
+
+def _is_batch(rows: Any) -> bool:
+    return isinstance(rows, list) and bool(rows) and isinstance(rows[0], (list, dict))
+
+
+def read_rows(text: str) -> Any:
+    """Inline JSON, a .json file, or a .csv file whose header names the features."""
+    path = Path(text)
+    if text.endswith((".csv", ".json")):
+        if not path.is_file():
+            raise RaylifeError(
+                f"input file {text} not found; pass an existing .json or .csv file or inline JSON"
+            )
+        if text.endswith(".csv"):
+            import pandas as pd
+
+            try:
+                return pd.read_csv(path).to_dict(orient="records")
+            except Exception as exc:
+                raise RaylifeError(
+                    f"cannot parse {text} as CSV ({exc}); send a header row plus numeric rows"
+                ) from exc
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise RaylifeError(
+            "--input nests deeper than JSON parsing allows; send rows as lists of numbers"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise RaylifeError(
+            f"--input is not valid JSON ({exc.msg} at char {exc.pos}); example: '[[5.1, 3.5, 1.4, 0.2]]'"
+        ) from exc

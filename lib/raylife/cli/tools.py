@@ -1,0 +1,181 @@
+"""Developer and operator tools: `quality`, `selection-study`, `bench`, `report-cost`,
+`gpu-check`, `kuberay-manifests`, `rehearse`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from raylife.cli.common import model_list, seed_list, settings_from
+from raylife.errors import RaylifeError
+
+
+def register(verbs: Any) -> None:
+    quality = verbs.add_parser(
+        "quality", help="registry defaults over seeds -> reports/quality.json"
+    )
+    quality.add_argument("--models", default="all")
+    quality.add_argument("--seeds", default="0,1,2")
+    quality.add_argument("--num-workers", type=int, default=2)
+    quality.add_argument("--output", default="reports/quality.json")
+    quality.set_defaults(func=cmd_quality)
+
+    study = verbs.add_parser(
+        "selection-study",
+        help="best-validation vs last epoch by cross-validation on rows outside the quality "
+        "test splits -> reports/selection_study.json",
+    )
+    study.add_argument("--models", default="all")
+    study.add_argument(
+        "--seeds", default="0,1,2", help="quality seeds whose test rows are excluded"
+    )
+    study.add_argument("--folds", type=int, default=10)
+    study.add_argument("--repeats", type=int, default=5)
+    study.add_argument("--processes", type=int, default=2, help="fits in parallel")
+    study.add_argument(
+        "--first-repeat",
+        type=int,
+        default=0,
+        help="number of the first repeat: another value gives fresh folds and initialisations, "
+        "to confirm a choice on folds it was not made on",
+    )
+    study.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="study the defaults with this hyperparameter changed (repeatable; JSON values, "
+        "e.g. --set lr=1e-3 --set hidden_sizes=[64,32])",
+    )
+    study.add_argument("--output", default="reports/selection_study.json")
+    study.set_defaults(func=cmd_selection_study)
+
+    bench = verbs.add_parser(
+        "bench", help="raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.*"
+    )
+    bench.add_argument("--quick", action="store_true", help="smoke-test sizes (CI), about 2 min")
+    bench.add_argument(
+        "--sections", help="comma-separated subset of train,tune,serve,lifecycle (default: all)"
+    )
+    bench.add_argument("--output-dir", default="reports", help="where bench.json/bench.md go")
+    bench.set_defaults(func=cmd_bench)
+
+    cost = verbs.add_parser(
+        "report-cost",
+        help="cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated",
+    )
+    cost.add_argument("--model", default="iris")
+    cost.add_argument("--repeats", type=int, default=3)
+    cost.set_defaults(func=cmd_report_cost)
+
+    gpu = verbs.add_parser(
+        "gpu-check",
+        help="on a CUDA machine: MNIST trained on a GPU worker, served by a GPU replica",
+    )
+    gpu.add_argument("--epochs", type=int, default=8)
+    gpu.add_argument("--gpus-per-replica", type=float, default=0.5)
+    gpu.add_argument("--requests", type=int, default=2000)
+    gpu.set_defaults(func=cmd_gpu_check)
+
+    manifests = verbs.add_parser(
+        "kuberay-manifests", help="regenerate the KubeRay/EKS manifests (default folder: kuberay/)"
+    )
+    manifests.add_argument("folder", nargs="?", default="kuberay")
+    manifests.set_defaults(func=cmd_kuberay_manifests)
+
+    rehearse = verbs.add_parser(
+        "rehearse", help="run kuberay/'s CPU RayJobs and the local Serve config on 2 local nodes"
+    )
+    rehearse.set_defaults(func=cmd_rehearse)
+
+
+def cmd_quality(args: argparse.Namespace) -> None:
+    from raylife.tools import quality
+
+    report = quality.measure(
+        model_list(args.models),
+        seed_list(args.seeds),
+        settings_from(args),
+        num_workers=args.num_workers,
+    )
+    path = quality.write_report(report, Path(args.output))
+    print(quality.format_report(report))
+    print(f"wrote {path}")
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs; values are JSON where they parse (numbers, lists), else strings."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise RaylifeError(f"--set takes NAME=VALUE like lr=0.001, got {pair!r}")
+        try:
+            overrides[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = text
+    return overrides
+
+
+def cmd_selection_study(args: argparse.Namespace) -> None:
+    from raylife.tools import selection_study
+
+    for flag, value, least in (
+        ("--folds", args.folds, 2),
+        ("--repeats", args.repeats, 1),
+        ("--processes", args.processes, 1),
+        ("--first-repeat", args.first_repeat, 0),
+    ):
+        if value < least:
+            raise RaylifeError(f"{flag} must be >= {least}, got {value}")
+    report = selection_study.run(
+        model_list(args.models),
+        seed_list(args.seeds),
+        args.folds,
+        args.repeats,
+        args.processes,
+        overrides=_overrides(args.set),
+        first_repeat=args.first_repeat,
+    )
+    path = selection_study.write_report(report, Path(args.output))
+    print(f"wrote {path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from raylife.tools.bench import runner
+
+    sections = runner.parse_sections(args.sections, args.quick)
+    home = settings_from(args).home / "bench"
+    _, json_path, md_path = runner.run_bench(home, Path(args.output_dir), args.quick, sections)
+    print("\n" + md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+
+
+def cmd_report_cost(args: argparse.Namespace) -> None:
+    from raylife.registry import get_spec
+    from raylife.tools.report_cost import report_cost
+
+    get_spec(args.model)
+    print(json.dumps(report_cost(args.model, settings_from(args), args.repeats), indent=2))
+
+
+def cmd_gpu_check(args: argparse.Namespace) -> None:
+    from raylife.tools import gpu_check
+
+    report = gpu_check.run(args.epochs, args.gpus_per_replica, args.requests)
+    print("GPU_CHECK " + json.dumps(report))
+
+
+def cmd_kuberay_manifests(args: argparse.Namespace) -> None:
+    from raylife.deploy import kuberay
+
+    for path in kuberay.write(Path(args.folder)):
+        print(f"wrote {path}")
+
+
+def cmd_rehearse(args: argparse.Namespace) -> None:
+    from raylife.deploy import rehearsal
+
+    rehearsal.main()

@@ -1,0 +1,514 @@
+"""Checks of what a real EKS cluster would do with kuberay/, beyond what a schema can see.
+
+Each function takes manifests or file texts and returns problems, one line each, naming the fix.
+`raylife.deploy.kuberay` runs the ones about its own output before it writes anything;
+tests/manifests runs all of them on the committed files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raylife.deploy import nodes
+
+Objects = dict[str, list[dict[str, Any]]]
+"""File name under kuberay/ -> the objects it holds."""
+
+RAY_KINDS = ("RayCluster", "RayJob", "RayService")
+EKS_STANDARD_SUPPORT_ENDS = {
+    "1.33": datetime.date(2026, 7, 29),
+    "1.34": datetime.date(2026, 12, 2),
+    "1.35": datetime.date(2027, 3, 27),
+}
+"""docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html; extended support costs
+0.60 USD per cluster hour instead of 0.10."""
+IMMUTABLE_TAG = re.compile(r":\d+\.\d+\.\d+-ray\d+\.\d+\.\d+-g[0-9a-f]{12}-(cpu|gpu)$")
+"""<raylife version>-ray<Ray version>-g<12-digit git commit>-<variant>: one tag, one build."""
+PINNED_TAG = re.compile(r":v?\d+\.\d+(\.\d+)?(-[\w.]+)?$")
+
+
+def _all(objects: Objects) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, items in objects.items():
+        for obj in items:
+            yield name, obj
+
+
+def ray_cluster(obj: dict[str, Any]) -> dict[str, Any] | None:
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "RayCluster":
+        return spec
+    return spec.get("rayClusterSpec") or spec.get("rayClusterConfig")
+
+
+def pod_templates(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(role, pod template) of a Ray object: head, worker groups, submitter."""
+    cluster = ray_cluster(obj)
+    if not cluster:
+        return []
+    out = [("head", cluster["headGroupSpec"]["template"])]
+    out += [
+        (f"worker group {g['groupName']!r}", g["template"]) for g in cluster["workerGroupSpecs"]
+    ]
+    if "submitterPodTemplate" in obj["spec"]:
+        out.append(("submitter", obj["spec"]["submitterPodTemplate"]))
+    return out
+
+
+def _with_autoscaler(obj: dict[str, Any], role: str, pod: dict[str, Any]) -> dict[str, Any]:
+    """KubeRay adds the autoscaler container to the head pod: count its requests too."""
+    cluster = ray_cluster(obj) or {}
+    if role != "head" or not cluster.get("enableInTreeAutoscaling"):
+        return pod
+    resources = (cluster.get("autoscalerOptions") or {}).get("resources") or {}
+    return {**pod, "containers": [*pod["containers"], {"resources": resources}]}
+
+
+# ---- 1. every pod fits a node of the group it is sent to -----------------------------------------
+
+
+def fit_problems(objects: Objects, groups: dict[str, nodes.NodeGroup]) -> list[str]:
+    problems = []
+    for name, obj in _all(objects):
+        for role, template in pod_templates(obj):
+            pod = _with_autoscaler(obj, role, template["spec"])
+            problems += nodes.fit_errors(f"kuberay/{name}: {role}", pod, groups)
+    return problems
+
+
+# ---- 8. worker pods fill their nodes ------------------------------------------------------------
+
+
+def packing_problems(
+    objects: Objects, groups: dict[str, nodes.NodeGroup], least: float = 0.85
+) -> list[str]:
+    """A node group's workers, as many as fit one node, use >= `least` of its CPU."""
+    problems = []
+    for name, obj in _all(objects):
+        cluster = ray_cluster(obj)
+        for group in (cluster or {}).get("workerGroupSpecs", []):
+            pod = group["template"]["spec"]
+            wants = nodes.pod_requests(pod)
+            node_group = groups.get((pod.get("nodeSelector") or {}).get(nodes.NODE_GROUP_LABEL, ""))
+            if node_group is None or wants.cpu_m == 0:
+                continue
+            free = node_group.allocatable()
+            per_node = min(
+                free.cpu_m // wants.cpu_m,
+                free.memory_mib // max(wants.memory_mib, 1),
+                free.gpus // wants.gpus if wants.gpus else 10**6,
+            )
+            used = per_node * wants.cpu_m / free.cpu_m
+            if per_node and used < least:
+                problems.append(
+                    f"kuberay/{name}: worker group {group['groupName']!r} fits {per_node} per "
+                    f"{node_group.instance_type} node and uses {used:.0%} of its CPU; size it from "
+                    "nodes.share() so the nodes fill"
+                )
+    return problems
+
+
+# ---- 3. the backend keeps connections open longer than the ALB ----------------------------------
+
+
+def alb_idle_timeout_s(ingress: dict[str, Any]) -> int | None:
+    attributes = (
+        ingress["metadata"]
+        .get("annotations", {})
+        .get("alb.ingress.kubernetes.io/load-balancer-attributes", "")
+    )
+    found = re.search(r"idle_timeout\.timeout_seconds=(\d+)", attributes)
+    return int(found.group(1)) if found else None
+
+
+def keep_alive_problems(objects: Objects) -> list[str]:
+    ingresses = [o for _, o in _all(objects) if o.get("kind") == "Ingress"]
+    services = [o for _, o in _all(objects) if o.get("kind") == "RayService"]
+    problems = []
+    for ingress in ingresses:
+        idle = alb_idle_timeout_s(ingress)
+        if idle is None:
+            problems.append(
+                f"Ingress {ingress['metadata']['name']}: no ALB idle timeout; set the annotation "
+                "alb.ingress.kubernetes.io/load-balancer-attributes: idle_timeout.timeout_seconds=60"
+            )
+            continue
+        for service in services:
+            config = yaml.safe_load(service["spec"]["serveConfigV2"])
+            keep_alive = (config.get("http_options") or {}).get("keep_alive_timeout_s", 90)
+            if keep_alive <= idle:
+                problems.append(
+                    f"RayService {service['metadata']['name']}: Serve keep_alive_timeout_s "
+                    f"{keep_alive} <= the ALB idle timeout {idle} s (502s when the ALB reuses a "
+                    "closed connection); raise http_options.keep_alive_timeout_s in "
+                    "serve_apps/config/eks.yaml above it"
+                )
+    return problems
+
+
+# ---- 9. images are immutable builds --------------------------------------------------------------
+
+
+def image_problems(objects: Objects) -> list[str]:
+    problems = []
+    for name, obj in _all(objects):
+        for role, template in pod_templates(obj):
+            for container in template["spec"]["containers"]:
+                image = container["image"]
+                raylife_image = container["name"].startswith("ray")
+                ok = IMMUTABLE_TAG.search(image) if raylife_image else PINNED_TAG.search(image)
+                if not ok or image.endswith(":latest"):
+                    fix = (
+                        "tag raylife images <version>-ray<ray>-g<commit>-<variant> (make image)"
+                        if raylife_image
+                        else "pin a release tag"
+                    )
+                    problems.append(f"kuberay/{name}: {role}: mutable image {image}; {fix}")
+    return problems
+
+
+# ---- 5. separate tokens for training and serving, one Secret name per rotation ----------------
+
+
+def token_problems(objects: Objects) -> list[str]:
+    secrets: dict[str, set[str]] = {"RayJob": set(), "RayService": set()}
+    problems = []
+    for name, obj in _all(objects):
+        cluster = ray_cluster(obj)
+        if not cluster or obj["kind"] not in secrets:
+            continue
+        secret = (cluster.get("authOptions") or {}).get("secretName", "")
+        role = "train" if obj["kind"] == "RayJob" else "serve"
+        if not re.fullmatch(rf"raylife-ray-token-{role}-\d+", secret):
+            problems.append(
+                f"kuberay/{name}: token Secret {secret!r}; name it raylife-ray-token-{role}-<N>, a "
+                "new N per rotation (the operator re-reads the Secret: rotate with a new cluster)"
+            )
+        secrets[obj["kind"]].add(secret)
+    if secrets["RayJob"] & secrets["RayService"]:
+        problems.append(
+            "training and serving clusters share the token Secret "
+            f"{sorted(secrets['RayJob'] & secrets['RayService'])}; give each its own"
+        )
+    return problems
+
+
+# ---- 6. serving pods read, training pods write -------------------------------------------------
+
+WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+
+
+def _statements_by_account(cluster_config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        a["metadata"]["name"]: a.get("attachPolicy", {}).get("Statement", [])
+        for a in cluster_config["iam"]["serviceAccounts"]
+    }
+
+
+def _writable(statements: list[dict[str, Any]]) -> set[str]:
+    """S3 resources a policy may write to."""
+    out: set[str] = set()
+    for s in statements:
+        actions = {s["Action"]} if isinstance(s["Action"], str) else set(s["Action"])
+        resources = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
+        if s.get("Effect") == "Allow" and (actions & WRITES or "s3:*" in actions):
+            out.update(resources)
+    return out
+
+
+def iam_problems(objects: Objects, cluster_config: dict[str, Any], bucket: str) -> list[str]:
+    policies = _statements_by_account(cluster_config)
+    problems = []
+    for name, obj in _all(objects):
+        for role, template in pod_templates(obj):
+            account = template["spec"].get("serviceAccountName", "default")
+            statements = policies.get(account)
+            if statements is None:
+                problems.append(
+                    f"kuberay/{name}: {role}: service account {account!r} has no IRSA role in kuberay/eks/cluster.yaml"
+                )
+                continue
+            writable = _writable(statements)
+            if obj["kind"] == "RayService":
+                beyond_logs = {r for r in writable if not r.endswith(f":::{bucket}/logs/*")}
+                if beyond_logs:
+                    problems.append(
+                        f"kuberay/{name}: {role}: serving pods may write {sorted(beyond_logs)}; "
+                        "give the RayService a read-only role (logs/ excepted)"
+                    )
+            elif obj["kind"] == "RayJob":
+                actions = {
+                    a
+                    for s in statements
+                    for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+                }
+                if "s3:AbortMultipartUpload" not in actions:
+                    problems.append(
+                        f"kuberay/{name}: {role}: role of {account!r} lacks s3:AbortMultipartUpload "
+                        "(multipart uploads of checkpoints); add it"
+                    )
+    return problems
+
+
+# ---- 7. a Kubernetes version in standard support --------------------------------------------------
+
+
+def version_problems(cluster_config: dict[str, Any], today: datetime.date) -> list[str]:
+    version = str(cluster_config["metadata"]["version"])
+    ends = EKS_STANDARD_SUPPORT_ENDS.get(version)
+    if ends is None or ends <= today + datetime.timedelta(days=30):
+        newest = max(EKS_STANDARD_SUPPORT_ENDS, key=lambda v: EKS_STANDARD_SUPPORT_ENDS[v])
+        return [
+            f"kuberay/eks/cluster.yaml: Kubernetes {version} is not in EKS standard support for the "
+            f"next 30 days (extended support costs 0.60 USD/h, not 0.10); use {newest}"
+        ]
+    return []
+
+
+# ---- 4. every manifest is applied by a documented step, every chart pinned ---------------------
+
+APPLY_VERBS = ("kubectl apply", "kubectl delete", "eksctl ", "helm ", "aws iam", "bash ", "-f ")
+
+
+def _make_targets_applying(makefile: str) -> dict[str, str]:
+    """make target -> its recipe."""
+    targets: dict[str, str] = {}
+    current = None
+    for line in makefile.splitlines():
+        head = re.match(r"^([a-z][\w-]*):", line)
+        if head:
+            current = head.group(1)
+            targets[current] = ""
+        elif line.startswith("\t") and current:
+            targets[current] += line + "\n"
+    return targets
+
+
+def applied_problems(root: Path) -> list[str]:
+    """Every file under kuberay/ (but the image sources) is used by a documented command."""
+    docs = (root / "docs" / "deploy-eks.md").read_text()
+    targets = _make_targets_applying((root / "Makefile").read_text())
+    documented = {t: r for t, r in targets.items() if f"make {t}" in docs}
+    problems = []
+    for path in sorted((root / "kuberay").rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if not path.is_file() or rel.startswith("kuberay/docker/"):
+            continue
+        by_docs = any(
+            rel in line and any(v in line for v in APPLY_VERBS) for line in docs.splitlines()
+        )
+        by_make = any(rel in recipe for recipe in documented.values())
+        if not (by_docs or by_make):
+            problems.append(
+                f"{rel} is applied by no step of docs/deploy-eks.md and no make target it names; "
+                "add the command (kubectl apply -f ...) or a documented make target"
+            )
+    return problems
+
+
+HELM_COMMAND = re.compile(
+    r"helm (?:upgrade --install|install|upgrade|template|pull|show \w+)\s+(?:[\w-]+\s+)?([\w-]+/[\w-]+)[^\n]*"
+)
+
+
+def _helm_commands(text: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", text)  # shell line continuations
+    return [m.group(0) for m in HELM_COMMAND.finditer(joined)]
+
+
+def chart_problems(texts: dict[str, str], charts: dict[str, str]) -> list[str]:
+    """Every helm command that names a chart pins `--version` to the version in `charts`."""
+    problems = []
+    for where, text in texts.items():
+        for command in _helm_commands(text):
+            chart = re.search(r"\s([\w-]+/([\w-]+))", command)
+            pinned = re.search(r"--version[ =](\S+)", command)
+            name = chart.group(2) if chart else "?"
+            if not pinned:
+                problems.append(f"{where}: `{command[:70]}...` has no --version; pin the chart")
+            elif name in charts and pinned.group(1) != charts[name]:
+                problems.append(
+                    f"{where}: {name} --version {pinned.group(1)}, but the pinned version is "
+                    f"{charts[name]} (CHARTS in lib/raylife/deploy/kuberay.py)"
+                )
+    for name, version in charts.items():
+        if not re.fullmatch(r"v?\d+\.\d+\.\d+", version or ""):
+            problems.append(
+                f"chart {name}: version {version!r} is not an exact release; pin one in CHARTS "
+                "(lib/raylife/deploy/kuberay.py)"
+            )
+    return problems
+
+
+# ---- production serving ------------------------------------------------------------------------
+
+
+def _service(objects: Objects) -> dict[str, Any]:
+    [service] = [o for _, o in _all(objects) if o.get("kind") == "RayService"]
+    return service
+
+
+def serving_problems(objects: Objects) -> list[str]:
+    """HA, graceful stop, health checks and observability of the RayService."""
+    service = _service(objects)
+    cluster = service["spec"]["rayClusterConfig"]
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    problems = []
+    ft = cluster.get("gcsFaultToleranceOptions") or {}
+    if not ft.get("redisAddress") or "valueFrom" not in (ft.get("redisPassword") or {}):
+        problems.append(
+            "RayService: no GCS fault tolerance with an external Redis whose password comes from a Secret"
+        )
+    workers = [g["groupName"] for g in cluster["workerGroupSpecs"]]
+    budgets = [o for _, o in _all(objects) if o.get("kind") == "PodDisruptionBudget"]
+    covered = {b["spec"]["selector"]["matchLabels"].get("ray.io/group") for b in budgets}
+    if set(workers) - covered:
+        problems.append(
+            f"RayService: worker groups {sorted(set(workers) - covered)} have no PodDisruptionBudget"
+        )
+    for group in cluster["workerGroupSpecs"]:
+        if not group["template"]["spec"].get("topologySpreadConstraints"):
+            problems.append(
+                f"RayService: worker group {group['groupName']!r} has no topology spread"
+            )
+    for app in config["applications"]:
+        for deployment in app.get("deployments", []):
+            if app["name"] != "ops" and not deployment.get("max_replicas_per_node"):
+                problems.append(
+                    f"Serve app {app['name']!r}: no max_replicas_per_node (replicas may share a node)"
+                )
+    problems += _graceful_stop_problems(objects, service, config)
+    for _, ingress in ((n, o) for n, o in _all(objects) if o.get("kind") == "Ingress"):
+        path = ingress["metadata"]["annotations"].get("alb.ingress.kubernetes.io/healthcheck-path")
+        if path != "/readyz":
+            problems.append(
+                f"Ingress: ALB health check {path!r} reflects one replica; use /readyz (every application)"
+            )
+    return problems
+
+
+def _prestop_s(container: dict[str, Any]) -> int:
+    hook = (container.get("lifecycle") or {}).get("preStop") or {}
+    return int((hook.get("sleep") or {}).get("seconds", 0))
+
+
+def _graceful_stop_problems(
+    objects: Objects, service: dict[str, Any], config: dict[str, Any]
+) -> list[str]:
+    drain = max(
+        d.get("graceful_shutdown_timeout_s", 20)
+        for app in config["applications"]
+        for d in app.get("deployments", [])
+    )
+    ingress = [o for _, o in _all(objects) if o.get("kind") == "Ingress"]
+    attributes = (
+        ingress[0]["metadata"]["annotations"].get(
+            "alb.ingress.kubernetes.io/target-group-attributes", ""
+        )
+        if ingress
+        else ""
+    )
+    found = re.search(r"deregistration_delay\.timeout_seconds=(\d+)", attributes)
+    deregistration = int(found.group(1)) if found else 300  # the ALB's default
+    problems = []
+    for role, template in pod_templates(service):
+        pod = template["spec"]
+        [ray] = [c for c in pod["containers"] if c["name"].startswith("ray-")]
+        prestop = _prestop_s(ray)
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if prestop < deregistration:
+            problems.append(
+                f"RayService {role}: preStop sleep {prestop} s < the ALB deregistration delay "
+                f"{deregistration} s; in-flight requests would hit a stopped proxy"
+            )
+        if grace < prestop + drain:
+            problems.append(
+                f"RayService {role}: terminationGracePeriodSeconds {grace} < preStop {prestop} s + "
+                f"Serve graceful_shutdown_timeout_s {drain} s; raise it"
+            )
+    return problems
+
+
+def observability_problems(objects: Objects) -> list[str]:
+    problems = []
+    monitors = [o for _, o in _all(objects) if o.get("kind") in ("PodMonitor", "ServiceMonitor")]
+    if any(
+        m["kind"] == "ServiceMonitor" and "head" in str(m["spec"]["selector"]) for m in monitors
+    ):
+        problems.append(
+            "monitoring: a ServiceMonitor on head Services double-counts heads (RayService has two head Services); use a PodMonitor"
+        )
+    by_type = {
+        m["spec"]["selector"]["matchLabels"].get("ray.io/node-type"): m
+        for m in monitors
+        if m["kind"] == "PodMonitor"
+    }
+    wanted = {"head": {"metrics", "as-metrics", "dash-metrics"}, "worker": {"metrics"}}
+    for node_type, ports in wanted.items():
+        monitor = by_type.get(node_type)
+        endpoints = (monitor or {}).get("spec", {}).get("podMetricsEndpoints", [])
+        if {e["port"] for e in endpoints} != ports:
+            problems.append(
+                f"monitoring: PodMonitor for {node_type} pods must scrape {sorted(ports)}"
+            )
+        for e in endpoints:
+            labels = {r.get("targetLabel") for r in e.get("relabelings", [])}
+            if "ray_io_cluster" not in labels:
+                problems.append(
+                    f"monitoring: {node_type} port {e['port']}: no ray_io_cluster label (Ray's dashboards filter on it)"
+                )
+    for name, obj in _all(objects):
+        for role, template in pod_templates(obj):
+            pod = template["spec"]
+            if role == "submitter":
+                continue
+            if not any(
+                c["name"] == "fluent-bit"
+                and any(m["mountPath"] == "/tmp/ray" for m in c.get("volumeMounts", []))
+                for c in pod["containers"]
+            ):
+                problems.append(
+                    f"kuberay/{name}: {role}: no Fluent Bit sidecar shipping /tmp/ray logs off the pod"
+                )
+            if role == "head":
+                [head] = [c for c in pod["containers"] if c["name"] == "ray-head"]
+                names = {p["name"] for p in head.get("ports", [])}
+                if not {"metrics", "as-metrics", "dash-metrics"} <= names:
+                    problems.append(
+                        f"kuberay/{name}: head declares no as-metrics / dash-metrics ports"
+                    )
+    return problems
+
+
+def generation_problems(
+    objects: Objects,
+    groups: dict[str, nodes.NodeGroup],
+    charts: dict[str, str],
+    texts: dict[str, str],
+) -> list[str]:
+    """What `make kuberay-manifests` refuses to write."""
+    return [
+        *fit_problems(objects, groups),
+        *keep_alive_problems(objects),
+        *image_problems(objects),
+        *chart_problems(texts, charts),
+    ]
+
+
+def lines(problems: Iterable[str]) -> str:
+    problems = list(problems)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}" if problems else ""
+
+
+def load(folder: Path) -> Objects:
+    """The objects of every kuberay/*.yaml file (what `kubectl apply -f` would send)."""
+    return {
+        path.name: [o for o in yaml.safe_load_all(path.read_text()) if o]
+        for path in sorted(folder.glob("*.yaml"))
+    }

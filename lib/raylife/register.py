@@ -1,0 +1,96 @@
+"""The verbs behind the CLI and the jobs: train, tune, register, promote, evaluate.
+
+Each function is a short list of named steps over the modules that do the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylife.artifact import Artifact
+from raylife.config import TrainConfig, TuneConfig
+from raylife.data import PreparedData, prepare
+from raylife.evaluate import evaluate_artifact
+from raylife.registry import get_spec
+from raylife.settings import Settings
+from raylife.store import ModelStore, Pointer, load_artifact_dir
+from raylife.train import TrainOutcome, run_training
+from raylife.tune import SweepOutcome, run_sweep
+
+
+@dataclass
+class Registered:
+    version: str
+    artifact: Artifact
+    pointer: Pointer | None
+    """Set when the version was promoted."""
+
+
+@contextmanager
+def local_checkpoint(path: str) -> Iterator[Path]:
+    """A local folder for a checkpoint path that may live on S3 (Ray downloads it)."""
+    if "://" not in path:
+        yield Path(path)
+        return
+    from ray.train import Checkpoint
+
+    with Checkpoint(path=path).as_directory() as folder:
+        yield Path(folder)
+
+
+def register_checkpoint(
+    store: ModelStore,
+    checkpoint_path: str,
+    run_info: dict[str, Any],
+    promote: bool,
+    data: PreparedData | None = None,
+) -> Registered:
+    """Checkpoint -> test metrics -> new store version -> (optionally) promoted."""
+    with local_checkpoint(checkpoint_path) as folder:
+        artifact = load_artifact_dir(folder)
+    artifact.run = {**artifact.run, "checkpoint": checkpoint_path, **run_info}
+    artifact.metrics = {**artifact.metrics, **evaluate_artifact(artifact, data)}
+    artifact.created_at = ""
+    version = store.register(artifact)
+    pointer = store.promote(artifact.model, version) if promote else None
+    return Registered(version, artifact, pointer)
+
+
+def train_and_register(
+    cfg: TrainConfig, settings: Settings, promote: bool, data: PreparedData | None = None
+) -> tuple[TrainOutcome, Registered]:
+    # Prepared once: training and the test-split evaluation share it (a URL table is read once).
+    data = data or prepare(get_spec(cfg.model), cfg.data)
+    outcome = run_training(cfg, settings, data)
+    registered = register_checkpoint(
+        ModelStore(settings.store_uri), outcome.checkpoint_path, {"source": "train"}, promote, data
+    )
+    return outcome, registered
+
+
+def tune_and_register(
+    base: TrainConfig,
+    tune_cfg: TuneConfig,
+    settings: Settings,
+    promote: bool,
+    data: PreparedData | None = None,
+) -> tuple[SweepOutcome, Registered]:
+    data = data or prepare(get_spec(base.model), base.data)
+    outcome = run_sweep(base, tune_cfg, settings, data)
+    info = {
+        "source": "tune",
+        "sweep": outcome.name,
+        "trial_hparams": {k: _plain(v) for k, v in outcome.best_config.items()},
+    }
+    registered = register_checkpoint(
+        ModelStore(settings.store_uri), outcome.checkpoint_path, info, promote, data
+    )
+    return outcome, registered
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,107 @@
+"""ModelService: the promoted version of one model, ready to answer requests; swaps versions safely.
+
+Both servers share it: the Ray Serve replica (serve_apps/models.py) and the bare uvicorn baseline
+(raylife.serve.bare). It knows nothing of HTTP or Ray.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from raylife.data import InputSchema
+from raylife.errors import ArtifactError
+from raylife.predict import Predictor
+from raylife.store import ModelStore
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One immutable (predictor, version, generation): requests take a reference and keep it, so a
+    swap never changes the model under a request that is already running."""
+
+    predictor: Predictor
+    version: str
+    generation: int
+
+
+class ModelService:
+    def __init__(self, model: str, store_uri: str, torch_threads: int = 1) -> None:
+        # One intra-op thread per replica: these models are tiny and replicas scale out, so more
+        # threads only fight each other (and the HTTP event loop) for the same cores.
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        self.model = model
+        self.store = ModelStore(store_uri)
+        # A Serve replica given GPUs sees them (CUDA_VISIBLE_DEVICES); one given none sees none.
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._swap_lock = threading.Lock()
+        self.current = self._load_promoted()
+
+    @property
+    def schema(self) -> InputSchema:
+        return self.current.predictor.artifact.schema
+
+    @property
+    def task(self) -> str:
+        return self.current.predictor.artifact.task
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.current.predictor.artifact.label_names or [])
+
+    def _load_promoted(self) -> Loaded:
+        pointer = self.store.pointer(self.model)
+        if pointer is None:
+            raise ArtifactError(
+                f"no promoted version of {self.model!r} in store {self.store.uri}; "
+                f"run: raylife promote {self.model} VERSION"
+            )
+        version, artifact = self.store.load(self.model, pointer.version)
+        return Loaded(Predictor(artifact, version, self.device), version, pointer.generation)
+
+    def reload(self) -> bool:
+        """Load the version the store's pointer names now, if it changed. True when swapped.
+
+        A new version must take the same input schema: the HTTP request models were generated from
+        the first one, and a silent change would turn valid requests into wrong answers.
+        """
+        with self._swap_lock:
+            pointer = self.store.pointer(self.model)
+            if pointer is not None and pointer.version == self.current.version:
+                current = self.current
+                self.current = Loaded(current.predictor, current.version, pointer.generation)
+                return False
+            loaded = self._load_promoted()
+            old, new = self.schema, loaded.predictor.artifact.schema
+            if (old.feature_names, old.shape) != (new.feature_names, new.shape):
+                raise ArtifactError(
+                    f"{self.model} version {loaded.version} takes inputs {new.shape} "
+                    f"{new.feature_names[:4]}..., the served one {old.shape} {old.feature_names[:4]}...; "
+                    "a schema change needs a new deployment (redeploy the Serve app), not a swap"
+                )
+            self.current = loaded
+            return True
+
+    def predict(self, X: np.ndarray) -> tuple[Loaded, list[dict[str, Any]]]:
+        """Raw inputs (n, *shape) -> (the version that answered, one prediction per row)."""
+        loaded = self.current
+        return loaded, loaded.predictor.predict_array(X)
+
+    def info(self) -> dict[str, Any]:
+        loaded = self.current
+        artifact = loaded.predictor.artifact
+        return {
+            "model": self.model,
+            "version": loaded.version,
+            "generation": loaded.generation,
+            "device": self.device,
+            "task": artifact.task,
+            "labels": artifact.label_names,
+            "input": artifact.schema.to_dict(),
+            "metrics": artifact.metrics,
+        }
