@@ -92,11 +92,14 @@ KUBERAY_FLAGS = --registry $(REGISTRY) $(if $(COMMIT),--commit $(COMMIT)) \
   $(if $(REDIS_ADDRESS),--redis-address $(REDIS_ADDRESS)) \
   $(if $(TRAIN_TOKEN),--train-token $(TRAIN_TOKEN)) $(if $(SERVE_TOKEN),--serve-token $(SERVE_TOKEN))
 
-kuberay-manifests: $(INSTALLED) serve-configs ## Check, then regenerate kuberay/*.yaml and kuberay/helm/install.sh (REGISTRY= COMMIT= REDIS_ADDRESS= TRAIN_TOKEN= SERVE_TOKEN=)
-	$(PY) -m raylife.deploy.kuberay kuberay $(KUBERAY_FLAGS)
+# The generator renders the Serve config in memory and checks everything before writing any file;
+# serve_apps/rendered/ is written only after it succeeded.
+kuberay-manifests: $(INSTALLED) ## Check, then regenerate kuberay/*.yaml, kuberay/helm/install.sh and the Serve configs (REGISTRY= COMMIT= REDIS_ADDRESS= TRAIN_TOKEN= SERVE_TOKEN=)
+	$(RAYLIFE) kuberay-manifests kuberay $(KUBERAY_FLAGS)
+	$(RAYLIFE) serve-configs
 
 rehearse: $(INSTALLED) ## Run kuberay/'s CPU RayJobs and the local Serve config on a local 2-node Ray cluster
-	$(PY) -m raylife.deploy.rehearsal
+	$(RAYLIFE) rehearse
 
 eks-addons: ## helm install Cluster Autoscaler and the AWS Load Balancer Controller (pinned charts, kuberay/helm/install.sh)
 	bash kuberay/helm/install.sh cluster-autoscaler

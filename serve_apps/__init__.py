@@ -1,1 +1,1 @@
-"""Ray Serve applications (see the Serve issue)."""
+"""Ray Serve applications: typed builders that Serve imports by path (no I/O at import)."""

@@ -55,8 +55,10 @@ def run_all(
     say: Callable[[str], None] = print,
     serve: bool = True,
     max_concurrent: int = 2,
+    preset: str = "default",
 ) -> list[ModelReport]:
-    """max_concurrent: trials at once. Measured on 2 cores (Iris, 4 trials): 123 s one at a time,
+    """preset: the hyperparameters each sweep starts from ("debug": tiny, for tests).
+    max_concurrent: trials at once. Measured on 2 cores (Iris, 4 trials): 123 s one at a time,
     89 s two at a time, with the same best trial. A trial's start-up (new processes importing
     torch and Ray Train) is CPU work that overlaps the other trial's latency-bound small-model
     training."""
@@ -64,12 +66,15 @@ def run_all(
     tune_cfg = TuneConfig(num_samples=samples, max_concurrent_trials=max_concurrent)
     if serve:  # the cluster the sweeps start will serve too: give it Serve's environment now
         ensure_ray(
-            num_cpus=max(required_cpus(_base_config(m, num_workers), tune_cfg) for m in models),
+            num_cpus=max(
+                required_cpus(_base_config(m, num_workers, preset), tune_cfg) for m in models
+            ),
             cluster_env=serving.serving_cluster_env(),
         )
     for index, model in enumerate(models, start=1):
         say(f"\n[{index}/{len(models)}] {model}: {get_spec(model).description}")
-        report, test_rows[model] = run_model(model, settings, tune_cfg, num_workers, say)
+        base = _base_config(model, num_workers, preset)
+        report, test_rows[model] = run_model(base, settings, tune_cfg, say)
         reports.append(report)
     say("\n" + format_table(reports))
     summary = settings.home / "run-summary.json"
@@ -98,22 +103,21 @@ def serve_and_query(
 
 
 def run_model(
-    model: str,
+    base: TrainConfig,
     settings: Settings,
     tune_cfg: TuneConfig,
-    num_workers: int,
     say: Callable[[str], None],
 ) -> tuple[ModelReport, tuple[Any, Any]]:
     """The model's report, and its first held-out test row (raw inputs, truth) for serving."""
     started = time.monotonic()
+    model, num_workers = base.model, base.num_workers
     spec = get_spec(model)
-    base = _base_config(model, num_workers)
     data = prepare(spec, base.data)
     say(f"  data: {data.provenance['origin']} -> train/val/test {data.provenance['rows']}")
     say(
         f"  sweep: {tune_cfg.num_samples} trials x {num_workers}-worker Ray Train runs "
         f"({tune_cfg.max_concurrent_trials} at a time), ASHA on validation {spec.task_obj.metric}, "
-        f"up to {spec.defaults.epochs} epochs"
+        f"up to {base.hparams.epochs} epochs"
     )
     sweep, registered = tune_and_register(base, tune_cfg, settings, promote=True, data=data)
     metric = spec.task_obj.metric
@@ -143,9 +147,10 @@ def run_model(
     return report, (data.test_raw.X[0], data.test_raw.y[0])
 
 
-def _base_config(model: str, num_workers: int) -> TrainConfig:
-    """A sweep's base run: the registry defaults (each trial overrides what Tune samples)."""
-    return TrainConfig(model=model, hparams=get_spec(model).defaults, num_workers=num_workers)
+def _base_config(model: str, num_workers: int, preset: str) -> TrainConfig:
+    """A sweep's base run: the preset's hyperparameters (each trial overrides what Tune samples)."""
+    hparams = get_spec(model).preset(preset)
+    return TrainConfig(model=model, hparams=hparams, num_workers=num_workers)
 
 
 def _sample_predictions(predictor: Predictor, data: Any, n: int = 3) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The verbs behind the CLI and the jobs: train, tune, register, promote, evaluate.
+"""Train or sweep, then register the chosen checkpoint in the store (and promote it).
 
 Each function is a short list of named steps over the modules that do the work.
 """

@@ -80,9 +80,17 @@ def register(verbs: Any) -> None:
     gpu.set_defaults(func=cmd_gpu_check)
 
     manifests = verbs.add_parser(
-        "kuberay-manifests", help="regenerate the KubeRay/EKS manifests (default folder: kuberay/)"
+        "kuberay-manifests",
+        help="check, then regenerate the KubeRay/EKS manifests (default folder: kuberay/)",
     )
     manifests.add_argument("folder", nargs="?", default="kuberay")
+    manifests.add_argument(
+        "--registry", help="ECR repository (default: $RAYLIFE_REGISTRY or a placeholder)"
+    )
+    manifests.add_argument("--commit", help="git commit of the images, 12 hex digits")
+    manifests.add_argument("--redis-address", help="GCS Redis (ElastiCache primary endpoint)")
+    manifests.add_argument("--train-token", type=int, help="rotation number of the training token")
+    manifests.add_argument("--serve-token", type=int, help="rotation number of the serving token")
     manifests.set_defaults(func=cmd_kuberay_manifests)
 
     rehearse = verbs.add_parser(
@@ -171,7 +179,16 @@ def cmd_gpu_check(args: argparse.Namespace) -> None:
 def cmd_kuberay_manifests(args: argparse.Namespace) -> None:
     from raylife.deploy import kuberay
 
-    for path in kuberay.write(Path(args.folder)):
+    folder = Path(args.folder)
+    site = kuberay.load_site(
+        folder,
+        registry=args.registry,
+        commit=args.commit,
+        redis_address=args.redis_address,
+        train_token=args.train_token,
+        serve_token=args.serve_token,
+    )
+    for path in kuberay.write(folder, site):  # checks everything before writing anything
         print(f"wrote {path}")
 
 

@@ -74,6 +74,11 @@ def register(verbs: Any) -> None:
     run.add_argument("--samples", type=int, default=4, help="Tune trials per model")
     run.add_argument("--num-workers", type=int, default=2)
     run.add_argument("--max-concurrent", type=int, default=2, help="trials at once")
+    run.add_argument(
+        "--preset",
+        default="default",
+        help="hyperparameters each sweep starts from: default | debug (tiny, for tests)",
+    )
     add_store_flag(run)
     run.set_defaults(func=cmd_run)
 
@@ -181,4 +186,5 @@ def cmd_run(args: argparse.Namespace) -> None:
         samples=args.samples,
         num_workers=args.num_workers,
         max_concurrent=args.max_concurrent,
+        preset=args.preset,
     )

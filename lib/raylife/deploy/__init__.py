@@ -1,0 +1,1 @@
+"""Kubernetes: KubeRay/EKS manifest generation, their checks, and the local rehearsal."""

@@ -1,0 +1,1 @@
+"""Developer and operator tools: quality, studies, load test, GPU check, the benchmark."""
