@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RAYLIFE := $(VENV)/bin/raylife
+RUNTIME := $(VENV)/.runtime
 INSTALLED := $(VENV)/.installed
 MODELS ?= all
 SAMPLES ?= 4
@@ -16,16 +17,22 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 
 # torch/torchvision are installed first and by exact version: pip takes both from this machine's
-# disk; any resolver left to choose would download a different multi-GB build.
-$(INSTALLED): pyproject.toml
+# disk; any resolver left to choose would download a different multi-GB build. What runs the
+# life-cycle needs the runtime dependencies only ($(RUNTIME)); tests and linters add the dev
+# extra ($(INSTALLED)), so a first `make run` does not wait for fuzzers and validators.
+$(RUNTIME): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+$(INSTALLED): $(RUNTIME)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-install: $(INSTALLED) ## Create .venv and install raylife (first use only)
+install: $(INSTALLED) ## Create .venv and install raylife with the dev tools (first use only)
 
-run: $(INSTALLED) ## Main job: sweep -> promote -> evaluate -> predict for all four models (MODELS=, SAMPLES=)
+run: $(RUNTIME) ## Main job: sweep -> promote -> evaluate -> predict for all four models (MODELS=, SAMPLES=)
 	$(RAYLIFE) run --models $(MODELS) --samples $(SAMPLES)
 
 test: $(INSTALLED) ## Full test suite: unit tests, then integration tests on one local Ray cluster
@@ -40,20 +47,20 @@ test-unit: $(INSTALLED) ## Unit tests only (no Ray cluster, seconds)
 test-integration: $(INSTALLED) ## Integration tests only (shared local Ray cluster)
 	$(PY) -m pytest tests/integration
 
-quality: $(INSTALLED) ## Registry defaults x seeds through Ray Train -> reports/quality.json (SEEDS=)
+quality: $(RUNTIME) ## Registry defaults x seeds through Ray Train -> reports/quality.json (SEEDS=)
 	$(RAYLIFE) quality --models $(MODELS) --seeds $(SEEDS)
 
-selection-study: $(INSTALLED) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
+selection-study: $(RUNTIME) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
 	$(RAYLIFE) selection-study --models ionosphere,iris,boston --seeds $(SEEDS)
 	$(RAYLIFE) selection-study --models mnist --seeds $(SEEDS) --folds 5 --repeats 2
 
-report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
+report-cost: $(RUNTIME) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
 	$(RAYLIFE) report-cost --model iris
 
-bench: $(INSTALLED) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.{json,md} (~20 min)
+bench: $(RUNTIME) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.{json,md} (~20 min)
 	$(RAYLIFE) bench
 
-bench-quick: $(INSTALLED) ## The benchmark at smoke-test sizes (CI runs it; ~2 min, no lifecycle section)
+bench-quick: $(RUNTIME) ## The benchmark at smoke-test sizes (CI runs it; ~2 min, no lifecycle section)
 	$(RAYLIFE) bench --quick
 
 PORT ?= 8000
@@ -61,13 +68,13 @@ MODEL ?= iris
 CONCURRENCY ?= 16
 REQUESTS ?= 2000
 
-serve: $(INSTALLED) ## Serve the promoted models with Ray Serve on 127.0.0.1:$(PORT) (Ctrl-C stops)
+serve: $(RUNTIME) ## Serve the promoted models with Ray Serve on 127.0.0.1:$(PORT) (Ctrl-C stops)
 	$(RAYLIFE) serve --port $(PORT)
 
-loadtest: $(INSTALLED) ## Serve vs bare uvicorn on the same artifact, alternated (MODEL=, CONCURRENCY=, REQUESTS=)
+loadtest: $(RUNTIME) ## Serve vs bare uvicorn on the same artifact, alternated (MODEL=, CONCURRENCY=, REQUESTS=)
 	$(RAYLIFE) loadtest --model $(MODEL) --concurrency $(CONCURRENCY) --requests $(REQUESTS) --baseline
 
-serve-configs: $(INSTALLED) ## Render serve_apps/config base + overlays -> serve_apps/rendered/
+serve-configs: $(RUNTIME) ## Render serve_apps/config base + overlays -> serve_apps/rendered/
 	$(RAYLIFE) serve-configs
 
 test-manifests: $(INSTALLED) ## KubeRay manifests against the CRDs and Kubernetes schemas (no cluster)
@@ -98,7 +105,7 @@ kuberay-manifests: $(INSTALLED) ## Check, then regenerate kuberay/*.yaml, kubera
 	$(RAYLIFE) kuberay-manifests kuberay $(KUBERAY_FLAGS)
 	$(RAYLIFE) serve-configs
 
-rehearse: $(INSTALLED) ## Run kuberay/'s CPU RayJobs and the local Serve config on a local 2-node Ray cluster
+rehearse: $(RUNTIME) ## Run kuberay/'s CPU RayJobs and the local Serve config on a local 2-node Ray cluster
 	$(RAYLIFE) rehearse
 
 eks-addons: ## helm install Cluster Autoscaler and the AWS Load Balancer Controller (pinned charts, kuberay/helm/install.sh)

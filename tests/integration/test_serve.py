@@ -324,5 +324,11 @@ def test_what_docs_security_says_binds_everywhere_does(served):
     assert bound[constants.RAY_SERVE_HAPROXY_STATS_PORT] & everywhere, bound
     assert bound[constants.RAY_SERVE_HAPROXY_METRICS_PORT] & everywhere, bound
     assert bound[int(url.rsplit(":", 1)[1])] == {"127.0.0.1"}  # the model port: loopback only
-    mode = stat.S_IMODE(os.stat(constants.RAY_SERVE_HAPROXY_SOCKET_PATH).st_mode)
+    # One socket per node, in a folder named by the node id (Ray 2.60: several raylets may share
+    # a host), next to where RAY_SERVE_HAPROXY_SOCKET_PATH points.
+    import ray
+
+    folder, name = os.path.split(constants.RAY_SERVE_HAPROXY_SOCKET_PATH)
+    socket = os.path.join(folder, ray.get_runtime_context().get_node_id(), name)
+    mode = stat.S_IMODE(os.stat(socket).st_mode)
     assert mode == 0o666, oct(mode)

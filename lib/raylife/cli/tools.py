@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raylife.cli.common import model_list, seed_list, settings_from
+from raylife.cli.common import add_store_flag, model_list, seed_list, settings_from
 from raylife.errors import RaylifeError
 
 
@@ -79,24 +79,28 @@ def register(verbs: Any) -> None:
     gpu.add_argument("--requests", type=int, default=2000)
     gpu.set_defaults(func=cmd_gpu_check)
 
+    from raylife.deploy.kuberay import add_site_flags
+
     manifests = verbs.add_parser(
         "kuberay-manifests",
         help="check, then regenerate the KubeRay/EKS manifests (default folder: kuberay/)",
     )
-    manifests.add_argument("folder", nargs="?", default="kuberay")
-    manifests.add_argument(
-        "--registry", help="ECR repository (default: $RAYLIFE_REGISTRY or a placeholder)"
-    )
-    manifests.add_argument("--commit", help="git commit of the images, 12 hex digits")
-    manifests.add_argument("--redis-address", help="GCS Redis (ElastiCache primary endpoint)")
-    manifests.add_argument("--train-token", type=int, help="rotation number of the training token")
-    manifests.add_argument("--serve-token", type=int, help="rotation number of the serving token")
+    add_site_flags(manifests)
     manifests.set_defaults(func=cmd_kuberay_manifests)
 
     rehearse = verbs.add_parser(
         "rehearse", help="run kuberay/'s CPU RayJobs and the local Serve config on 2 local nodes"
     )
     rehearse.set_defaults(func=cmd_rehearse)
+
+    ha = verbs.add_parser(
+        "rehearse-ha",
+        help="kill the head's GCS, then the head, under load on a 2-node cluster (root: netns)",
+    )
+    ha.add_argument("--replicas", type=int, default=2, help="iris replicas on the worker node")
+    ha.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_store_flag(ha)
+    ha.set_defaults(func=cmd_rehearse_ha)
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -179,17 +183,31 @@ def cmd_gpu_check(args: argparse.Namespace) -> None:
 def cmd_kuberay_manifests(args: argparse.Namespace) -> None:
     from raylife.deploy import kuberay
 
-    folder = Path(args.folder)
-    site = kuberay.load_site(
-        folder,
-        registry=args.registry,
-        commit=args.commit,
-        redis_address=args.redis_address,
-        train_token=args.train_token,
-        serve_token=args.serve_token,
-    )
-    for path in kuberay.write(folder, site):  # checks everything before writing anything
+    for path in kuberay.write_from_args(args):  # checks everything before writing anything
         print(f"wrote {path}")
+
+
+def cmd_rehearse_ha(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from raylife.deploy.ha_rehearsal import rehearse_ha
+
+    if args.replicas < 1:
+        raise RaylifeError(f"--replicas must be >= 1, got {args.replicas}")
+    print("Rehearsing the RayService's HA on a local 2-node cluster (GCS state in RocksDB) ...")
+    with tempfile.TemporaryDirectory(prefix="rl-ha-") as work:
+        report = rehearse_ha(settings_from(args).store_uri, Path(work), replicas=args.replicas)
+    print(json.dumps(report, indent=2) if args.json else _ha_summary(report))
+
+
+def _ha_summary(report: dict[str, Any]) -> str:
+    return (
+        f"outage {report['outage_s']} s; {report['requests']} requests, {report['lost']} lost; "
+        f"first try {report['during_outage_first_try_share']:.2%} during the outage "
+        f"({report['during_outage_requests']} requests); app {report['app_status_after']}, "
+        f"same replicas: {report['same_replicas']}; promotion after recovery served: "
+        f"{report['promotion_after_recovery']['served']}"
+    )
 
 
 def cmd_rehearse(args: argparse.Namespace) -> None:

@@ -750,9 +750,8 @@ def write(folder: Path, site: Site | None = None) -> list[Path]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-    """python -m raylife.deploy.kuberay [FOLDER] [--registry ...]: check, then write (default: kuberay/)."""
-    parser = argparse.ArgumentParser(prog="python -m raylife.deploy.kuberay")
+def add_site_flags(parser: argparse.ArgumentParser) -> None:
+    """The generator's inputs as flags (`raylife kuberay-manifests`, `python -m` this module)."""
     parser.add_argument("folder", nargs="?", default="kuberay")
     parser.add_argument(
         "--registry", help="ECR repository (default: $RAYLIFE_REGISTRY or a placeholder)"
@@ -761,18 +760,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-address", help="GCS Redis (ElastiCache primary endpoint)")
     parser.add_argument("--train-token", type=int, help="rotation number of the training token")
     parser.add_argument("--serve-token", type=int, help="rotation number of the serving token")
-    args = parser.parse_args(argv)
+
+
+def write_from_args(args: argparse.Namespace) -> list[Path]:
+    """Check, then write the manifests the parsed site flags describe (nothing on a problem)."""
     folder = Path(args.folder)
+    site = load_site(
+        folder,
+        registry=args.registry,
+        commit=args.commit,
+        redis_address=args.redis_address,
+        train_token=args.train_token,
+        serve_token=args.serve_token,
+    )
+    return write(folder, site)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m raylife.deploy.kuberay [FOLDER] [--registry ...] = raylife kuberay-manifests."""
+    parser = argparse.ArgumentParser(prog="python -m raylife.deploy.kuberay")
+    add_site_flags(parser)
     try:
-        site = load_site(
-            folder,
-            registry=args.registry,
-            commit=args.commit,
-            redis_address=args.redis_address,
-            train_token=args.train_token,
-            serve_token=args.serve_token,
-        )
-        paths = write(folder, site)
+        paths = write_from_args(parser.parse_args(argv))
     except RaylifeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
