@@ -11,7 +11,7 @@ SAMPLES ?= 4
 SEEDS ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
+.PHONY: help install run test test-fast test-ha test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test: $(INSTALLED) ## Full test suite: unit tests, then integration tests on one
 
 test-fast: $(INSTALLED) ## The inner loop: unit + manifest tests, no Ray cluster (<= 90 s)
 	$(PY) -m pytest -q tests/unit tests/manifests
+
+test-ha: $(INSTALLED) ## The HA rehearsal as a test (root: network namespaces; opt-in, ~2-5 min)
+	RAYLIFE_TEST_HA=1 $(PY) -m pytest -s tests/integration/test_ha_rehearsal.py
 
 test-unit: $(INSTALLED) ## Unit tests only (no Ray cluster, seconds)
 	$(PY) -m pytest tests/unit

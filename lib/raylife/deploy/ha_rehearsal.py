@@ -445,6 +445,10 @@ def rehearse_ha(
     return report
 
 
+MAX_HEAD_STARTS = 4
+"""Starts of the head after the kill: like the kubelet, a head that exits is started again."""
+
+
 def _kill_and_restart_head(cluster: Cluster, say: Any) -> dict[str, float]:
     """GCS killed -> head pod gone -> head restarted -> Serve's controller answers again."""
     killed = time.monotonic()
@@ -455,23 +459,40 @@ def _kill_and_restart_head(cluster: Cluster, say: Any) -> dict[str, float]:
     restarted = time.monotonic()
     cluster.head.start()
     say("  head restarted with the same GCS storage")
+    first_start = cluster.head.starts
 
     def controller_back() -> bool:
+        head = cluster.head.process
+        if head is not None and head.poll() is not None:  # it exited: restart it, as Kubernetes
+            if cluster.head.starts - first_start + 1 >= MAX_HEAD_STARTS:
+                raise RaylifeError(
+                    f"the head exited {MAX_HEAD_STARTS} times after the restart; its output "
+                    f"ends: {cluster.head.log_tail()}"
+                )
+            say(f"  the head exited ({head.returncode}); starting it again, as the kubelet would")
+            cluster.head.kill()
+            cluster.head.start()
+            return False
         status, _ = app_state(cluster)
         return status == "RUNNING"
 
     wait_until(
         controller_back,
-        240,
+        300,
         lambda: (
-            "Serve's controller did not report the app RUNNING within 240 s of the head "
+            "Serve's controller did not report the app RUNNING within 300 s of the head "
             f"restart; the head's output ends: {cluster.head.log_tail()}"
         ),
         interval_s=0.5,
-        ignore=(Exception,),
+        ignore=(OSError, KeyError, ValueError, TypeError, RuntimeError),
     )
     back = time.monotonic()
-    return {"killed": killed, "restarted": restarted, "back": back}
+    return {
+        "killed": killed,
+        "restarted": restarted,
+        "back": back,
+        "head_starts": cluster.head.starts - first_start + 1,
+    }
 
 
 def _figures(
@@ -482,6 +503,7 @@ def _figures(
     status, after = app_state(cluster)
     return {
         "outage_s": round(outage["back"] - outage["killed"], 1),
+        "head_starts_after_kill": int(outage["head_starts"]),
         "requests": total["requests"],
         "lost": total["requests"] - total["ok_final"],
         "first_try_share": round(total["ok_first_try"] / max(total["requests"], 1), 4),
