@@ -170,6 +170,7 @@ def _entrypoints() -> list[str]:
     return sorted({o["spec"]["entrypoint"] for _, o in OBJECTS if o["kind"] == "RayJob"})
 
 
+@pytest.mark.slow  # a Python process per job (~4 s each): in make test, not in make test-fast
 @pytest.mark.parametrize("entrypoint", _entrypoints())
 def test_job_entrypoints_exist_and_answer_help(entrypoint):
     argv = entrypoint.split()

@@ -41,6 +41,7 @@ def store(tmp_path_factory):
         ("mnist", 0.2, {"POST /", "POST /image", "GET /info", "GET /healthz"}),
     ],
 )
+@pytest.mark.slow  # about a minute: in make test, not in make test-fast
 def test_no_route_answers_5xx(store, model, schema_share, routes):
     report = fuzz_routes(
         build(model, store), prefix=f"/{model}", per_route=PER_ROUTE, schema_share=schema_share
