@@ -74,23 +74,23 @@ def register(verbs: Any) -> None:
     run.add_argument("--samples", type=int, default=4, help="Tune trials per model")
     run.add_argument("--num-workers", type=int, default=2)
     run.add_argument("--max-concurrent", type=int, default=2, help="trials at once")
-    run.add_argument(
-        "--preset",
-        default="default",
-        help="hyperparameters each sweep starts from: default | debug (tiny, for tests)",
-    )
+    _preset_flag(run)
     add_store_flag(run)
     run.set_defaults(func=cmd_run)
 
 
-def _run_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by train and tune: the model, its data, hyperparameters and resources."""
-    parser.add_argument("--model", required=True, help="boston | ionosphere | iris | mnist")
+def _preset_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         default="default",
         help="hyperparameter preset: default | debug (tiny, for tests)",
     )
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by train and tune: the model, its data, hyperparameters and resources."""
+    parser.add_argument("--model", required=True, help="boston | ionosphere | iris | mnist")
+    _preset_flag(parser)
     add_config_flags(
         parser.add_argument_group("hyperparameters (override the preset)"),
         Hyperparams,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raylife.deploy.rehearsal import alive_nodes, wait_for_port
 from raylife.errors import RaylifeError
 from raylife.serve import config as serve_config
 from raylife.store import ModelStore
@@ -224,10 +225,11 @@ def ha_cluster(head_host: Host, worker_host: Host, work: Path) -> Iterator[Clust
     cluster = Cluster(head, worker, work)
     try:
         head.start()
-        _wait_listening(head_host.ip, DASHBOARD_PORT, head, timeout_s=120)
+        assert head.process is not None
+        wait_for_port(DASHBOARD_PORT, head.process, timeout_s=120, host=head_host.ip)
         worker.start()
         wait_until(
-            lambda: len(_alive_nodes(cluster)) >= 2,
+            lambda: len(alive_nodes(cluster.dashboard_url)) >= 2,
             120,
             "the worker node did not join the head within 120 s",
             interval_s=1,
@@ -246,32 +248,6 @@ def ha_cluster(head_host: Host, worker_host: Host, work: Path) -> Iterator[Clust
                 shutil.rmtree(folder, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{node.temp_dir}.log")
-
-
-def _wait_listening(ip: str, port: int, node: Node, timeout_s: float) -> None:
-    import socket
-
-    def listening() -> bool:
-        if node.process is not None and node.process.poll() is not None:
-            raise RaylifeError(
-                f"`ray start` on {node.host.name} exited with {node.process.returncode}"
-            )
-        with socket.socket() as sock:
-            sock.settimeout(1)
-            return sock.connect_ex((ip, port)) == 0
-
-    wait_until(listening, timeout_s, f"nothing listens on {ip}:{port} after {timeout_s:.0f} s")
-
-
-def _alive_nodes(cluster: Cluster) -> list[dict[str, Any]]:
-    import httpx
-
-    from raylife.cluster import auth_headers
-
-    nodes = httpx.get(
-        f"{cluster.dashboard_url}/api/v0/nodes", headers=auth_headers(), timeout=5
-    ).json()["data"]["result"]["result"]
-    return [n for n in nodes if n["state"] == "ALIVE"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -514,7 +490,7 @@ def _figures(
         "retries": total["retries"],
         "app_status_after": status,
         "same_replicas": before == after,
-        "nodes_alive_after": len(_alive_nodes(cluster)),
+        "nodes_alive_after": len(alive_nodes(cluster.dashboard_url)),
     }
 
 

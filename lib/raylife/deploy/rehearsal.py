@@ -101,31 +101,42 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen, timeout_s: float = 120, host: str = "127.0.0.1"
+) -> None:
+    """Until something listens on host:port; a `ray start` that exits first raises."""
     import socket
 
     def listening() -> bool:
         if process.poll() is not None:
-            raise RaylifeError(f"`ray start --head` exited with {process.returncode}")
+            raise RaylifeError(f"`ray start` exited with {process.returncode}")
         with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
+            sock.settimeout(1)
+            return sock.connect_ex((host, port)) == 0
 
-    wait_until(listening, timeout_s, "the head node's dashboard did not come up", interval_s=1)
+    wait_until(
+        listening,
+        timeout_s,
+        f"nothing listens on {host}:{port} after {timeout_s:.0f} s",
+        interval_s=1,
+    )
+
+
+def alive_nodes(dashboard_url: str) -> list[dict[str, Any]]:
+    """The cluster's ALIVE nodes, from its dashboard's state API (token sent)."""
+    import httpx
+
+    from raylife.cluster import auth_headers
+
+    nodes = httpx.get(f"{dashboard_url}/api/v0/nodes", headers=auth_headers(), timeout=5).json()
+    return [n for n in nodes["data"]["result"]["result"] if n["state"] == "ALIVE"]
 
 
 def _wait_for_nodes(cluster: LocalCluster, count: int, timeout_s: float = 120) -> None:
     import httpx
 
-    from raylife.cluster import auth_headers
-
-    def enough_alive() -> bool:
-        nodes = httpx.get(
-            f"{cluster.dashboard_url}/api/v0/nodes", headers=auth_headers(), timeout=5
-        ).json()["data"]["result"]["result"]
-        return sum(1 for n in nodes if n["state"] == "ALIVE") >= count
-
     wait_until(
-        enough_alive,
+        lambda: len(alive_nodes(cluster.dashboard_url)) >= count,
         timeout_s,
         f"{count} Ray nodes did not come up within {timeout_s:.0f} s",
         interval_s=1,
