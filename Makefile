@@ -9,6 +9,7 @@ INSTALLED := $(VENV)/.installed
 MODELS ?= all
 SAMPLES ?= 4
 SEEDS ?= 0,1,2
+QUALITY_SEEDS ?= 0,1,2,3,4,5,6,7,8,9
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast test-ha test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
@@ -50,8 +51,8 @@ test-unit: $(INSTALLED) ## Unit tests only (no Ray cluster, seconds)
 test-integration: $(INSTALLED) ## Integration tests only (shared local Ray cluster)
 	$(PY) -m pytest tests/integration
 
-quality: $(RUNTIME) ## Registry defaults x seeds through Ray Train -> reports/quality.json (SEEDS=)
-	$(RAYLIFE) quality --models $(MODELS) --seeds $(SEEDS)
+quality: $(RUNTIME) ## Registry defaults x 10 seeds, mean/std/95% CI -> reports/quality.json (QUALITY_SEEDS=)
+	$(RAYLIFE) quality --models $(MODELS) --seeds $(QUALITY_SEEDS)
 
 selection-study: $(RUNTIME) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
 	$(RAYLIFE) selection-study --models ionosphere,iris,boston --seeds $(SEEDS)

@@ -205,8 +205,11 @@ class TuneConfig:
 
     num_samples: int = 4
     """Trials to sample from the model's search space."""
-    max_concurrent_trials: int = 1
-    """Trials running at once; on 2 cores one 2-worker trial already uses both."""
+    max_concurrent_trials: int | None = None
+    """Trials running at once; default: as many as the cluster's CPUs hold."""
+    workers_per_trial: int | None = None
+    """Ray Train workers per trial; default: decided by measuring the model's step against an
+    allreduce (raylife.sizing). 1: the trial's own process trains, with no worker group."""
     grace_period: int | None = None
     """ASHA: epochs every trial runs before it may be stopped (default: a sixth of the epochs)."""
     reduction_factor: int = 3
@@ -220,7 +223,14 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         _require(self.num_samples >= 1, "num samples must be >= 1")
-        _require(self.max_concurrent_trials >= 1, "max concurrent trials must be >= 1")
+        _require(
+            self.max_concurrent_trials is None or self.max_concurrent_trials >= 1,
+            "max concurrent trials must be >= 1",
+        )
+        _require(
+            self.workers_per_trial is None or self.workers_per_trial >= 1,
+            f"workers per trial must be >= 1, got {self.workers_per_trial}",
+        )
         _require(self.grace_period is None or self.grace_period >= 1, "grace period must be >= 1")
         _require(self.reduction_factor >= 2, "reduction factor must be >= 2")
         _require(self.scheduler in ("asha", "fifo"), "scheduler must be asha or fifo")

@@ -1,6 +1,7 @@
 """The main job (`make run`): every model through the whole life-cycle, then a report.
 
-prepare data -> Tune sweep of 2-worker Ray Train trials (ASHA) -> best checkpoint registered and
+prepare data -> Tune sweep (ASHA) whose trials are sized by raylife.sizing (one process each for
+the tutorial's models on a small machine, DDP where it pays) -> best checkpoint registered and
 promoted -> test-split evaluation -> predictions from the promoted version -> plots and a table of
 test metrics next to the tutorial's figures.
 """
@@ -38,6 +39,8 @@ class ModelReport:
     tutorial_same_data: float
     trials: int
     seconds: float
+    promoted: bool
+    """False when the promotion gate kept the previous champion (predictions are the champion's)."""
     sample_predictions: list[dict[str, Any]] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
 
@@ -51,29 +54,32 @@ def run_all(
     models: list[str],
     settings: Settings,
     samples: int,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     say: Callable[[str], None] = print,
     serve: bool = True,
-    max_concurrent: int = 2,
+    max_concurrent: int | None = None,
     preset: str = "default",
 ) -> list[ModelReport]:
     """preset: the hyperparameters each sweep starts from ("debug": tiny, for tests).
-    max_concurrent: trials at once. Measured on 2 cores (Iris, 4 trials): 123 s one at a time,
-    89 s two at a time, with the same best trial. A trial's start-up (new processes importing
-    torch and Ray Train) is CPU work that overlaps the other trial's latency-bound small-model
-    training."""
+    num_workers: Ray Train workers per trial; None: raylife.sizing decides per model.
+    max_concurrent: trials at once; None: as many as the CPUs hold."""
     reports, test_rows = [], {}
-    tune_cfg = TuneConfig(num_samples=samples, max_concurrent_trials=max_concurrent)
+    tune_cfg = TuneConfig(
+        num_samples=samples, max_concurrent_trials=max_concurrent, workers_per_trial=num_workers
+    )
     if serve:  # the cluster the sweeps start will serve too: give it Serve's environment now
         ensure_ray(
             num_cpus=max(
-                required_cpus(_base_config(m, num_workers, preset), tune_cfg) for m in models
+                required_cpus(
+                    _base_config(m, preset).replace(num_workers=num_workers or 1), tune_cfg
+                )
+                for m in models
             ),
             cluster_env=serving.serving_cluster_env(),
         )
     for index, model in enumerate(models, start=1):
         say(f"\n[{index}/{len(models)}] {model}: {get_spec(model).description}")
-        base = _base_config(model, num_workers, preset)
+        base = _base_config(model, preset)
         report, test_rows[model] = run_model(base, settings, tune_cfg, say)
         reports.append(report)
     say("\n" + format_table(reports))
@@ -110,22 +116,23 @@ def run_model(
 ) -> tuple[ModelReport, tuple[Any, Any]]:
     """The model's report, and its first held-out test row (raw inputs, truth) for serving."""
     started = time.monotonic()
-    model, num_workers = base.model, base.num_workers
+    model = base.model
     spec = get_spec(model)
     data = prepare(spec, base.data)
     say(f"  data: {data.provenance['origin']} -> train/val/test {data.provenance['rows']}")
     say(
-        f"  sweep: {tune_cfg.num_samples} trials x {num_workers}-worker Ray Train runs "
-        f"({tune_cfg.max_concurrent_trials} at a time), ASHA on validation {spec.task_obj.metric}, "
+        f"  sweep: {tune_cfg.num_samples} trials, ASHA on validation {spec.task_obj.metric}, "
         f"up to {base.hparams.epochs} epochs"
     )
     sweep, registered = tune_and_register(base, tune_cfg, settings, promote=True, data=data)
     metric = spec.task_obj.metric
     say(sweep.trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    metrics = registered.artifact.metrics
     say(
-        f"  promoted {model} version {registered.version}: val {metric} {registered.artifact.metrics[f'val_{metric}']:.4f}, "
-        f"test {metric} {registered.artifact.metrics[f'test_{metric}']:.4f}"
+        f"  best trial registered as {model} version {registered.version}: "
+        f"val {metric} {metrics[f'val_{metric}']:.4f}, test {metric} {metrics[f'test_{metric}']:.4f}"
     )
+    say(f"  {registered.promotion_line}")
     predictor = Predictor.from_store(ModelStore(settings.store_uri), model)
     samples_out = _sample_predictions(predictor, data)
     for line in samples_out[:3]:
@@ -140,6 +147,8 @@ def run_model(
         tutorial_reported=spec.tutorial.reported,
         tutorial_same_data=spec.tutorial.same_data,
         trials=len(sweep.trials),
+        promoted=registered.pointer is not None
+        and registered.pointer.version == registered.version,
         seconds=round(time.monotonic() - started, 1),
         sample_predictions=samples_out,
         plots=[str(p) for p in figure_paths],
@@ -147,10 +156,10 @@ def run_model(
     return report, (data.test_raw.X[0], data.test_raw.y[0])
 
 
-def _base_config(model: str, num_workers: int, preset: str) -> TrainConfig:
-    """A sweep's base run: the preset's hyperparameters (each trial overrides what Tune samples)."""
-    hparams = get_spec(model).preset(preset)
-    return TrainConfig(model=model, hparams=hparams, num_workers=num_workers)
+def _base_config(model: str, preset: str) -> TrainConfig:
+    """A sweep's base run: the preset's hyperparameters (each trial overrides what Tune samples;
+    the sweep sets the workers per trial)."""
+    return TrainConfig(model=model, hparams=get_spec(model).preset(preset))
 
 
 def _sample_predictions(predictor: Predictor, data: Any, n: int = 3) -> list[dict[str, Any]]:

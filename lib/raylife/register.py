@@ -1,4 +1,5 @@
-"""Train or sweep, then register the chosen checkpoint in the store (and promote it).
+"""Train or sweep, then register the chosen checkpoint in the store (and promote it, through the
+promotion gate: a refused version stays registered, not promoted, and `Registered` says why).
 
 Each function is a short list of named steps over the modules that do the work.
 """
@@ -15,6 +16,8 @@ from raylife.artifact import Artifact
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data import PreparedData, prepare
 from raylife.evaluate import evaluate_artifact
+from raylife.promotion import Outcome
+from raylife.promotion import promote as gated_promote
 from raylife.registry import get_spec
 from raylife.settings import Settings
 from raylife.store import ModelStore, Pointer, load_artifact_dir
@@ -28,6 +31,17 @@ class Registered:
     artifact: Artifact
     pointer: Pointer | None
     """Set when the version was promoted."""
+    promotion: Outcome | None = None
+    """What the promotion gate decided (None: promotion was not asked for)."""
+
+    @property
+    def promotion_line(self) -> str:
+        """One line for run output: promoted, or registered but not promoted and why."""
+        if self.promotion is None:
+            return f"promote it with: raylife promote {self.artifact.model} {self.version}"
+        if self.promotion.action == "refuse":
+            return f"{self.artifact.model} {self.version} registered, {self.promotion.line}"
+        return self.promotion.line
 
 
 @contextmanager
@@ -49,15 +63,19 @@ def register_checkpoint(
     promote: bool,
     data: PreparedData | None = None,
 ) -> Registered:
-    """Checkpoint -> test metrics -> new store version -> (optionally) promoted."""
+    """Checkpoint -> test metrics -> new store version -> (optionally) promoted, if the gate lets
+    it: a refusal leaves the version registered and the champion serving."""
     with local_checkpoint(checkpoint_path) as folder:
         artifact = load_artifact_dir(folder)
     artifact.run = {**artifact.run, "checkpoint": checkpoint_path, **run_info}
     artifact.metrics = {**artifact.metrics, **evaluate_artifact(artifact, data)}
     artifact.created_at = ""
     version = store.register(artifact)
-    pointer = store.promote(artifact.model, version) if promote else None
-    return Registered(version, artifact, pointer)
+    if not promote:
+        return Registered(version, artifact, None)
+    outcome = gated_promote(store, artifact.model, version, data=data)
+    pointer = outcome.pointer if outcome.action == "promote" else None
+    return Registered(version, artifact, pointer, outcome)
 
 
 def train_and_register(

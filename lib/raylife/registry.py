@@ -48,6 +48,24 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class PromotionGate:
+    """How much worse than the champion a candidate may score on the same test split and still be
+    promoted: `absolute + relative * |champion|`, in the primary metric's units, on the worse side
+    of its direction. Both zero: any drop is refused."""
+
+    absolute: float = 0.0
+    """Allowed drop in metric units (accuracy: a share of test rows; rmse: target units)."""
+    relative: float = 0.0
+    """Allowed drop as a share of the champion's value (0.05 = 5 %)."""
+
+    def __post_init__(self) -> None:
+        if not (self.absolute >= 0 and 0 <= self.relative < 1):
+            raise RaylifeError(
+                f"promotion gate tolerances must be >= 0 (relative < 1), got {self}; fix registry.py"
+            )
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
@@ -62,6 +80,8 @@ class ModelSpec:
     search_space: dict[str, SearchDim]
     """What `raylife tune` searches; other fields keep the defaults (epochs = the sweep budget)."""
     tutorial: Baseline
+    gate: PromotionGate
+    """How much worse than the champion a candidate may be (raylife promote, sweeps)."""
 
     @property
     def task(self) -> TaskName:
@@ -126,6 +146,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "batch_size": Choice((16, 32, 64)),
         },
         tutorial=Baseline("accuracy", reported=0.948, same_data=0.916),
+        # 53 test rows: one row is 0.019; a one-row drop is noise, two rows are not.
+        gate=PromotionGate(absolute=0.02),
     ),
     "iris": ModelSpec(
         name="iris",
@@ -150,6 +172,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "batch_size": Choice((8, 16, 32)),
         },
         tutorial=Baseline("accuracy", reported=0.980, same_data=0.924),
+        # 23 test rows: one row is 0.043; a one-row drop is noise, two rows are not.
+        gate=PromotionGate(absolute=0.045),
     ),
     "boston": ModelSpec(
         name="boston",
@@ -174,6 +198,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "batch_size": Choice((16, 32, 64)),
         },
         tutorial=Baseline("rmse", reported=9.09, same_data=9.54),
+        # 76 test rows: the rmse of two equally good models differs by a few percent.
+        gate=PromotionGate(relative=0.05),
     ),
     "mnist": ModelSpec(
         name="mnist",
@@ -201,6 +227,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "batch_size": Choice((32, 64)),
         },
         tutorial=Baseline("accuracy", reported=0.985, same_data=0.891),
+        # 750 test images in the embedded sample (10,000 with torchvision): 1 point is a real drop.
+        gate=PromotionGate(absolute=0.01),
     ),
 }
 

@@ -5,11 +5,13 @@ Layout (local folder or s3://bucket/prefix):
     <store>/<model>/<version>/artifact.json  everything else (see artifact.py)
     <store>/<model>/<version>/_COMPLETE      written last: a version without it does not exist
     <store>/<model>/PROMOTED                 {"version": ..., "generation": n, "promoted_at": ...}
+    <store>/<model>/HISTORY.jsonl            promotions, refusals, rollbacks (see history.py)
 
 Visibility: locally a version is written into a hidden temp folder and renamed into place (atomic);
 on S3, where there is no rename, the files go first and the _COMPLETE marker last. Promotions take a
 file lock locally and replace the pointer atomically (os.replace); on S3 a PUT is atomic, so
 concurrent promotions resolve to one of the requested versions, never to a torn pointer.
+Per-model files beside the versions (the history) are replaced the same way, under the same lock.
 """
 
 from __future__ import annotations
@@ -242,6 +244,23 @@ class ModelStore:
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{model}/{version}: unreadable {META_FILE} ({exc})") from exc
 
+    # ---- per-model files (the history) -------------------------------------------------------
+
+    def read_model_file(self, model: str, name: str) -> bytes | None:
+        """A file beside the versions of `model`; None when it does not exist."""
+        try:
+            return self._backend.read(f"{model}/{name}")
+        except FileNotFoundError:
+            return None
+
+    def replace_model_file(self, model: str, name: str, payload: bytes) -> None:
+        """Atomically replace a file beside the versions (hold promotion_lock while editing it)."""
+        self._backend.replace_file(f"{model}/{name}", payload)
+
+    def location(self, model: str, name: str) -> str:
+        """Where a per-model file lives, for messages (an s3:// URI loses its query string)."""
+        return f"{self.uri.split('?')[0].rstrip('/')}/{model}/{name}"
+
     # ---- promotion ---------------------------------------------------------------------------
 
     def pointer(self, model: str) -> Pointer | None:
@@ -255,21 +274,32 @@ class ModelStore:
             ) from exc
         return Pointer(data["version"], int(data["generation"]), data["promoted_at"])
 
+    @contextlib.contextmanager
+    def promotion_lock(self, model: str) -> Iterator[None]:
+        """Serialises pointer moves and history edits of one model (local stores; see _Backend)."""
+        with self._backend.lock(f"{model}/.promote.lock"):
+            yield
+
+    def move_pointer(self, model: str, version: str) -> Pointer:
+        """Point `model` at `version`, one generation on. The caller holds promotion_lock(model)
+        and has verified the version; Serve replicas follow the new generation."""
+        current = self.pointer(model)
+        pointer = Pointer(
+            version=version,
+            generation=(current.generation + 1) if current else 1,
+            promoted_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+        self._backend.replace_file(f"{model}/{POINTER_FILE}", json.dumps(pointer.__dict__).encode())
+        return pointer
+
     def promote(self, model: str, version: str) -> Pointer:
-        """Point `model` at `version` (which must exist and verify). Returns the new pointer."""
+        """Point `model` at `version` (which must exist and verify), with no gate and no history:
+        the bare move that test fixtures use. Users and sweeps go through
+        raylife.promotion.promote (gated, audited)."""
         version = self.resolve(model, version)
         self.load(model, version)  # never promote a corrupt artifact
-        with self._backend.lock(f"{model}/.promote.lock"):
-            current = self.pointer(model)
-            pointer = Pointer(
-                version=version,
-                generation=(current.generation + 1) if current else 1,
-                promoted_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            )
-            self._backend.replace_file(
-                f"{model}/{POINTER_FILE}", json.dumps(pointer.__dict__).encode()
-            )
-        return pointer
+        with self.promotion_lock(model):
+            return self.move_pointer(model, version)
 
 
 def load_artifact_dir(folder: Path) -> Artifact:

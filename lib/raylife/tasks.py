@@ -47,6 +47,12 @@ class Task:
         """At least as good as `bar` in this task's direction."""
         return value >= bar if self.higher_is_better else value <= bar
 
+    def worst_acceptable(self, reference: float, absolute: float, relative: float) -> float:
+        """The worst value within `absolute + relative * |reference|` of `reference`, on the
+        worse side in this task's direction (the promotion gate's bar)."""
+        slack = absolute + relative * abs(reference)
+        return reference - slack if self.higher_is_better else reference + slack
+
     def gain(self, value: float, reference: float) -> float:
         """How much better `value` is than `reference` (negative when worse), in metric units."""
         return value - reference if self.higher_is_better else reference - value

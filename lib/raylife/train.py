@@ -1,6 +1,7 @@
-"""Ray Train: the DDP worker loop, build_trainer(cfg) (shared with Tune) and run_training(cfg).
+"""Ray Train: the worker loop (run_worker), build_trainer(cfg) (shared with Tune) and run_training(cfg).
 
-The Ray touchpoints are few and numbered in train_loop_per_worker:
+The Ray touchpoints are few and numbered; a worker reaches them through its session
+(RayTrainSession here; a one-process Tune trial passes tune.TrialSession instead):
   [1] read the shared, already-preprocessed data from the object store
   [2] ray.train.torch.prepare_model        (DDP wrap + device)
   [3] DistributedSampler + prepare_data_loader (sharding + device)
@@ -15,11 +16,11 @@ import pickle
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -130,26 +131,83 @@ def new_timings() -> dict[str, list]:
     return {"epochs": [], "reports": []}
 
 
-class _WorkerRun:
-    """One worker's training state: the numbered Ray touchpoints live in `start` and `report`."""
+class WorkerSession(Protocol):
+    """What a worker loop needs from the runtime it runs in: its place in the group, the device,
+    model and loader preparation, the checkpoint to resume from, and where reports go."""
 
-    def __init__(self, cfg: TrainConfig, data: PreparedData) -> None:
+    rank: int
+    world: int
+    run_name: str
+
+    def device(self) -> torch.device: ...
+
+    def prepare_model(self, module: torch.nn.Module) -> torch.nn.Module: ...
+
+    def prepare_loader(self, loader: Any) -> Iterable: ...
+
+    def latest_checkpoint(self) -> Any: ...
+
+    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None: ...
+
+
+class RayTrainSession:
+    """A Ray Train worker of a TorchTrainer run: the numbered touchpoints of this module."""
+
+    def __init__(self) -> None:
         import ray.train
+
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.run_name = context.get_experiment_name()
+
+    def device(self) -> torch.device:
         import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, module: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(module)  # [2]
+
+    def prepare_loader(self, loader: Any) -> Iterable:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)  # [3]
+
+    def latest_checkpoint(self) -> Any:
+        import ray.train
+
+        return ray.train.get_checkpoint()  # [4]
+
+    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None:
+        import ray.train
+
+        checkpoint = (
+            None
+            if checkpoint_folder is None
+            else ray.train.Checkpoint.from_directory(checkpoint_folder)
+        )
+        ray.train.report(row, checkpoint=checkpoint)  # [5]
+
+
+class _WorkerRun:
+    """One worker's training state; the runtime (Ray Train or a Tune trial) is the session's."""
+
+    def __init__(self, cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> None:
         from torch.utils.data.distributed import DistributedSampler
 
-        self.cfg, self.data = cfg, data
+        self.cfg, self.data, self.session = cfg, data, session
         self.task, hp = get_spec(cfg.model).task_obj, cfg.hparams
-        self.context = ray.train.get_context()
-        self.rank, world = self.context.get_world_rank(), self.context.get_world_size()
+        self.rank, world = session.rank, session.world
         torch.set_num_threads(cfg.threads_per_worker)
         seed_everything(cfg.seed)  # the same initial weights on every rank
         module = build_model(get_spec(cfg.model).architecture, model_args_for(cfg, data))
-        self.model = ray.train.torch.prepare_model(module)  # [2]
+        self.model = session.prepare_model(module)
         # Then a stream per rank: with one shared seed every rank would draw the same dropout
         # masks, so the averaged gradient would carry correlated rather than independent noise.
         torch.manual_seed(cfg.seed * 1000 + self.rank)
-        self.device = ray.train.torch.get_device()
+        self.device = session.device()
         # DistributedSampler only needs len(): a range avoids building the dataset twice.
         self.sampler: DistributedSampler | None = (
             DistributedSampler(
@@ -162,18 +220,17 @@ class _WorkerRun:
             if world > 1
             else None
         )
-        self.loader = ray.train.torch.prepare_data_loader(  # [3]
+        self.loader = session.prepare_loader(
             make_loader(
                 data.train, self.task, max(1, hp.batch_size // world), cfg.seed, self.sampler
-            ),
-            add_dist_sampler=False,
+            )
         )
         self.val_X, self.val_y = (
             t[self.rank :: world].to(self.device) for t in as_tensors(data.val, self.task)
         )
         self.optimizer = make_optimizer(hp, self.model.parameters())
-        self.epochs_done, self.history, self.best, self.timings = _restore(  # [4]
-            ray.train.get_checkpoint(), self.model, self.optimizer
+        self.epochs_done, self.history, self.best, self.timings = _restore(
+            session.latest_checkpoint(), self.model, self.optimizer
         )
         self.last_report = time.monotonic()
 
@@ -215,23 +272,21 @@ class _WorkerRun:
         return row, bool(improved or due)
 
     def report(self, row: dict[str, float]) -> None:
-        """[5] Every worker reports; rank 0 attaches the checkpoint (an artifact + train state)."""
-        import ray.train
-
+        """Every worker reports; rank 0 attaches the checkpoint (an artifact + train state)."""
         started = time.monotonic()
         if self.rank != 0:
-            ray.train.report(row)
+            self.session.report(row, None)
         else:
             with tempfile.TemporaryDirectory() as folder:
                 self._write_checkpoint(Path(folder), row)
-                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
+                self.session.report(row, Path(folder))
         self.last_report = time.monotonic()
         self.timings["reports"].append(self.last_report - started)
 
     def _write_checkpoint(self, folder: Path, row: dict[str, float]) -> None:
         model = _unwrap(self.model)
         artifact = make_artifact(
-            self.cfg, self.data, model, self.history, row, self.context.get_experiment_name()
+            self.cfg, self.data, model, self.history, row, self.session.run_name
         )
         for name, payload in artifact.to_files().items():
             (folder / name).write_bytes(payload)
@@ -245,14 +300,10 @@ class _WorkerRun:
         torch.save(state, folder / TRAIN_STATE_FILE)
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker: epochs of plain PyTorch, reported when they improve the validation
-    objective, when report_interval_s has passed, and at the end."""
-    import ray
-
-    _quiet_report_log()
-    cfg: TrainConfig = loop_config["cfg"]
-    run = _WorkerRun(cfg, ray.get(loop_config["data_ref"]))  # [1] shared, preprocessed data
+def run_worker(cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> None:
+    """One worker's whole run: epochs of plain PyTorch, reported when they improve the validation
+    objective, when report_interval_s has passed, at ASHA's rung epochs and at the end."""
+    run = _WorkerRun(cfg, data, session)
     if run.epochs_done >= cfg.hparams.epochs and run.history:
         # Resumed after its last epoch (the process that drove it died before recording the
         # end, e.g. a killed sweep): report the final epoch again so the caller gets its result.
@@ -261,6 +312,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         row, due = run.finish_epoch(epoch)
         if due:
             run.report(row)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker: run_worker with the Ray Train session."""
+    import ray
+
+    _quiet_report_log()
+    data = ray.get(loop_config["data_ref"])  # [1] shared, preprocessed data
+    run_worker(loop_config["cfg"], data, RayTrainSession())
 
 
 def _quiet_report_log() -> None:

@@ -1,19 +1,28 @@
-"""Ray Tune: sample hyperparameters, run each trial as a Ray Train run built by train.build_trainer.
+"""Ray Tune: sample hyperparameters, run each trial through the same worker loop as `raylife train`.
 
-Train V2 pattern: the trial is a function trainable that builds the SAME TorchTrainer as
-`raylife train` and forwards its per-epoch reports to Tune with TuneReportCallback, so ASHA can stop
-weak trials early and the best trial's chosen checkpoint (an artifact) can be promoted directly.
+A trial of several workers (DDP) is the Train V2 pattern: a function trainable that builds the
+SAME TorchTrainer as `raylife train` and forwards its per-epoch reports to Tune with
+TuneReportCallback. A trial of one worker has nothing to distribute, so the trial's own process
+is its worker: it runs the same train.run_worker with a TrialSession that reports straight to
+Tune (no worker group to start, synchronize or shut down; raylife.sizing decides which, by
+measurement). Ray Train's own local mode (num_workers=0) is the same idea but in Ray 2.60 neither
+persists checkpoints nor calls callbacks, so it cannot feed Tune. Either way ASHA can stop weak
+trials early and the best trial's chosen checkpoint (an artifact) can be promoted directly.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from ray.tune import Callback
 
 from raylife.config import Hyperparams, TrainConfig, TuneConfig
@@ -22,13 +31,18 @@ from raylife.errors import RaylifeError
 from raylife.loop import OBJECTIVE
 from raylife.registry import LogUniform, ModelSpec, get_spec
 from raylife.settings import Settings
-from raylife.train import build_trainer, new_run_name, storage_path
+from raylife.sizing import TrialPlan, plan_trials
+from raylife.train import build_trainer, new_run_name, run_worker, storage_path
 
 if TYPE_CHECKING:
     import pandas as pd
 
 HPARAMS = "hparams"
-"""The single key of a trial's Tune config: the sampled hyperparameters."""
+"""Key of a trial's Tune config: the sampled hyperparameters."""
+
+SEED = "seed"
+"""Optional key of a trial's Tune config: the seed of its data split and initialisation (a grid
+over seeds measures a recipe, as `raylife quality` does); absent: the base run's seeds."""
 
 EXPERIMENT_STATE_PERIOD_S = "1"
 """Seconds between saves of a sweep's state: a trial that finished longer ago than this before
@@ -61,27 +75,94 @@ def sample_configs(
     return configs
 
 
-def trial_train_config(base: TrainConfig, sampled: dict[str, Any], run_name: str) -> TrainConfig:
-    """The trial's TrainConfig: the base run with the sampled hyperparameters."""
-    return base.replace(hparams=base.hparams.replace(**sampled), run_name=run_name)
+def trial_train_config(
+    base: TrainConfig, sampled: dict[str, Any], run_name: str, seed: int | None = None
+) -> TrainConfig:
+    """The trial's TrainConfig: the base run with the sampled hyperparameters (and seed)."""
+    cfg = base.replace(hparams=base.hparams.replace(**sampled), run_name=run_name)
+    if seed is None:
+        return cfg
+    return cfg.replace(seed=seed, data=dataclasses.replace(cfg.data, seed=seed))
 
 
 def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], storage: str) -> None:
-    """Function trainable: one Ray Train run per trial, reports forwarded to Tune.
+    """Function trainable: the trial's run, its reports forwarded to Tune.
 
     data_box holds the ObjectRef of the prepared data; the tuple keeps tune.with_parameters from
     resolving it, so every trial's workers read the one shared copy.
     """
+    import ray
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raylife.cluster import configure_train_env
 
-    configure_train_env()
     context = tune.get_context()
     run_name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
-    cfg = trial_train_config(base, config[HPARAMS], run_name)
-    build_trainer(cfg, data_box[0], storage, run_name, callbacks=[TuneReportCallback()]).fit()
+    cfg = trial_train_config(base, config[HPARAMS], run_name, config.get(SEED))
+    # A trial of another split (a grid over seeds) prepares its own; the rest share one copy.
+    data_ref = (
+        data_box[0] if cfg.data == base.data else ray.put(prepare(get_spec(cfg.model), cfg.data))
+    )
+    if cfg.num_workers == 1:
+        run_worker(cfg, ray.get(data_ref), TrialSession(run_name, cfg.use_gpu))
+        return
+    configure_train_env()
+    build_trainer(cfg, data_ref, storage, run_name, callbacks=[TuneReportCallback()]).fit()
+
+
+class TrialSession:
+    """The session of a one-process trial (see train.WorkerSession): rank 0 of 1, checkpoints
+    and reports through Tune, which persists them, resumes a restarted trial from the latest and
+    keeps the best ones (the sweep's CheckpointConfig)."""
+
+    rank, world = 0, 1
+
+    def __init__(self, run_name: str, use_gpu: bool) -> None:
+        import logging
+
+        from ray.train._internal import storage
+
+        self.run_name = run_name
+        self._device = torch.device("cuda" if use_gpu else "cpu")
+        # One INFO line per checkpoint ("Checkpoint successfully created at ...") otherwise.
+        logging.getLogger(storage.__name__).setLevel(logging.WARNING)
+
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare_model(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(self._device)
+
+    def prepare_loader(self, loader: Any) -> Any:
+        return loader if self._device.type == "cpu" else _OnDevice(loader, self._device)
+
+    def latest_checkpoint(self) -> Any:
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None:
+        from ray import tune
+
+        checkpoint = (
+            None if checkpoint_folder is None else tune.Checkpoint.from_directory(checkpoint_folder)
+        )
+        tune.report(row, checkpoint=checkpoint)
+
+
+class _OnDevice:
+    """Batches of a loader moved to a device (what prepare_data_loader does in a Train worker)."""
+
+    def __init__(self, loader: Any, device: torch.device) -> None:
+        self.loader, self.device, self.sampler = loader, device, loader.sampler
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            yield [t.to(self.device, non_blocking=True) for t in batch]
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 class TrialProgress(Callback):
@@ -137,16 +218,40 @@ class SweepOutcome:
     """One row per trial: sampled config, epochs run, validation metric at its chosen epoch, status."""
     histories: dict[str, pd.DataFrame]
     """Per-trial per-epoch metrics, keyed by trial id."""
+    chosen: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Each trial's chosen checkpoint, by trial id."""
+    plan: TrialPlan | None = None
+    """Workers per trial and why (raylife.sizing)."""
+
+
+def trial_cpus(base: TrainConfig) -> float:
+    """Logical CPUs one trial holds: its own process when it is the worker, else a driver that
+    mostly waits (TRIAL_DRIVER_CPUS) plus its Train workers."""
+    if base.num_workers == 1:
+        return base.cpus_per_worker
+    return TRIAL_DRIVER_CPUS + base.num_workers * base.cpus_per_worker
 
 
 def required_cpus(base: TrainConfig, tune_cfg: TuneConfig) -> float:
     """Logical CPUs for a local cluster: the concurrent trials, plus room for one more.
 
     A trial that ASHA stopped releases its Train workers' placement group asynchronously; without
-    the spare room the next trial's workers can wait on it until their startup timeout.
+    the spare room the next trial's workers can wait on it until their startup timeout. A
+    one-process trial has no worker group, so it needs no spare room.
     """
-    per_trial = TRIAL_DRIVER_CPUS + base.num_workers * base.cpus_per_worker
-    return (tune_cfg.max_concurrent_trials + 1) * per_trial
+    concurrent = tune_cfg.max_concurrent_trials or 1
+    spare = 0 if base.num_workers == 1 else 1
+    return (concurrent + spare) * trial_cpus(base)
+
+
+def concurrent_trials(base: TrainConfig, tune_cfg: TuneConfig, cluster_cpus: float) -> int:
+    """Trials at once: the user's number, else as many as the cluster's CPUs hold (at most the
+    trials there are; a DDP sweep keeps room for one stopped trial's workers to drain)."""
+    if tune_cfg.max_concurrent_trials:
+        return tune_cfg.max_concurrent_trials
+    spare = 0 if base.num_workers == 1 else 1
+    fits = int(cluster_cpus // trial_cpus(base)) - spare
+    return max(1, min(tune_cfg.num_samples, fits))
 
 
 def grace_period(tune_cfg: TuneConfig, epochs: int) -> int:
@@ -154,13 +259,27 @@ def grace_period(tune_cfg: TuneConfig, epochs: int) -> int:
     return min(tune_cfg.grace_period or max(1, epochs // 6), epochs)
 
 
+def plan_sweep(base: TrainConfig, tune_cfg: TuneConfig, data: PreparedData) -> TrialPlan:
+    """Workers per trial (raylife.sizing): measured against the CPUs this sweep will see."""
+    import ray
+
+    cpus = (
+        ray.cluster_resources().get("CPU", 0.0)
+        if ray.is_initialized()
+        else float(os.cpu_count() or 1)
+    )
+    return plan_trials(base, data, tune_cfg.workers_per_trial, cpus, tune_cfg.num_samples)
+
+
 def run_sweep(
     base: TrainConfig,
     tune_cfg: TuneConfig,
     settings: Settings,
     data: PreparedData | None = None,
+    seeds: list[int] | None = None,
 ) -> SweepOutcome:
-    """Sample trials, run each as a Ray Train run, return the table and the best trial's checkpoint.
+    """Sample trials (or, with `seeds`, run the base hyperparameters once per seed), run each (one process, or a Ray Train run of several workers), return the
+    table and the best trial's checkpoint.
 
     A sweep whose name already has state under the runs folder is resumed: finished trials are
     not rerun (checked before a new Tuner is built, since a new Tuner writes its state at once).
@@ -173,36 +292,54 @@ def run_sweep(
     spec = get_spec(base.model)
     task = spec.task_obj
     data = data or prepare(spec, base.data)  # bad data fails before Ray starts
+    plan = plan_sweep(base, tune_cfg, data)
+    base = base.replace(num_workers=plan.num_workers)
     ensure_ray(num_cpus=required_cpus(base, tune_cfg))
-    _check_capacity(base, tune_cfg)
+    _check_capacity(base)
+    concurrent = concurrent_trials(base, tune_cfg, ray.cluster_resources().get("CPU", 0.0))
+    TrialProgress.say(
+        f"  trials: {plan.num_workers} worker{'s' if plan.num_workers > 1 else ''} each, "
+        f"{concurrent} at a time ({plan.reason})"
+    )
     name = tune_cfg.name or new_run_name(base.model, kind="tune")
     storage = storage_path(settings)
     if tune_cfg.scheduler == "asha":
         base = base.replace(report_epochs=rung_epochs(tune_cfg, base.hparams.epochs))
+    resources = {
+        "CPU": trial_cpus(base),
+        **({"GPU": 1} if plan.in_process and base.use_gpu else {}),
+    }
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base, data_box=(ray.put(data),), storage=storage),
-        {"CPU": TRIAL_DRIVER_CPUS},
+        resources,
     )
     path = f"{storage.rstrip('/')}/{name}"
     # Tune saves the sweep's state at most every 10 s by default: a driver killed within 10 s of a
     # trial's end would run that trial again on resume. Our state is a few KB and our trials
     # take seconds to minutes, so save it each second (the user's value wins).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
+    # ...which Tune then warns about on every save after a checkpoint (it is deliberate), and
+    # Tune's new output engine prints its tables even at verbose=0: TrialProgress tells the
+    # sweep in one line per trial instead.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune warns whenever its bookkeeping of a result takes over 0.5 s, which a busy 2-core
+    # machine does now and then: advice to report less, not a fault.
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={
-                HPARAMS: tune.grid_search(
-                    sample_configs(spec, tune_cfg.num_samples, tune_cfg.seed, anchor=base.hparams)
-                )
-            },
+            param_space=_param_space(spec, base, tune_cfg, seeds),
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode=task.mode,
                 scheduler=_scheduler(tune_cfg, base.hparams.epochs),
-                max_concurrent_trials=tune_cfg.max_concurrent_trials,
+                max_concurrent_trials=concurrent,
+                # One-process trials: a trial's process (torch imported, data read) serves the
+                # next trial instead of a new one starting.
+                reuse_actors=plan.in_process,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -211,16 +348,39 @@ def run_sweep(
                 callbacks=[
                     TrialProgress(f"val_{task.metric}", task.mode, base.hparams.epoch_selection)
                 ],
+                # Used by one-process trials (a DDP trial's checkpoints and restarts are Ray
+                # Train's, configured by build_trainer from the same fields).
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=base.checkpoints_to_keep,
+                    checkpoint_score_attribute=OBJECTIVE,
+                    checkpoint_score_order=task.mode,
+                ),
+                failure_config=tune.FailureConfig(
+                    max_failures=base.max_failures if plan.in_process else 0
+                ),
             ),
         )
     grid = tuner.fit()
-    return _outcome(
+    outcome = _outcome(
         grid,
         name,
         Scoring(OBJECTIVE, task.mode, base.hparams.epoch_selection),
         f"val_{task.metric}",
         base.hparams.epochs,
     )
+    outcome.plan = plan
+    return outcome
+
+
+def _param_space(
+    spec: ModelSpec, base: TrainConfig, tune_cfg: TuneConfig, seeds: list[int] | None
+) -> dict[str, Any]:
+    from ray import tune
+
+    if seeds is not None:
+        return {HPARAMS: {}, SEED: tune.grid_search(list(seeds))}
+    sampled = sample_configs(spec, tune_cfg.num_samples, tune_cfg.seed, anchor=base.hparams)
+    return {HPARAMS: tune.grid_search(sampled)}
 
 
 def rung_epochs(tune_cfg: TuneConfig, epochs: int) -> tuple[int, ...]:
@@ -245,14 +405,15 @@ def _scheduler(tune_cfg: TuneConfig, epochs: int) -> Any:
     )
 
 
-def _check_capacity(base: TrainConfig, tune_cfg: TuneConfig) -> None:
+def _check_capacity(base: TrainConfig) -> None:
     import ray
 
     available = ray.cluster_resources().get("CPU", 0.0)
-    per_trial = TRIAL_DRIVER_CPUS + base.num_workers * base.cpus_per_worker
+    per_trial = trial_cpus(base)
     if available < per_trial:
         raise RaylifeError(
-            f"a trial needs {per_trial:g} CPUs (1 driver + {base.num_workers} workers x {base.cpus_per_worker:g}) "
+            f"a trial needs {per_trial:g} CPUs ({base.num_workers} worker(s) x "
+            f"{base.cpus_per_worker:g}{' + 1 driver' if base.num_workers > 1 else ''}) "
             f"but the Ray cluster has {available:g}; lower --num-workers/--cpus-per-worker or add CPUs"
         )
 
@@ -289,7 +450,7 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
     import pandas as pd
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-    rows, histories = [], {}
+    rows, histories, chosen = [], {}, {}
     best: tuple[tuple[bool, float], dict[str, Any], dict[str, Any], str] | None = None
     for result in grid:
         frame = result.metrics_dataframe
@@ -307,11 +468,7 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
             continue
         trial_id = str(frame["trial_id"].iloc[0]) if "trial_id" in frame else _trial_id(result)
         histories[trial_id] = frame
-        with_ckpt = (
-            frame.dropna(subset=[CHECKPOINT_PATH_KEY])
-            if CHECKPOINT_PATH_KEY in frame
-            else frame.iloc[0:0]
-        )
+        with_ckpt = _checkpointed_reports(result, frame)
         top = scoring.chosen_row(with_ckpt)
         finished = int(frame["epoch"].max()) >= epochs
         rank = None if top is None else scoring.rank(float(top[scoring.metric]), finished)
@@ -328,6 +485,7 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
         )
         if top is None or rank is None:
             continue
+        chosen[trial_id] = str(top[CHECKPOINT_PATH_KEY])
         if best is None or rank > best[0]:
             best = (
                 rank,
@@ -343,7 +501,27 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
         ["_first", "_score"], ascending=False, na_position="last"
     )
     table = table.drop(columns=["_first", "_score"]).reset_index(drop=True)
-    return SweepOutcome(name, best[1], best[2], best[3], table, histories)
+    return SweepOutcome(name, best[1], best[2], best[3], table, histories, chosen)
+
+
+def _checkpointed_reports(result: Any, frame: pd.DataFrame) -> pd.DataFrame:
+    """The trial's reports that have a kept checkpoint, in epoch order, with its path under
+    CHECKPOINT_PATH_KEY: a DDP trial's come from TuneReportCallback (Ray Train kept them), a
+    one-process trial's from Tune's own checkpoint manager."""
+    import pandas as pd
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    if CHECKPOINT_PATH_KEY in frame:
+        return frame.dropna(subset=[CHECKPOINT_PATH_KEY])
+    kept = list(result.best_checkpoints or [])
+    # Tune keeps the latest checkpoint too, but lists it among the "best" only when it is one;
+    # the last epoch always reports one, and result.metrics are that report's.
+    if result.checkpoint is not None and all(c.path != result.checkpoint.path for c, _ in kept):
+        kept.append((result.checkpoint, result.metrics))
+    rows = [{**metrics, CHECKPOINT_PATH_KEY: checkpoint.path} for checkpoint, metrics in kept]
+    if not rows:
+        return frame.iloc[0:0]
+    return pd.DataFrame(rows).sort_values("epoch").reset_index(drop=True)
 
 
 def _trial_id(result: Any) -> str:
@@ -351,8 +529,9 @@ def _trial_id(result: Any) -> str:
 
 
 def _config_view(config: dict[str, Any]) -> dict[str, Any]:
+    seed = {SEED: config[SEED]} if SEED in config else {}
     config = config.get(HPARAMS, config)
-    return {
+    return seed | {
         k: (round(v, 6) if isinstance(v, float) else str(v) if isinstance(v, (list, tuple)) else v)
         for k, v in config.items()
     }

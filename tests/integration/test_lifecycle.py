@@ -85,9 +85,13 @@ def test_quality_report_shape(home, tmp_path, capsys):
     report = json.loads(output.read_text())
     assert list(report) == ["iris"]
     entry = report["iris"]
-    assert set(entry) == {"metric", "mean", "std", "seeds", "values"}
+    assert set(entry) == {"metric", "mean", "std", "ci95", "seeds", "values"}
     assert entry["metric"] == "accuracy" and entry["seeds"] == [0, 1] and len(entry["values"]) == 2
     assert 0.0 <= entry["mean"] <= 1.0
+    low, high = entry["ci95"]
+    assert low <= entry["mean"] <= high
+    # The seeds ran as one grid: each value is its own seed's split (two splits of 23 rows
+    # rarely give the same accuracy with the same recipe, but they may: no equality check).
 
 
 @pytest.mark.parametrize("selection", ["best", "last"])

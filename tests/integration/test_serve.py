@@ -198,27 +198,42 @@ def test_no_replica_crashed_after_bad_input(served):
     assert httpx.post(f"{url}/iris", json={"row": IRIS_ROW}).status_code == 200
 
 
-def test_promotion_swaps_under_load_without_failures(served):
-    settings, url = served
-    store = ModelStore(settings.store_uri)
-    old = store.pointer("iris").version
-    new = store.register(quick_artifact("iris", epochs=3))
+def _under_load(url: str, argv: list[str], requests: int) -> Any:
+    """Run the CLI command `argv` while `requests` requests load /iris; the load's result."""
     results: dict[str, Any] = {}
 
     def load() -> None:
-        results["load"] = run_load(f"{url}/iris", requests=3000, concurrency=8, warmup=0)
+        results["load"] = run_load(f"{url}/iris", requests=requests, concurrency=8, warmup=0)
 
     thread = threading.Thread(target=load)
     thread.start()
     time.sleep(0.5)
-    assert main(["promote", "iris", new]) == 0  # waits until /iris/info answers the new version
+    assert main(argv) == 0  # waits until /iris/info answers the version the pointer names
     thread.join(timeout=120)
-    result = results["load"]
-    assert result.errors == {} and result.ok_final == 3000
-    assert set(result.versions) <= {old, new}
-    after = [httpx.post(f"{url}/iris", json={"row": IRIS_ROW}).json()["version"] for _ in range(20)]
-    assert set(after) == {new}
-    assert httpx.get(f"{url}/models").json()["iris"]["version"] == new
+    return results["load"]
+
+
+def _served_versions(url: str) -> set[str]:
+    return {
+        httpx.post(f"{url}/iris", json={"row": IRIS_ROW}).json()["version"] for _ in range(20)
+    } | {httpx.get(f"{url}/models").json()["iris"]["version"]}
+
+
+def test_promotion_and_rollback_swap_under_load_without_failures(served):
+    settings, url = served
+    store = ModelStore(settings.store_uri)
+    old = store.pointer("iris").version
+    new = store.register(quick_artifact("iris", epochs=3))  # better than old: the gate lets it
+
+    promoted = _under_load(url, ["promote", "iris", new], requests=3000)
+    assert promoted.errors == {} and promoted.ok_final == 3000
+    assert set(promoted.versions) <= {old, new}
+    assert _served_versions(url) == {new}
+
+    rolled_back = _under_load(url, ["rollback", "iris"], requests=2000)
+    assert rolled_back.errors == {} and rolled_back.ok_final == 2000
+    assert set(rolled_back.versions) <= {old, new}
+    assert _served_versions(url) == {old} and store.pointer("iris").version == old
 
 
 def test_loadtest_command_short_run(served, capsys):

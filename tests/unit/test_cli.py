@@ -36,6 +36,9 @@ def test_bad_hyperparameters_fail_before_ray(capsys, home):
         capsys, ["train", "--model", "iris", "--lr", "-1"]
     )
     assert "num workers must be >= 1" in _error(
+        capsys, ["train", "--model", "iris", "--num-workers", "0"]
+    )
+    assert "workers per trial must be >= 1" in _error(
         capsys, ["tune", "--model", "iris", "--num-workers", "0"]
     )
 

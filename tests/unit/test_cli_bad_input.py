@@ -5,9 +5,11 @@ missing data files and columns, --resume, inline --input errors, corrupt artifac
 
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 
+from raylife import history
 from raylife.cli import EXIT_USER_ERROR, main
 from raylife.cluster import free_port
 from raylife.serve import config as serve_config
@@ -227,3 +229,53 @@ def test_malformed_serve_configs_are_refused_and_nothing_is_written(
     for fragment in expected:
         assert fragment in line
     assert not (tmp_path / "rendered").exists() or not os.listdir(tmp_path / "rendered")
+
+
+def _other_schema(store):
+    """A version stored under iris that takes ionosphere's 33 features."""
+    return store.register(replace(quick_artifact("ionosphere", epochs=0), model="iris"))
+
+
+def _corrupt_history(store):
+    version = store.resolve("iris")
+    assert main(["promote", "iris", store.register(quick_artifact("iris", epochs=0))]) == 0
+    path = store.location("iris", history.HISTORY_FILE)
+    with open(path, "a") as handle:
+        handle.write('{"action": "promote", "to_ver\n')
+    return version
+
+
+PROMOTION_CASES = [  # (id, setup(store) -> the version argv names, argv, what the line must say)
+    ("other model's schema", _other_schema, ["promote", "iris", "{v}"],
+     ["cannot replace champion", "another model's schema", "trained on iris's features"]),
+    ("schema with --force", _other_schema, ["promote", "iris", "{v}", "--force"],
+     ["another model's schema", "--force does not override this"]),
+    ("no previous champion", None, ["rollback", "iris"],
+     ["iris has no previous champion in", "HISTORY.jsonl", "raylife promote iris VERSION"]),
+    ("nothing promoted", None, ["rollback", "boston"],
+     ["boston has no champion to roll back from", "raylife promote boston VERSION"]),
+    ("corrupt history: promote", _corrupt_history, ["promote", "iris", "{v}"],
+     ["HISTORY.jsonl line 2 is not a history entry", "repair or delete that line"]),
+    ("corrupt history: rollback", _corrupt_history, ["rollback", "iris"],
+     ["HISTORY.jsonl line 2 is not a history entry", "the pointer is where it was"]),
+    ("corrupt history: history", _corrupt_history, ["models", "history", "iris"],
+     ["HISTORY.jsonl line 2 is not a history entry", "repair or delete that line"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("setup", "argv", "expected"),
+    [case[1:] for case in PROMOTION_CASES],
+    ids=[case[0] for case in PROMOTION_CASES],
+)
+def test_promotion_mistakes_leave_the_pointer_where_it_was(
+    capsys, home, files, setup, argv, expected
+):
+    store = ModelStore(str(home / "store"))
+    version = setup(store) if setup else ""
+    capsys.readouterr()
+    before = {model: store.pointer(model) for model in ("iris", "boston")}
+    line = one_line_error(capsys, [arg.replace("{v}", version) for arg in argv])
+    for fragment in expected:
+        assert fragment in line
+    assert {model: store.pointer(model) for model in ("iris", "boston")} == before

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
+from raylife import history
 from raylife.data import load_table
+from raylife.history import HistoryError
+from raylife.promotion import promote, rollback
 from raylife.store import COMPLETE_MARKER, ModelStore
 
 from ..conftest import quick_artifact
@@ -73,3 +77,30 @@ def test_table_from_s3(s3):
         handle.write(buffer.getvalue())
     raw = load_table(f"s3://{BUCKET}/tables/t.parquet?{query}", "y", "binary")
     assert raw.X.shape == (4, 1) and raw.label_names == ["0", "1"]
+
+
+def test_gate_history_and_rollback_on_s3(s3):
+    filesystem, query = s3
+    store = ModelStore(f"s3://{BUCKET}/governed?{query}")
+    base = quick_artifact("iris")
+    good, worse, better = (
+        store.register(replace(base, metrics={"test_accuracy": value})) for value in (0.8, 0.5, 0.9)
+    )
+    assert promote(store, "iris", good).action == "promote"
+    assert promote(store, "iris", worse).action == "refuse"
+    assert promote(store, "iris", better).action == "promote"
+    assert rollback(store, "iris").version == good and store.resolve("iris") == good
+    assert [e.action for e in history.read(store, "iris")] == [
+        "promote",
+        "refuse",
+        "promote",
+        "rollback",
+    ]
+    assert (
+        store.location("iris", history.HISTORY_FILE) == f"s3://{BUCKET}/governed/iris/HISTORY.jsonl"
+    )
+    with filesystem.open_output_stream(f"{BUCKET}/governed/iris/HISTORY.jsonl") as handle:
+        handle.write(b"not json\n")
+    with pytest.raises(HistoryError, match="governed/iris/HISTORY.jsonl line 1 is not a history"):
+        rollback(store, "iris")
+    assert store.resolve("iris") == good

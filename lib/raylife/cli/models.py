@@ -1,4 +1,5 @@
-"""Verbs over the model store: `evaluate`, `promote`, `models list|show`, `predict`."""
+"""Verbs over the model store: `evaluate`, `models list|show|history`, `predict` (promote and
+rollback: cli/governance.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from raylife.cli.common import add_store_flag, settings_from
+from raylife.cli.governance import add_history_verb
 from raylife.errors import RaylifeError
 
 
@@ -18,14 +20,12 @@ def register(verbs: Any) -> None:
     add_store_flag(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    promote = verbs.add_parser("promote", help="make VERSION the one that serves MODEL")
-    promote.add_argument("model")
-    promote.add_argument("version", help="version id or 'latest'")
-    add_store_flag(promote)
-    promote.set_defaults(func=cmd_promote)
-
-    models = verbs.add_parser("models", help="list or show stored versions")
-    models_verbs = models.add_subparsers(dest="models_verb", required=True, metavar="list|show")
+    models = verbs.add_parser(
+        "models", help="list or show stored versions, or a model's promotion history"
+    )
+    models_verbs = models.add_subparsers(
+        dest="models_verb", required=True, metavar="list|show|history"
+    )
     listing = models_verbs.add_parser("list", help="versions with their metrics (* = promoted)")
     listing.add_argument("model", nargs="?")
     add_store_flag(listing)
@@ -35,6 +35,7 @@ def register(verbs: Any) -> None:
     show.add_argument("version", nargs="?")
     add_store_flag(show)
     show.set_defaults(func=cmd_models_show)
+    add_history_verb(models_verbs)
 
     predict = verbs.add_parser("predict", help="predict with a stored version (no Ray needed)")
     predict.add_argument("--model", required=True)
@@ -61,21 +62,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         f"{args.model} {version} on the test split: "
         + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     )
-
-
-def cmd_promote(args: argparse.Namespace) -> None:
-    from raylife.registry import get_spec
-    from raylife.serve import local
-    from raylife.store import ModelStore
-
-    get_spec(args.model)
-    settings = settings_from(args)
-    pointer = ModelStore(settings.store_uri).promote(args.model, args.version)
-    print(f"promoted {args.model} -> {pointer.version} (generation {pointer.generation})")
-    url = local.notify_promotion(settings, args.model, pointer.generation)
-    if url:
-        local.wait_for_version(url, args.model, pointer.version)
-        print(f"the local Serve app at {url}/{args.model} now serves {pointer.version}")
 
 
 def cmd_models_show(args: argparse.Namespace) -> None:

@@ -17,8 +17,13 @@ def register(verbs: Any) -> None:
         "quality", help="registry defaults over seeds -> reports/quality.json"
     )
     quality.add_argument("--models", default="all")
-    quality.add_argument("--seeds", default="0,1,2")
-    quality.add_argument("--num-workers", type=int, default=2)
+    quality.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
+    quality.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="Ray Train workers per run (default: decided per model by measurement)",
+    )
     quality.add_argument("--output", default="reports/quality.json")
     quality.set_defaults(func=cmd_quality)
 

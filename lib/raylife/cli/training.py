@@ -36,8 +36,11 @@ TRAIN_FIELDS = [
     "report_interval_s",
     "max_failures",
 ]
+SWEEP_TRAIN_FIELDS = [f for f in TRAIN_FIELDS if f != "num_workers"]
+"""A sweep's --num-workers is TuneConfig.workers_per_trial (default: decided by measurement)."""
 TUNE_FIELDS = [
     "num_samples",
+    "workers_per_trial",
     "max_concurrent_trials",
     "scheduler",
     "grace_period",
@@ -48,6 +51,7 @@ TUNE_FIELDS = [
 TUNE_RENAME = {
     "num_samples": "samples",
     "max_concurrent_trials": "max_concurrent",
+    "workers_per_trial": "num_workers",
     "seed": "tune_seed",
 }
 
@@ -64,16 +68,25 @@ def register(verbs: Any) -> None:
     )
     train.set_defaults(func=cmd_train)
 
-    tune = verbs.add_parser("tune", help="Ray Tune sweep (ASHA) whose trials are Ray Train runs")
-    _run_flags(tune)
+    tune = verbs.add_parser(
+        "tune", help="Ray Tune sweep (ASHA); trials sized by measurement (--num-workers to choose)"
+    )
+    _run_flags(tune, SWEEP_TRAIN_FIELDS)
     add_config_flags(tune.add_argument_group("Ray Tune"), TuneConfig, TUNE_FIELDS, TUNE_RENAME)
     tune.set_defaults(func=cmd_tune)
 
     run = verbs.add_parser("run", help="the main job: every model through the whole life-cycle")
     run.add_argument("--models", default="all", help="comma-separated model keys (default: all)")
     run.add_argument("--samples", type=int, default=4, help="Tune trials per model")
-    run.add_argument("--num-workers", type=int, default=2)
-    run.add_argument("--max-concurrent", type=int, default=2, help="trials at once")
+    run.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="Ray Train workers per trial (default: decided per model by measurement)",
+    )
+    run.add_argument(
+        "--max-concurrent", type=int, default=None, help="trials at once (default: as CPUs hold)"
+    )
     _preset_flag(run)
     add_store_flag(run)
     run.set_defaults(func=cmd_run)
@@ -87,7 +100,7 @@ def _preset_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_flags(parser: argparse.ArgumentParser) -> None:
+def _run_flags(parser: argparse.ArgumentParser, train_fields: list[str] = TRAIN_FIELDS) -> None:
     """Flags shared by train and tune: the model, its data, hyperparameters and resources."""
     parser.add_argument("--model", required=True, help="boston | ionosphere | iris | mnist")
     _preset_flag(parser)
@@ -98,14 +111,20 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         overrides_only=True,
     )
     add_config_flags(parser.add_argument_group("data"), DataConfig, DATA_FIELDS, DATA_RENAME)
-    add_config_flags(parser.add_argument_group("Ray Train"), TrainConfig, TRAIN_FIELDS)
+    add_config_flags(parser.add_argument_group("Ray Train"), TrainConfig, train_fields)
     parser.add_argument(
-        "--promote", action="store_true", help="promote the registered version (it serves)"
+        "--promote",
+        action="store_true",
+        help="promote the registered version if it passes the promotion gate (it serves)",
     )
     add_store_flag(parser)
 
 
-def train_config(args: argparse.Namespace, run_name: str | None = None) -> TrainConfig:
+def train_config(
+    args: argparse.Namespace, run_name: str | None = None, fields: list[str] = TRAIN_FIELDS
+) -> TrainConfig:
+    """The run's TrainConfig (a sweep's base takes SWEEP_TRAIN_FIELDS: its workers per trial
+    are the TuneConfig's)."""
     from raylife.registry import get_spec
 
     hparams = get_spec(args.model).preset(args.preset).replace(**config_values(args, HPARAM_FIELDS))
@@ -115,7 +134,7 @@ def train_config(args: argparse.Namespace, run_name: str | None = None) -> Train
         hparams=hparams,
         data=data,
         run_name=run_name,
-        **config_values(args, TRAIN_FIELDS),
+        **config_values(args, fields),
     )
 
 
@@ -152,7 +171,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     tune_cfg = TuneConfig(**config_values(args, TUNE_FIELDS, TUNE_RENAME))
     outcome, registered = tune_and_register(
-        train_config(args), tune_cfg, settings_from(args), promote=args.promote
+        train_config(args, fields=SWEEP_TRAIN_FIELDS),
+        tune_cfg,
+        settings_from(args),
+        promote=args.promote,
     )
     print(f"sweep {outcome.name}:")
     print(outcome.trials.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -169,12 +191,9 @@ def print_registered(registered: Any) -> None:
         if k.startswith(("val_", "test_")) and k != "val_objective"
     )
     print(f"registered {art.model} version {registered.version}: {metrics}")
-    if registered.pointer:
-        print(
-            f"promoted {art.model} -> {registered.version} (generation {registered.pointer.generation})"
-        )
-    else:
-        print(f"promote it with: raylife promote {art.model} {registered.version}")
+    if registered.promotion and registered.promotion.comparison:
+        print(registered.promotion.comparison.table())
+    print(registered.promotion_line)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
