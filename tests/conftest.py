@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,52 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RAYLIFE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RAYLIFE_STORE", raising=False)
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_tracking_by_default():
+    """Tests track nothing in MLflow unless they ask for `tracked_home`: a new local store costs
+    ~10 s of schema migrations per RAYLIFE_HOME, and a developer's RAYLIFE_MLFLOW_URI must not
+    receive test runs. Subprocesses the tests start inherit it."""
+    previous = os.environ.get("RAYLIFE_MLFLOW_URI")
+    os.environ["RAYLIFE_MLFLOW_URI"] = "off"
+    yield
+    if previous is None:
+        os.environ.pop("RAYLIFE_MLFLOW_URI", None)
+    else:
+        os.environ["RAYLIFE_MLFLOW_URI"] = previous
+
+
+def mlflow_template() -> Path:
+    """An empty, migrated MLflow SQLite store (creating one takes ~10 s of schema migrations),
+    kept in the temp folder per MLflow version and copied by the tests that track."""
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    path = Path(tempfile.gettempdir()) / f"raylife-mlflow-template-{mlflow.__version__}.db"
+    if not path.exists():
+        building = path.with_suffix(f".{os.getpid()}.tmp")
+        uri = f"sqlite:///{building}"
+        MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
+        os.replace(building, path)  # another session may race us: either copy is complete
+    return path
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template() -> Path:
+    return mlflow_template()
+
+
+@pytest.fixture
+def tracked_home(home: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template: Path) -> Path:
+    """`home` with MLflow tracking on, into its own local store (the default location)."""
+    target = home / "mlflow" / "mlflow.db"
+    target.parent.mkdir(parents=True)
+    shutil.copy(_mlflow_template, target)
+    monkeypatch.delenv("RAYLIFE_MLFLOW_URI", raising=False)
+    return home
 
 
 __all__ = ["as_tensors", "prepared", "quick_artifact"]

@@ -153,6 +153,23 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Where a run is tracked in MLflow (raylife.tracking); TrainConfig.tracking None = nowhere."""
+
+    uri: str
+    """MLflow tracking URI: the local SQLite store under RAYLIFE_HOME, or http(s)://server."""
+    artifact_location: str | None = None
+    """Where a new experiment keeps its artifacts (the local store's folder); None: the server's."""
+    experiment_id: str | None = None
+    """The model's experiment, created by the driver before any worker starts."""
+    parent_run_id: str | None = None
+    """The sweep's MLflow run: a trial's run is nested under it."""
+
+    def replace(self, **changes: Any) -> TrackingConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One Ray Train run of one model."""
 
@@ -186,6 +203,8 @@ class TrainConfig:
     """Epochs reported whatever their metric: a Tune sweep sets ASHA's rung epochs here, so the
     scheduler judges every trial on its metric AT the rung (improvement-only reports would show
     it only best-so-far values, late)."""
+    tracking: TrackingConfig | None = None
+    """MLflow run of this run (rank 0 logs it); None: not tracked."""
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, f"num workers must be >= 1, got {self.num_workers}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from raylife import plots
-from raylife.cluster import ensure_ray, free_port
+from raylife.cluster import ensure_ray, free_port, link_ray_logs
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data import prepare
 from raylife.predict import Predictor
@@ -88,6 +88,9 @@ def run_all(
     say(
         f"\nOutputs: store {settings.store_uri} | plots {settings.plots_dir} | runs {settings.runs_uri} | summary {summary}"
     )
+    logs = link_ray_logs(settings.home)
+    if logs is not None:
+        say(f"Ray's logs (every trial's and replica's output): {logs}")
     if serve:
         serve_and_query(test_rows, settings, say)
     return reports

@@ -8,8 +8,8 @@ Serve replicas follow the pointer's generation, so a rollback reaches them exact
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from raylife import history
 from raylife.artifact import Artifact
@@ -18,6 +18,9 @@ from raylife.errors import ArtifactError, RaylifeError
 from raylife.gate import Comparison, GateUnavailable, compare, schema_mismatch
 from raylife.registry import get_spec
 from raylife.store import ModelStore, Pointer
+
+if TYPE_CHECKING:  # imports mlflow: only when a mirror is passed
+    from raylife.model_mirror import Mirror
 
 RUN_FIELDS = ("source", "run_name", "sweep", "checkpoint")
 """What of an artifact's run the history keeps as its source run."""
@@ -36,10 +39,16 @@ class Outcome:
     comparison: Comparison | None
     forced: bool
     reason: str
+    mirror_problem: str = ""
+    """Why the MLflow registry does not show the change ("" = it does, or there is no mirror)."""
 
     @property
     def line(self) -> str:
-        """What happened, in one line."""
+        """What happened, in one line (and what the MLflow mirror missed, if anything)."""
+        return f"{self._line}; {self.mirror_problem}" if self.mirror_problem else self._line
+
+    @property
+    def _line(self) -> str:
         if self.action == "refuse":
             return f"not promoted: {self.reason}"
         assert self.pointer is not None
@@ -61,10 +70,12 @@ def promote(
     force: bool = False,
     note: str = "",
     data: PreparedData | None = None,
+    mirror: Mirror | None = None,
 ) -> Outcome:
     """Promote `version` if the gate lets it (or `force`); record the promotion or the refusal.
     `data`: the candidate's prepared data when the caller has it (a sweep). Raises only for what
-    stops before any decision (unknown model or version, corrupt artifact or history)."""
+    stops before any decision (unknown model or version, corrupt artifact or history). `mirror`:
+    the MLflow registry follows, after the transaction (its failure is in the outcome's line)."""
     get_spec(model)
     version, candidate = store.load(model, version)
     with store.promotion_lock(model):
@@ -90,10 +101,12 @@ def promote(
                 "promote", model, version, before, pointer, comparison, forced, reason
             )
         _record(store, model, entries, outcome, candidate, champion, note)
-    return outcome
+    return _mirrored(store, outcome, mirror)
 
 
-def rollback(store: ModelStore, model: str, note: str = "") -> Outcome:
+def rollback(
+    store: ModelStore, model: str, note: str = "", mirror: Mirror | None = None
+) -> Outcome:
     """Point `model` back at the champion before the current one (from the history)."""
     get_spec(model)
     with store.promotion_lock(model):
@@ -118,7 +131,16 @@ def rollback(store: ModelStore, model: str, note: str = "") -> Outcome:
             "rollback", model, previous, current.version, pointer, None, False, "rollback"
         )
         _record(store, model, entries, outcome, target, champion, note)
-    return outcome
+    return _mirrored(store, outcome, mirror)
+
+
+def _mirrored(store: ModelStore, outcome: Outcome, mirror: Mirror | None) -> Outcome:
+    """The MLflow alias follows the pointer, outside the lock and best-effort: the store is the
+    source of truth, so a mirror failure is reported, never raised (`raylife models sync`)."""
+    if mirror is None or outcome.pointer is None:
+        return outcome
+    problem = mirror.set_champion(store, outcome.model, outcome.pointer.version)
+    return replace(outcome, mirror_problem=problem) if problem else outcome
 
 
 def _champion(

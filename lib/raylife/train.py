@@ -12,12 +12,13 @@ Everything else is plain PyTorch from raylife.loop.
 
 from __future__ import annotations
 
+import copy
 import pickle
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from raylife.loop import (
 from raylife.models import build_model
 from raylife.registry import get_spec
 from raylife.settings import Settings
+from raylife.tracking import worker_tracker
 
 TRAIN_STATE_FILE = "train_state.pt"
 
@@ -60,20 +62,21 @@ def model_args_for(cfg: TrainConfig, data: PreparedData) -> dict[str, Any]:
 def make_artifact(
     cfg: TrainConfig,
     data: PreparedData,
-    model: torch.nn.Module,
+    model: torch.nn.Module | dict[str, torch.Tensor],
     history: list[dict[str, float]],
     metrics: dict[str, float],
     run_name: str,
 ) -> Artifact:
-    """A complete artifact of the current weights: checkpoints ARE artifacts, so any checkpoint can
-    be registered in the store without re-running anything."""
+    """A complete artifact of a model's weights (or of a state dict): checkpoints ARE artifacts,
+    so any checkpoint can be registered in the store without re-running anything."""
+    weights = model.state_dict() if isinstance(model, torch.nn.Module) else model
     spec = get_spec(cfg.model)
     return Artifact(
         model=cfg.model,
         architecture=spec.architecture,
         model_args=model_args_for(cfg, data),
         task=spec.task,
-        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        state_dict={k: v.detach().cpu().clone() for k, v in weights.items()},
         preprocessing=data.preprocessing,
         schema=data.schema,
         label_names=data.label_names,
@@ -233,6 +236,7 @@ class _WorkerRun:
             session.latest_checkpoint(), self.model, self.optimizer
         )
         self.last_report = time.monotonic()
+        self.best_unreported: _Snapshot | None = None
 
     def epochs(self) -> Iterator[Epoch]:
         """The epochs left to run, as loop.fit runs them."""
@@ -261,57 +265,107 @@ class _WorkerRun:
         target_std = self.data.preprocessing.target_std or 1.0
         row = epoch_metrics(epoch.number, sums[:4], sums[4:8], self.task, target_std)
         self.history.append(row)
-        improved = self.task.is_better(row[OBJECTIVE], self.best)
-        if improved:
+        if self.task.is_better(row[OBJECTIVE], self.best):
             self.best = row[OBJECTIVE]
+            self.best_unreported = self._snapshot(row)
         due = (
             epoch.number == self.cfg.hparams.epochs
             or epoch.number in self.cfg.report_epochs
             or sums[8] > 0
         )
-        return row, bool(improved or due)
+        return row, bool(due)
 
     def report(self, row: dict[str, float]) -> None:
-        """Every worker reports; rank 0 attaches the checkpoint (an artifact + train state)."""
-        started = time.monotonic()
+        """Every worker reports; rank 0 attaches the checkpoint (an artifact + train state).
+
+        An epoch that improved the validation objective is not reported when it happens (each
+        report is a round trip to Tune or the Train controller, which early epochs would pay
+        nearly every epoch): its snapshot is reported just before the next due report, so the
+        best epoch's checkpoint is kept all the same, at most report_interval_s later.
+        """
+        best, self.best_unreported = self.best_unreported, None
+        if best is not None and best.row["epoch"] != row["epoch"]:
+            self._report(best)
+        self._report(self._snapshot(row))
+
+    def _snapshot(self, row: dict[str, float]) -> _Snapshot:
+        """The state a checkpoint of this epoch holds (rank 0 only: the others attach none)."""
         if self.rank != 0:
-            self.session.report(row, None)
+            return _Snapshot(row)
+        return _Snapshot(
+            row,
+            {k: v.detach().clone() for k, v in _unwrap(self.model).state_dict().items()},
+            copy.deepcopy(self.optimizer.state_dict()),
+            list(self.history),
+            self.best,
+        )
+
+    def _report(self, snapshot: _Snapshot) -> None:
+        started = time.monotonic()
+        if snapshot.weights is None:
+            self.session.report(snapshot.row, None)
         else:
             with tempfile.TemporaryDirectory() as folder:
-                self._write_checkpoint(Path(folder), row)
-                self.session.report(row, Path(folder))
+                self._write_checkpoint(Path(folder), snapshot)
+                self.session.report(snapshot.row, Path(folder))
         self.last_report = time.monotonic()
         self.timings["reports"].append(self.last_report - started)
 
-    def _write_checkpoint(self, folder: Path, row: dict[str, float]) -> None:
+    def artifact(self, row: dict[str, float]) -> Artifact:
+        """The current weights as a complete artifact, with `row` as its metrics."""
         model = _unwrap(self.model)
+        return make_artifact(self.cfg, self.data, model, self.history, row, self.session.run_name)
+
+    def _write_checkpoint(self, folder: Path, snapshot: _Snapshot) -> None:
+        assert snapshot.weights is not None, "only rank 0 writes checkpoints"
         artifact = make_artifact(
-            self.cfg, self.data, model, self.history, row, self.session.run_name
+            self.cfg,
+            self.data,
+            snapshot.weights,
+            snapshot.history,
+            snapshot.row,
+            self.session.run_name,
         )
         for name, payload in artifact.to_files().items():
             (folder / name).write_bytes(payload)
         state = {
-            "optimizer": self.optimizer.state_dict(),
-            "epochs_done": int(row["epoch"]),
-            "history": self.history,
-            "best": self.best,
+            "optimizer": snapshot.optimizer,
+            "epochs_done": int(snapshot.row["epoch"]),
+            "history": snapshot.history,
+            "best": snapshot.best,
             "timings": self.timings,
         }
         torch.save(state, folder / TRAIN_STATE_FILE)
+
+
+@dataclass
+class _Snapshot:
+    """One epoch's checkpoint contents, taken when the epoch ends (reported then or later)."""
+
+    row: dict[str, float]
+    weights: dict[str, torch.Tensor] | None = None
+    """None on ranks other than 0, which report metrics only."""
+    optimizer: dict[str, Any] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
 
 
 def run_worker(cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> None:
     """One worker's whole run: epochs of plain PyTorch, reported when they improve the validation
     objective, when report_interval_s has passed, at ASHA's rung epochs and at the end."""
     run = _WorkerRun(cfg, data, session)
+    tracker = worker_tracker(cfg, session.rank)  # MLflow: rank 0 of a tracked run, else no-op
+    tracker.start(cfg, data, session.run_name, run.history)
     if run.epochs_done >= cfg.hparams.epochs and run.history:
         # Resumed after its last epoch (the process that drove it died before recording the
         # end, e.g. a killed sweep): report the final epoch again so the caller gets its result.
         run.report(run.history[-1])
     for epoch in run.epochs():
         row, due = run.finish_epoch(epoch)
+        tracker.log_epoch(row, flush=due)  # before the report, after which ASHA may stop us
         if due:
             run.report(row)
+    tracker.finish(lambda: run.artifact(run.history[-1]))
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

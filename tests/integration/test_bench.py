@@ -21,13 +21,17 @@ def test_quick_bench_writes_both_reports(tmp_path, monkeypatch, capsys):
     report = json.loads((out / "bench.json").read_text())
     assert report["meta"]["quick"] is True
     sections = report["sections"]
-    assert set(sections) == {"train", "tune", "serve"}
+    assert set(sections) == {"train", "trials", "tune", "serve"}
 
     train = sections["train"]["figures"]
     for figure in ("plain epoch_s", "ray epoch_s", "ray fit_fixed_s", "ray report_s"):
         assert train[figure]["median"] > 0, figure
     # fit()'s fixed costs are measured from the worker's own clock: both ends are real intervals.
     assert train["ray fit_start_s"]["min"] > 0 and train["ray fit_end_s"]["min"] > 0
+
+    trials = sections["trials"]["figures"]
+    # The sweep trial's epoch comes from the reports Tune received: a real, positive interval.
+    assert trials["iris trial epoch_s"]["min"] > 0 and trials["iris plain epoch_s"]["min"] > 0
 
     tune = sections["tune"]["figures"]
     assert tune["fifo trial_epochs"]["median"] == 4  # 2 trials x 2 debug epochs, nothing stopped

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 
+from raylife import tracking
 from raylife.config import TrainConfig
 from raylife.data import prepare
 from raylife.registry import get_spec
@@ -51,20 +52,35 @@ def _checkpoints(settings: Settings, run_name: str) -> int:
     return len(list((Path(settings.runs_uri) / run_name).glob("checkpoint_*")))
 
 
+def _mlflow_runs(settings: Settings, model: str) -> dict[str, tuple[str, list[int]]]:
+    """Run name -> (status, val_loss steps) of every MLflow run of the model's experiment."""
+    assert settings.mlflow_uri is not None
+    client = tracking.client(settings.mlflow_uri)
+    experiment = client.get_experiment_by_name(tracking.experiment_name(model))
+    return {
+        run.info.run_name: (
+            run.info.status,
+            sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")),
+        )
+        for run in client.search_runs([experiment.experiment_id])
+    }
+
+
 def test_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
     """SIGKILL one of two DDP workers after its 2nd checkpoint: Ray Train restarts the group from
     the last checkpoint; at most one epoch of work is lost; the final accuracy matches an
     uninterrupted run of the same config."""
     import ray
 
-    settings = Settings.from_env(home=str(tmp_path))
+    settings = Settings.from_env(home=str(tmp_path), tracking_uri=tracked_uri(tmp_path))
     spec = get_spec("mnist")
     cfg = TrainConfig(model="mnist", hparams=spec.defaults.replace(epochs=5), num_workers=2)
+    killed_cfg = tracking.prepare(cfg.replace(tracking=tracking.config_for(settings)))
     data_ref = ray.put(prepare(spec, cfg.data))
 
     results: dict[str, Any] = {}
     run = threading.Thread(
-        target=lambda: results.update(killed=_fit(cfg, settings, data_ref, "fault-kill"))
+        target=lambda: results.update(killed=_fit(killed_cfg, settings, data_ref, "fault-kill"))
     )
     run.start()
     poll(lambda: _checkpoints(settings, "fault-kill") >= 2, timeout_s=180, interval_s=0.2)
@@ -98,6 +114,20 @@ def test_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
     reference = _final_state(baseline)["history"][-1]["val_accuracy"]
     print(f"val accuracy after the kill {accuracy:.4f}, uninterrupted {reference:.4f}")
     assert abs(accuracy - reference) <= 0.02
+    # The restarted worker group continued the same MLflow run: one run, each epoch once.
+    assert _mlflow_runs(settings, "mnist") == {"fault-kill": ("FINISHED", [1, 2, 3, 4, 5])}
+
+
+def tracked_uri(home: Path) -> str:
+    """A local MLflow store under `home`, copied from an empty migrated one (see conftest)."""
+    import shutil
+
+    from tests.conftest import mlflow_template
+
+    target = home / "mlflow" / "mlflow.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_template(), target)
+    return f"sqlite:///{target}"
 
 
 def _sweep_command(home: Path, name: str) -> list[str]:
@@ -116,6 +146,7 @@ def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(tmp_path)
 
     env = {
         **os.environ,
+        "RAYLIFE_MLFLOW_URI": tracked_uri(tmp_path),
         "RAYLIFE_HOME": str(tmp_path),
         "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
         "PYTHONUNBUFFERED": "1",
@@ -147,3 +178,14 @@ def test_killed_sweep_driver_resumes_without_rerunning_finished_trials(tmp_path)
     )
     assert not finished_before & started_again, "a finished trial ran again"
     assert len(finished_before | finished_after) == 4, second.stdout[-2000:]
+    # The restored sweep continued its MLflow runs: one parent, one run per trial, each epoch
+    # of a trial at most once (a trial cut short by the kill resumes its own run).
+    runs = _mlflow_runs(
+        Settings.from_env(home=str(tmp_path), tracking_uri=env["RAYLIFE_MLFLOW_URI"]), "iris"
+    )
+    assert set(runs) == {"fault-sweep"} | {
+        f"fault-sweep-{t}" for t in finished_before | finished_after
+    }
+    for name, (status, steps) in runs.items():
+        assert status == "FINISHED", (name, status)
+        assert name == "fault-sweep" or steps == list(range(1, len(steps) + 1)), (name, steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,17 @@ def test_sweep_promotes_best_trial_and_predicts(home, capsys):
     assert answer["version"] == version and len(answer["predictions"]) == 2
     assert raylife("evaluate --model iris") == 0
     assert "test_accuracy" in capsys.readouterr().out
+
+
+def test_a_ddp_sweep_runs_its_trials_as_ray_train_runs(home, capsys):
+    """--num-workers 2: each trial is a 2-worker TorchTrainer run (the path sizing picks where a
+    step pays for its allreduce and the CPUs are spare)."""
+    assert raylife("tune --model iris --preset debug --epochs 3 --samples 2 --num-workers 2") == 0
+    out = capsys.readouterr().out
+    assert "trials: 2 workers each" in out and "set by --num-workers" in out
+    version = re.search(r"registered iris version (\S+):", out)
+    assert version, out[-2000:]
+    assert _store(home).metadata("iris", version.group(1))["run"]["num_workers"] == 2
 
 
 def test_quality_report_shape(home, tmp_path, capsys):

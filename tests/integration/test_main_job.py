@@ -21,8 +21,6 @@ def test_the_main_job_end_to_end(home: Path, capsys):
             "debug",
             "--samples",
             "2",
-            "--num-workers",
-            "1",
             "--models",
             ",".join(models),
         ]
@@ -40,4 +38,7 @@ def test_the_main_job_end_to_end(home: Path, capsys):
         # Served over HTTP and asked about its first held-out test row.
         assert f"POST /{model} " in out and f"from version {row['version']}" in out
     assert "Serve stopped" in out
+    # Each sweep says how its trials were sized, and the run says where Ray's logs are.
+    assert out.count("trials: 1 worker each") == len(models), out[-3000:]
+    assert (home / "ray-logs").is_dir() and "Ray's logs" in out
     assert not (home / local.STATE_FILE).exists(), "Serve was left running"

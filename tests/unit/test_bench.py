@@ -78,7 +78,18 @@ def test_reports_carry_every_figure_and_mark_missed_targets(tmp_path):
 
 
 def test_sections_are_validated():
-    assert runner.parse_sections(None, quick=True) == ["train", "tune", "serve"]
+    assert runner.parse_sections(None, quick=True) == ["train", "trials", "tune", "serve"]
     assert runner.parse_sections("lifecycle,train", quick=False) == ["train", "lifecycle"]
     with pytest.raises(RaylifeError, match="unknown bench section"):
         runner.parse_sections("train,gpu", quick=False)
+
+
+def test_trial_epoch_time_is_read_from_the_reports_tune_received():
+    import pandas as pd
+
+    from raylife.tools.bench.trials_bench import trial_epoch_s
+
+    history = pd.DataFrame({"epoch": [1, 4, 10], "time_total_s": [5.0, 5.6, 6.8]})
+    assert trial_epoch_s(history) == pytest.approx(0.2)  # (6.8 - 5.0) / 9 epochs
+    with pytest.raises(ValueError, match="at least two epochs"):
+        trial_epoch_s(history.iloc[:1])

@@ -2,8 +2,9 @@
 
 The verbs live in one module per group; `raylife --help` lists them all:
   training.py  train, tune, run (the main job)
-  models.py    evaluate, models list|show|history, predict
+  models.py    evaluate, models list|show|history|sync, predict
   governance.py  promote (gated), rollback, models history
+  tracking.py  ui (MLflow UI of the local store), models sync (MLflow registry mirror)
   serving.py   serve, loadtest, serve-configs
   tools.py     quality, selection-study, bench, report-cost, gpu-check, kuberay-manifests, rehearse
 Flags that set a config field come from the config dataclasses (flags.py).
@@ -14,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from raylife.cli import governance, models, serving, tools, training
+from raylife.cli import governance, models, serving, tools, tracking, training
 from raylife.cli.common import EXIT_USER_ERROR, OneLineErrors
 from raylife.errors import RaylifeError
 
@@ -24,7 +25,7 @@ __all__ = ["EXIT_USER_ERROR", "build_parser", "main"]
 def build_parser() -> OneLineErrors:
     parser = OneLineErrors(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for group in (training, governance, models, serving, tools):
+    for group in (training, governance, models, serving, tracking, tools):
         group.register(verbs)
     return parser
 

@@ -26,8 +26,28 @@ def add_store_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
+    """--tracking-uri and --no-tracking: where runs and store versions are tracked in MLflow."""
+    group = parser.add_argument_group("MLflow tracking")
+    group.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: $RAYLIFE_MLFLOW_URI or "
+        "the local store sqlite:///$RAYLIFE_HOME/mlflow/mlflow.db)",
+    )
+    group.add_argument(
+        "--no-tracking",
+        action="store_true",
+        help="track nothing in MLflow (as RAYLIFE_MLFLOW_URI=off)",
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(store=getattr(args, "store", None))
+    return Settings.from_env(
+        store=getattr(args, "store", None),
+        tracking_uri=getattr(args, "tracking_uri", None),
+        tracking=not getattr(args, "no_tracking", False),
+    )
 
 
 def model_list(text: str) -> list[str]:

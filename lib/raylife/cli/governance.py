@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from raylife.cli.common import add_store_flag, settings_from
+from raylife.cli.common import add_store_flag, add_tracking_flags, settings_from
 from raylife.errors import RaylifeError
 
 
@@ -27,6 +27,7 @@ def register(verbs: Any) -> None:
     )
     add_note_flag(promote)
     add_store_flag(promote)
+    add_tracking_flags(promote)
     promote.set_defaults(func=cmd_promote)
 
     rollback = verbs.add_parser(
@@ -35,6 +36,7 @@ def register(verbs: Any) -> None:
     rollback.add_argument("model")
     add_note_flag(rollback)
     add_store_flag(rollback)
+    add_tracking_flags(rollback)
     rollback.set_defaults(func=cmd_rollback)
 
 
@@ -54,12 +56,18 @@ def add_note_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
+    from raylife import tracking
     from raylife.promotion import promote
     from raylife.store import ModelStore
 
     settings = settings_from(args)
     outcome = promote(
-        ModelStore(settings.store_uri), args.model, args.version, args.force, args.reason
+        ModelStore(settings.store_uri),
+        args.model,
+        args.version,
+        args.force,
+        args.reason,
+        mirror=tracking.mirror(tracking.config_for(settings)),
     )
     if outcome.comparison:
         print(outcome.comparison.table())
@@ -71,11 +79,17 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
+    from raylife import tracking
     from raylife.promotion import rollback
     from raylife.store import ModelStore
 
     settings = settings_from(args)
-    outcome = rollback(ModelStore(settings.store_uri), args.model, args.reason)
+    outcome = rollback(
+        ModelStore(settings.store_uri),
+        args.model,
+        args.reason,
+        mirror=tracking.mirror(tracking.config_for(settings)),
+    )
     print(outcome.line)
     _follow_serve(settings, args.model, outcome)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from raylife.cli.common import add_store_flag, settings_from
 from raylife.cli.governance import add_history_verb
+from raylife.cli.tracking import add_sync_verb
 from raylife.errors import RaylifeError
 
 
@@ -24,7 +25,7 @@ def register(verbs: Any) -> None:
         "models", help="list or show stored versions, or a model's promotion history"
     )
     models_verbs = models.add_subparsers(
-        dest="models_verb", required=True, metavar="list|show|history"
+        dest="models_verb", required=True, metavar="list|show|history|sync"
     )
     listing = models_verbs.add_parser("list", help="versions with their metrics (* = promoted)")
     listing.add_argument("model", nargs="?")
@@ -36,6 +37,7 @@ def register(verbs: Any) -> None:
     add_store_flag(show)
     show.set_defaults(func=cmd_models_show)
     add_history_verb(models_verbs)
+    add_sync_verb(models_verbs)
 
     predict = verbs.add_parser("predict", help="predict with a stored version (no Ray needed)")
     predict.add_argument("--model", required=True)

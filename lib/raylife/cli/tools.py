@@ -62,7 +62,8 @@ def register(verbs: Any) -> None:
     )
     bench.add_argument("--quick", action="store_true", help="smoke-test sizes (CI), about 2 min")
     bench.add_argument(
-        "--sections", help="comma-separated subset of train,tune,serve,lifecycle (default: all)"
+        "--sections",
+        help="comma-separated subset of train,trials,tune,serve,lifecycle (default: all)",
     )
     bench.add_argument("--output-dir", default="reports", help="where bench.json/bench.md go")
     bench.set_defaults(func=cmd_bench)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raylife.cli.common import add_store_flag, model_list, settings_from
+from raylife.cli.common import add_store_flag, add_tracking_flags, model_list, settings_from
 from raylife.cli.flags import add_config_flags, config_values
 from raylife.config import DataConfig, Hyperparams, TrainConfig, TuneConfig
 from raylife.errors import RaylifeError
@@ -89,6 +89,7 @@ def register(verbs: Any) -> None:
     )
     _preset_flag(run)
     add_store_flag(run)
+    add_tracking_flags(run)
     run.set_defaults(func=cmd_run)
 
 
@@ -118,6 +119,7 @@ def _run_flags(parser: argparse.ArgumentParser, train_fields: list[str] = TRAIN_
         help="promote the registered version if it passes the promotion gate (it serves)",
     )
     add_store_flag(parser)
+    add_tracking_flags(parser)
 
 
 def train_config(

@@ -38,6 +38,6 @@ def run(home: Path, say: Callable[[str], None] = print) -> Section:
     if process.returncode != 0:
         raise RaylifeError(f"`raylife run` failed (exit {process.returncode}); see {log}")
     section.add("make run wall_s", [wall], "s")
-    section.check("make run wall time (s)", wall, "<=", 300.0, "one run: it takes minutes")
+    section.check("make run wall time (s)", wall, "<=", 180.0, "one run: it takes minutes")
     section.seconds = wall
     return section

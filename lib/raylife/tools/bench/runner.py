@@ -13,11 +13,18 @@ from pathlib import Path
 from raylife.config import TrainConfig, TuneConfig
 from raylife.errors import RaylifeError
 from raylife.settings import Settings
-from raylife.tools.bench import lifecycle_bench, report, serve_bench, train_bench, tune_bench
+from raylife.tools.bench import (
+    lifecycle_bench,
+    report,
+    serve_bench,
+    train_bench,
+    trials_bench,
+    tune_bench,
+)
 from raylife.tools.bench.stats import Section
 
-SECTIONS = ("train", "tune", "serve", "lifecycle")
-QUICK_SECTIONS = ("train", "tune", "serve")
+SECTIONS = ("train", "trials", "tune", "serve", "lifecycle")
+QUICK_SECTIONS = ("train", "trials", "tune", "serve")
 """--quick skips the lifecycle section: `raylife run` alone takes minutes."""
 
 
@@ -62,7 +69,12 @@ def run_bench(
     in_cluster = [s for s in sections if s != "lifecycle"]
     if in_cluster:
         ensure_ray(num_cpus=cluster_cpus(), cluster_env=serving.serving_cluster_env())
-        runners = {"train": train_bench.run, "tune": tune_bench.run, "serve": serve_bench.run}
+        runners = {
+            "train": train_bench.run,
+            "trials": trials_bench.run,
+            "tune": tune_bench.run,
+            "serve": serve_bench.run,
+        }
         try:
             for name in in_cluster:
                 say(f"\n[{name}]")

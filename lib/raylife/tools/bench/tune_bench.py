@@ -1,19 +1,23 @@
-"""Tune section: what Tune adds on top of the Train runs it schedules, and what ASHA saves.
+"""Tune section: what Tune adds on top of the trials it schedules, and what ASHA saves.
 
 Two comparisons, each interleaved over rounds; round k samples its trials with search seed k, so
 the contenders of a round run exactly the same hyperparameters:
-- overhead: a FIFO sweep, one trial at a time, vs the same trials run alone as Ray Train runs
-  (TorchTrainer.fit() one after the other). Tune's own overhead = sweep wall / sum of lone walls.
-- schedulers: an ASHA sweep vs a FIFO sweep (`make run`'s two trials at a time): trial-epochs spent
-  and the best validation metric reached.
+- overhead: a FIFO sweep, one trial at a time, vs the same trials run alone the same way: for
+  one-process trials (what raylife.sizing picks here) the trials one after another in one new
+  Ray worker process; before sizing (`make run`'s 2-worker DDP trials) lone TorchTrainer.fit()
+  calls. Tune's own overhead = sweep wall / lone wall.
+- schedulers: an ASHA sweep vs a FIFO sweep (trials side by side as `make run` runs them):
+  trial-epochs spent and the best validation metric reached.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from raylife.config import TrainConfig, TuneConfig
@@ -24,7 +28,7 @@ from raylife.settings import Settings
 from raylife.store import ModelStore
 from raylife.tasks import Task
 from raylife.tools.bench.stats import Section, alternate
-from raylife.train import build_trainer, new_run_name, storage_path
+from raylife.train import build_trainer, new_run_name, run_worker, storage_path
 from raylife.tune import SweepOutcome, run_sweep, sample_configs, trial_train_config
 
 
@@ -45,6 +49,8 @@ class TuneBenchSetup:
     scheduler_trials: int
     """Trials of the ASHA vs FIFO comparison: ASHA needs a few to prune anything."""
     scheduler_concurrency: int
+    before: bool
+    """Also measure the overhead of a 2-worker DDP sweep against lone TorchTrainer runs."""
 
 
 FULL = TuneBenchSetup(
@@ -58,10 +64,11 @@ FULL = TuneBenchSetup(
     overhead_trials=2,
     scheduler_trials=6,
     scheduler_concurrency=2,
+    before=True,
 )
 QUICK = dataclasses.replace(
     FULL, preset="debug", overhead_epochs=2, scheduler_epochs=2, repeats=1, overhead_trials=1,
-    scheduler_trials=2,
+    scheduler_trials=2, before=False,
 )  # fmt: skip
 
 
@@ -96,7 +103,8 @@ def _sweep(
 def _alone(
     base: TrainConfig, seed: int, trials: int, settings: Settings, data_ref: Any
 ) -> dict[str, float]:
-    """The sweep's trials (same sampling, same anchor) as lone TorchTrainer.fit() calls."""
+    """The sweep's trials (same sampling, same anchor) as lone TorchTrainer.fit() calls: how a
+    DDP sweep's trials run without Tune."""
     spec = get_spec(base.model)
     total = 0.0
     for sampled in sample_configs(spec, trials, seed, anchor=base.hparams):
@@ -107,6 +115,57 @@ def _alone(
         trainer.fit()
         total += time.monotonic() - started
     return {"wall_s": total}
+
+
+class _LoneSession:
+    """A one-process run without Tune: checkpoints copied to storage as Tune would, reports kept."""
+
+    rank, world = 0, 1
+
+    def __init__(self, run_name: str, storage: str) -> None:
+        self.run_name, self.folder, self.reports = run_name, Path(storage) / run_name, 0
+
+    def device(self) -> Any:
+        import torch
+
+        return torch.device("cpu")
+
+    def prepare_model(self, module: Any) -> Any:
+        return module
+
+    def prepare_loader(self, loader: Any) -> Any:
+        return loader
+
+    def latest_checkpoint(self) -> None:
+        return None
+
+    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None:
+        if checkpoint_folder is not None:
+            shutil.copytree(checkpoint_folder, self.folder / f"checkpoint_{self.reports:06d}")
+        self.reports += 1
+
+
+def _lone_trials(configs: list[TrainConfig], data: Any, storage: str) -> None:
+    for cfg in configs:
+        run_worker(cfg, data, _LoneSession(cfg.run_name or "lone", storage))
+
+
+def _alone_in_one_process(
+    base: TrainConfig, seed: int, trials: int, settings: Settings, data_ref: Any
+) -> dict[str, float]:
+    """The sweep's trials one after another in one new Ray worker process, without Tune: what
+    a one-process sweep (one trial at a time, its actor reused) does minus Tune's machinery."""
+    import ray
+
+    spec = get_spec(base.model)
+    configs = [
+        trial_train_config(base.replace(num_workers=1), sampled, new_run_name(base.model, "lone"))
+        for sampled in sample_configs(spec, trials, seed, anchor=base.hparams)
+    ]
+    lone = ray.remote(num_cpus=1, max_calls=1)(_lone_trials)  # max_calls=1: a new process
+    started = time.monotonic()
+    ray.get(lone.remote(configs, data_ref, storage_path(settings)))
+    return {"wall_s": time.monotonic() - started}
 
 
 def _prepared(model: str, setup: TuneBenchSetup, epochs: int) -> tuple[TrainConfig, Any]:
@@ -130,16 +189,22 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
     data_ref = ray.put(data)
     trials = setup.overhead_trials
     say(f"  tune: FIFO sweep vs the same {trials} trials alone, {setup.repeats} rounds")
-    overhead = alternate(
-        {
-            "sweep": lambda k: _sweep(
-                base, TuneConfig(trials, scheduler="fifo", seed=k), settings, data
-            ),
-            "alone": lambda k: _alone(base, k, trials, settings, data_ref),
-        },
-        setup.repeats,
-        say,
-    )
+
+    def fifo(k: int, workers: int) -> TuneConfig:
+        # One trial at a time: the lone runs run one at a time too.
+        return TuneConfig(
+            trials, scheduler="fifo", seed=k, max_concurrent_trials=1, workers_per_trial=workers
+        )
+
+    contenders: dict[str, Callable[[int], dict[str, float]]] = {
+        "sweep": lambda k: _sweep(base, fifo(k, 1), settings, data),
+        "alone": lambda k: _alone_in_one_process(base, k, trials, settings, data_ref),
+    }
+    if setup.before:  # what `make run` ran before sweeps were sized: 2-worker DDP trials
+        ddp = base.replace(num_workers=2)
+        contenders["ddp sweep"] = lambda k: _sweep(base, fifo(k, 2), settings, data)
+        contenders["ddp alone"] = lambda k: _alone(ddp, k, trials, settings, data_ref)
+    overhead = alternate(contenders, setup.repeats, say)
 
     scheduled, scheduled_data = _prepared(setup.scheduler_model, setup, setup.scheduler_epochs)
 
@@ -182,6 +247,15 @@ def _summarize(
         "<=",
         1.15,
     )
+    if "ddp sweep" in overhead:
+        section.add("ddp sweep wall_s", overhead["ddp sweep"]["wall_s"], "s")
+        section.add("ddp trials alone wall_s", overhead["ddp alone"]["wall_s"], "s")
+        section.extra["before: 2-worker DDP sweep / lone TorchTrainer runs"] = round(
+            section.ratio("ddp sweep wall_s", "ddp trials alone wall_s"), 3
+        )
+        section.extra["one-process sweep wall / 2-worker DDP sweep wall"] = round(
+            section.ratio("fifo sweep wall_s", "ddp sweep wall_s"), 3
+        )
     for name, values in schedulers.items():
         for key, series in values.items():
             section.add(f"{name} {key}", series, "s" if key == "wall_s" else "")

@@ -1,0 +1,209 @@
+"""The MLflow Model Registry as a mirror of the raylife store.
+
+Each store version is also an MLflow Model (a pyfunc around raylife's own Predictor: the verified
+artifact files, a signature from the input schema, an input example), logged to the MLflow run
+that trained it and registered under the model's name; the promoted version carries the alias
+`champion`. The store stays the source of truth for serving: every method here is best-effort and
+returns a problem line instead of raising, so a failing mirror never blocks or corrupts a
+promotion; `raylife models sync` brings the mirror back in line. Imports mlflow at import: only
+the modules that mirror import this one, lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel
+
+from raylife import tracking
+from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
+from raylife.config import TrackingConfig
+from raylife.store import ModelStore
+
+CHAMPION = "champion"
+"""The alias of the promoted version."""
+VERSION_TAG = "raylife.version"
+"""The store version an MLflow model version mirrors."""
+
+
+class RaylifeModel(PythonModel):
+    """pyfunc flavor of a raylife artifact: rows in (a DataFrame of the schema's features, or an
+    array of images), one label (classification) or value (regression) per row out."""
+
+    def load_context(self, context: Any) -> None:
+        from raylife.predict import Predictor
+
+        meta, weights = (Path(context.artifacts[k]).read_bytes() for k in ("meta", "weights"))
+        artifact = Artifact.from_files(meta, weights, where="MLflow model")
+        self.predictor = Predictor(artifact, str(artifact.run.get("store_version", "")))
+
+    # No type hints: MLflow would read them as the signature; the logged one is the schema's.
+    def predict(self, context, model_input, params=None):
+        schema = self.predictor.artifact.schema
+        if isinstance(model_input, pd.DataFrame):
+            answers = self.predictor.predict_rows(model_input.to_dict(orient="records"))
+        else:
+            array = np.asarray(model_input, dtype=np.float32).reshape(-1, *schema.shape)
+            answers = self.predictor.predict_array(array)
+        key = "label" if self.predictor.task.is_classification else "value"
+        return pd.DataFrame({key: [answer[key] for answer in answers]})
+
+
+def signature_and_example(artifact: Artifact) -> tuple[Any, Any]:
+    """The model signature from the artifact's input schema, and its stored raw example."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    schema = artifact.schema
+    classification = artifact.label_names is not None
+    outputs = Schema(
+        [ColSpec("string" if classification else "double", "label" if classification else "value")]
+    )
+    if schema.is_image:
+        inputs = Schema([TensorSpec(np.dtype("float32"), (-1, *schema.shape))])
+        example: Any = np.asarray(schema.example, dtype=np.float32).reshape(1, *schema.shape)
+    else:
+        inputs = Schema([ColSpec("double", name) for name in schema.feature_names])
+        example = pd.DataFrame([schema.example], columns=schema.feature_names)
+    return ModelSignature(inputs=inputs, outputs=outputs), example
+
+
+class Mirror:
+    """Store versions -> MLflow model versions of the same name; the pointer -> `champion`."""
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+
+    def add_version(
+        self, store: ModelStore, model: str, version: str, artifact: Artifact | None = None
+    ) -> str:
+        """Log and register one store version (nothing when it is already); "" or a problem."""
+        try:
+            self._model_version(store, model, version, artifact)
+        except Exception as exc:
+            return self._problem(model, f"version {version}", exc)
+        return ""
+
+    def set_champion(self, store: ModelStore, model: str, version: str | None) -> str:
+        """Point `champion` at the mirror of `version` (registered first if needed); None
+        removes the alias. "" or a problem line."""
+        try:
+            mlflow = tracking.client(self.config.uri)
+            if version is None:
+                if self._registered(mlflow, model) and CHAMPION in _aliases(mlflow, model):
+                    mlflow.delete_registered_model_alias(model, CHAMPION)
+                return ""
+            mirrored = self._model_version(store, model, version, None)
+            mlflow.set_registered_model_alias(model, CHAMPION, mirrored)
+        except Exception as exc:
+            return self._problem(model, f"champion {version}", exc)
+        return ""
+
+    def sync(self, store: ModelStore, model: str) -> tuple[int, list[str]]:
+        """Every store version mirrored and the alias on the promoted one: (versions, problems)."""
+        versions = store.versions(model)
+        problems = [p for v in versions if (p := self.add_version(store, model, v))]
+        pointer = store.pointer(model)
+        problem = self.set_champion(store, model, pointer.version if pointer else None)
+        return len(versions), [*problems, *([problem] if problem else [])]
+
+    def mirrored(self, model: str) -> dict[str, str]:
+        """store version -> MLflow model version number, of what is mirrored now."""
+        mlflow = tracking.client(self.config.uri)
+        if not self._registered(mlflow, model):
+            return {}
+        return {
+            mv.tags[VERSION_TAG]: str(mv.version)
+            for mv in mlflow.search_model_versions(f"name='{model}'")
+            if VERSION_TAG in mv.tags
+        }
+
+    def _model_version(
+        self, store: ModelStore, model: str, version: str, artifact: Artifact | None
+    ) -> str:
+        existing = self.mirrored(model).get(version)
+        if existing is not None:
+            return existing
+        if artifact is None:
+            version, artifact = store.load(model, version)
+        mlflow = tracking.client(self.config.uri)
+        run_id = self._run_of(mlflow, model, version, artifact)
+        path = f"model-{version}"
+        with tempfile.TemporaryDirectory() as folder:
+            mlflow_model = save_pyfunc(artifact, version, Path(folder))
+            mlflow.log_artifacts(run_id, str(mlflow_model), path)
+        if not self._registered(mlflow, model):
+            mlflow.create_registered_model(model, description=f"raylife model {model}")
+        created = mlflow.create_model_version(
+            model,
+            source=f"runs:/{run_id}/{path}",
+            run_id=run_id,
+            tags={VERSION_TAG: version, "raylife.store": store.uri},
+        )
+        return str(created.version)
+
+    def _run_of(self, mlflow: Any, model: str, version: str, artifact: Artifact) -> str:
+        """The run that trained the version (by its Ray run name), or a run of its own."""
+        experiment = tracking._experiment_id(mlflow, model, self.config.artifact_location)
+        trained = artifact.run.get("run_name")
+        run = tracking.find_run(mlflow, experiment, str(trained)) if trained else None
+        if run is None:
+            run, _ = tracking.find_or_create_run(
+                mlflow, experiment, f"store-{model}-{version}", {tracking.KIND_TAG: "store"}
+            )
+            mlflow.set_terminated(run.info.run_id, "FINISHED")
+        return str(run.info.run_id)
+
+    @staticmethod
+    def _registered(mlflow: Any, model: str) -> bool:
+        return bool(mlflow.search_registered_models(f"name='{model}'"))
+
+    def _problem(self, model: str, what: str, exc: BaseException) -> str:
+        return (
+            f"MLflow registry at {self.config.uri} not updated for {model} {what} "
+            f"({tracking._cause(exc)}); re-sync with: raylife models sync {model}"
+        )
+
+
+def save_pyfunc(artifact: Artifact, version: str, folder: Path) -> Path:
+    """The MLflow Model folder of an artifact (pyfunc, signature, input example)."""
+    artifact = dataclasses.replace(artifact, run={**artifact.run, "store_version": version})
+    source = folder / "source"
+    source.mkdir()
+    files = artifact.to_files()
+    for name, payload in files.items():
+        (source / name).write_bytes(payload)
+    target = folder / "model"
+    with warnings.catch_warnings():
+        # Advice about predict's type hints (the signature is given) and a pandas deprecation
+        # inside MLflow: noise in a training run's output.
+        warnings.filterwarnings("ignore", message="Add type hints", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+        _save(artifact, source, target)
+    return target
+
+
+def _save(artifact: Artifact, source: Path, target: Path) -> None:
+    import torch
+
+    signature, example = signature_and_example(artifact)
+    mlflow.pyfunc.save_model(
+        str(target),
+        python_model=RaylifeModel(),
+        artifacts={"meta": str(source / META_FILE), "weights": str(source / WEIGHTS_FILE)},
+        signature=signature,
+        input_example=example,
+        # Given, not inferred: inference loads the model in a subprocess (seconds).
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "raylife"],
+    )
+
+
+def _aliases(mlflow: Any, model: str) -> dict[str, str]:
+    return dict(mlflow.get_registered_model(model).aliases or {})

@@ -1,0 +1,435 @@
+"""MLflow tracking and the registry mirror against a real local MLflow store (a copy of a migrated
+SQLite file per test), without Ray: the worker loop runs behind a fake session."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from raylife import tracking
+from raylife.cli import main
+from raylife.cli.tracking import ui_command
+from raylife.config import TrackingConfig, TrainConfig
+from raylife.errors import RaylifeError
+from raylife.promotion import promote, rollback
+from raylife.registry import get_spec
+from raylife.settings import Settings
+from raylife.store import ModelStore
+from raylife.train import run_worker
+
+from ..conftest import prepared, quick_artifact
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class Checkpoint:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @contextlib.contextmanager
+    def as_directory(self) -> Any:
+        yield str(self.folder)
+
+
+class FakeSession:
+    """A one-worker run (see train.WorkerSession) whose checkpoints are folders under `root`;
+    `crash_at`: the report of that epoch raises (the worker dies, its checkpoint unwritten)."""
+
+    rank, world = 0, 1
+
+    def __init__(self, root: Path, run_name: str, crash_at: int | None = None) -> None:
+        self.root, self.run_name, self.crash_at = root, run_name, crash_at
+        self.reported: list[int] = []
+
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def prepare_model(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def prepare_loader(self, loader: Any) -> Any:
+        return loader
+
+    def latest_checkpoint(self) -> Any:
+        saved = sorted(self.root.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
+        return Checkpoint(saved[-1]) if saved else None
+
+    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None:
+        if row["epoch"] == self.crash_at:
+            raise Crash(f"worker died at epoch {self.crash_at}")
+        self.reported.append(int(row["epoch"]))
+        if checkpoint_folder is not None:
+            shutil.copytree(checkpoint_folder, self.root / f"epoch-{int(row['epoch'])}")
+
+
+def tracked_config(home: Path, epochs: int = 4, **tracking_changes: Any) -> TrainConfig:
+    settings = Settings.from_env()
+    config = tracking.config_for(settings)
+    assert config is not None
+    cfg = TrainConfig(
+        model="iris",
+        hparams=get_spec("iris").debug.replace(epochs=epochs),
+        num_workers=1,
+        report_interval_s=0,  # a report (and a checkpoint) every epoch
+        tracking=config.replace(**tracking_changes),
+    )
+    return tracking.prepare(cfg)
+
+
+def runs_of(cfg: TrainConfig) -> list[Any]:
+    assert cfg.tracking is not None and cfg.tracking.experiment_id is not None
+    return tracking.client(cfg.tracking.uri).search_runs([cfg.tracking.experiment_id])
+
+
+def steps(cfg: TrainConfig, run_id: str, key: str = "val_loss") -> list[int]:
+    assert cfg.tracking is not None
+    history = tracking.client(cfg.tracking.uri).get_metric_history(run_id, key)
+    return sorted(m.step for m in history)
+
+
+def test_tracking_settings_default_flags_and_off(home, monkeypatch):
+    monkeypatch.delenv("RAYLIFE_MLFLOW_URI", raising=False)
+    settings = Settings.from_env()
+    assert settings.mlflow_uri == f"sqlite:///{home.resolve()}/mlflow/mlflow.db"
+    assert settings.mlflow_artifacts == (home.resolve() / "mlflow" / "artifacts").as_uri()
+    assert Settings.from_env(tracking_uri="http://127.0.0.1:5000").mlflow_artifacts is None
+    assert Settings.from_env(tracking=False).mlflow_uri is None
+    monkeypatch.setenv("RAYLIFE_MLFLOW_URI", "http://mlflow:5000")
+    assert Settings.from_env().mlflow_uri == "http://mlflow:5000"
+    monkeypatch.setenv("RAYLIFE_MLFLOW_URI", "off")
+    assert (
+        Settings.from_env().mlflow_uri is None and tracking.config_for(Settings.from_env()) is None
+    )
+    assert ui_command(Settings.from_env(tracking_uri="sqlite:////x/m.db"), 5001)[3:6] == [
+        "server",
+        "--backend-store-uri",
+        "sqlite:////x/m.db",
+    ]
+
+
+def test_a_run_is_one_mlflow_run_with_params_epochs_files_and_plot(tracked_home, tmp_path):
+    cfg = tracked_config(tracked_home, epochs=3)
+    run_worker(cfg, prepared("iris"), FakeSession(tmp_path / "ckpt", "train-iris-unit"))
+    (run,) = runs_of(cfg)
+    assert run.info.status == "FINISHED" and run.info.run_name == "train-iris-unit"
+    params = run.data.params
+    assert params["lr"] == str(cfg.hparams.lr) and params["num_workers"] == "1"
+    assert params["data_sha256"] == prepared("iris").provenance["sha256"]
+    assert {"git_commit", "ray_version", "torch_version", "seed", "data_source"} <= set(params)
+    assert steps(cfg, run.info.run_id) == [1, 2, 3]
+    assert {"train_loss", "val_accuracy", "val_objective"} <= set(run.data.metrics)
+    client = tracking.client(cfg.tracking.uri)
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert files == {"artifact", "learning_curves.png"}
+    inner = {f.path for f in client.list_artifacts(run.info.run_id, "artifact")}
+    assert inner == {"artifact/artifact.json", "artifact/weights.pt"}
+
+
+def test_a_resumed_run_continues_the_same_mlflow_run_without_duplicate_steps(
+    tracked_home, tmp_path
+):
+    cfg = tracked_config(tracked_home, epochs=5)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(Crash):  # epoch 3 was logged, but its checkpoint never written
+        run_worker(cfg, prepared("iris"), FakeSession(folder, "train-iris-resume", crash_at=3))
+    (crashed,) = runs_of(cfg)
+    assert crashed.info.status == "RUNNING" and steps(cfg, crashed.info.run_id) == [1, 2, 3]
+    session = FakeSession(folder, "train-iris-resume")
+    run_worker(cfg, prepared("iris"), session)  # resumes from epoch 2's checkpoint
+    assert session.reported == [3, 4, 5]
+    (run,) = runs_of(cfg)
+    assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"
+    assert steps(cfg, run.info.run_id) == [1, 2, 3, 4, 5]
+
+
+def test_a_trial_run_nests_under_its_sweep_and_asha_stops_are_tagged(tracked_home, tmp_path):
+    import pandas as pd
+
+    from raylife.config import TuneConfig
+
+    base = tracked_config(tracked_home, epochs=2)
+    sweep = tracking.start_sweep(base, TuneConfig(name="tune-iris-unit"), prepared("iris"))
+    assert sweep.run_id is not None
+    trial = base.replace(tracking=sweep.tracking)
+    for trial_id in ("t1", "t2"):
+        session = FakeSession(tmp_path / trial_id, f"tune-iris-unit-{trial_id}")
+        run_worker(trial, prepared("iris"), session)
+    trials = pd.DataFrame(
+        [{"trial": "t1", "status": "done"}, {"trial": "t2", "status": "stopped early"}]
+    )
+    tracking.finish_sweep(sweep, trials, {"val_accuracy": 0.9, "epoch": 2})
+    again = tracking.start_sweep(base, TuneConfig(name="tune-iris-unit"), prepared("iris"))
+    assert again.run_id == sweep.run_id  # a restored sweep reuses its parent run
+    runs = {r.info.run_name: r for r in runs_of(base)}
+    assert set(runs) == {"tune-iris-unit", "tune-iris-unit-t1", "tune-iris-unit-t2"}
+    for trial_id in ("t1", "t2"):
+        child = runs[f"tune-iris-unit-{trial_id}"]
+        assert child.data.tags[tracking.PARENT_TAG] == sweep.run_id
+        assert steps(base, child.info.run_id) == [1, 2]
+    assert runs["tune-iris-unit-t2"].data.tags[tracking.STOPPED_TAG] == "asha"
+    assert tracking.STOPPED_TAG not in runs["tune-iris-unit-t1"].data.tags
+    assert runs["tune-iris-unit"].data.metrics["best_val_accuracy"] == 0.9
+
+
+class Flaky:
+    """A tracking client whose `method` fails `failures` times (a server that went away)."""
+
+    def __init__(self, real: Any, failures: int, method: str = "log_batch") -> None:
+        self.real, self.failures, self.method = real, failures, method
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.real, name)
+        if name != self.method:
+            return call
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if self.failures > 0 and (name != "log_batch" or kwargs.get("metrics")):
+                self.failures -= 1
+                raise ConnectionError("Connection refused")
+            return call(*args, **kwargs)
+
+        return flaky
+
+
+@pytest.mark.parametrize(
+    ("method", "failures"),
+    [("log_batch", 2), ("log_batch", 100), ("search_runs", 1)],
+    ids=["down-then-back", "down-for-good", "down-at-start"],
+)
+def test_a_tracking_server_failing_mid_run_never_fails_the_run(
+    tracked_home, tmp_path, monkeypatch, capsys, method, failures
+):
+    cfg = tracked_config(tracked_home, epochs=4)
+    assert cfg.tracking is not None
+    monkeypatch.setattr(tracking, "RETRY_AFTER_S", 0.0)
+    real = tracking.client(cfg.tracking.uri)
+    monkeypatch.setitem(tracking._CLIENTS, cfg.tracking.uri, Flaky(real, failures, method))
+    session = FakeSession(tmp_path / "ckpt", "train-iris-flaky")
+    run_worker(cfg, prepared("iris"), session)
+    assert session.reported == [1, 2, 3, 4]  # training went on regardless
+    (run,) = runs_of(cfg)
+    out = capsys.readouterr().out
+    if failures < 100:  # buffered, then logged once the server answered again: each step once
+        assert steps(cfg, run.info.run_id) == [1, 2, 3, 4] and "not logged" not in out
+        assert run.info.status == "FINISHED"
+    else:
+        assert steps(cfg, run.info.run_id) == []
+        assert "MLflow run train-iris-flaky: 4 epoch(s) and the final files not logged" in out
+        assert "Connection refused" in out and "training run itself is unaffected" in out
+
+
+def test_an_unreachable_tracking_uri_fails_before_training_in_one_line(home, capsys):
+    from raylife.cluster import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    code = main(["train", "--model", "iris", "--preset", "debug", "--tracking-uri", url])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"MLflow tracking at {url} is unreachable" in err and "--no-tracking" in err
+    with pytest.raises(RaylifeError, match="unreachable"):
+        tracking.prepare(
+            TrainConfig(
+                model="iris", hparams=get_spec("iris").debug, tracking=TrackingConfig(uri=url)
+            )
+        )
+
+
+def test_store_versions_mirror_as_mlflow_models_and_champion_follows_the_pointer(
+    tracked_home, monkeypatch
+):
+    import mlflow.pyfunc
+
+    from raylife.model_mirror import Mirror
+    from raylife.predict import Predictor
+
+    settings = Settings.from_env()
+    store, config = ModelStore(settings.store_uri), tracking.config_for(settings)
+    assert config is not None
+    mirror = Mirror(config)
+    first = store.register(quick_artifact("iris", epochs=1))
+    second = store.register(quick_artifact("iris", epochs=0))
+    assert promote(store, "iris", first, mirror=mirror).mirror_problem == ""
+    assert promote(store, "iris", second, force=True, mirror=mirror).mirror_problem == ""
+    assert set(mirror.mirrored("iris")) == {first, second}
+    client = tracking.client(config.uri)
+    assert client.get_model_version_by_alias("iris", "champion").tags["raylife.version"] == second
+
+    outcome = rollback(store, "iris", mirror=mirror)
+    assert outcome.action == "rollback" and outcome.mirror_problem == ""
+    champion = client.get_model_version_by_alias("iris", "champion")
+    assert champion.tags["raylife.version"] == first
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", config.uri)  # as a user of the registry would
+    loaded = mlflow.pyfunc.load_model("models:/iris@champion")
+    meta = loaded.metadata
+    assert [c["name"] for c in meta.get_input_schema().to_dict()] == prepared(
+        "iris"
+    ).schema.feature_names
+    example = prepared("iris").schema.example
+    import pandas as pd
+
+    answer = loaded.predict(pd.DataFrame([example], columns=prepared("iris").schema.feature_names))
+    expected = Predictor.from_store(store, "iris", first).predict_rows([example])[0]["label"]
+    assert list(answer["label"]) == [expected]
+
+
+def test_a_failing_mirror_never_blocks_a_promotion_and_sync_repairs_it(tracked_home, capsys):
+    from raylife.cluster import free_port
+    from raylife.model_mirror import Mirror
+
+    settings = Settings.from_env()
+    store = ModelStore(settings.store_uri)
+    version = store.register(quick_artifact("iris", epochs=0))
+    broken = Mirror(TrackingConfig(uri=f"http://127.0.0.1:{free_port()}"))
+    outcome = promote(store, "iris", version, mirror=broken)
+    assert outcome.action == "promote" and store.pointer("iris").version == version
+    assert "not updated" in outcome.line and "raylife models sync iris" in outcome.line
+
+    assert main(["models", "sync", "iris"]) == 0
+    assert "iris: 1 version(s) mirrored" in capsys.readouterr().out
+    config = tracking.config_for(settings)
+    assert config is not None
+    champion = tracking.client(config.uri).get_model_version_by_alias("iris", "champion")
+    assert champion.tags["raylife.version"] == version
+    assert main(["models", "sync", "iris"]) == 0  # idempotent: nothing registered twice
+    assert len(Mirror(config).mirrored("iris")) == 1
+
+
+@contextlib.contextmanager
+def running_ui(home: Path) -> Any:
+    """`raylife ui` on a free port over `home`'s local store; yields (process, url, its line)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from raylife.cluster import free_port
+    from raylife.waiting import wait_until
+
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "raylife.cli", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert ui.stdout is not None
+        line = wait_until(
+            lambda: (text := ui.stdout.readline()) and "MLflow UI of" in text and text,
+            90,
+            "raylife ui printed no URL",
+        )
+        yield ui, f"http://127.0.0.1:{port}", line
+    finally:
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_raylife_ui_serves_the_local_store_on_loopback_and_stops_with_its_server(tracked_home):
+    import signal
+
+    import httpx
+
+    tracked_config(tracked_home)  # creates the model's experiment
+    with running_ui(tracked_home) as (ui, url, line):
+        assert url in line and str(tracked_home) in line
+        found = httpx.get(f"{url}/ajax-api/2.0/mlflow/experiments/search?max_results=10").json()
+        assert "raylife-iris" in {e["name"] for e in found["experiments"]}
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=30) == 130
+        with pytest.raises(httpx.HTTPError):  # the server went with it
+            httpx.get(f"{url}/health", timeout=2)
+
+
+def _chromium() -> str | None:
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+
+
+def _browser(chromium: str) -> Any:
+    """Headless Chromium driven by Debian's chromium-driver (nothing downloaded)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1600,1000")
+    return webdriver.Chrome(service=Service(str(shutil.which("chromedriver"))), options=options)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _chromium() is None or shutil.which("chromedriver") is None,
+    reason="needs Chromium and its driver (apt-get install chromium chromium-driver)",
+)
+def test_a_sweep_and_its_trials_show_in_the_mlflow_ui_in_a_headless_browser(tracked_home, tmp_path):
+    """A person's view: Chromium opens the sweep's experiment in `raylife ui`, unfolds the
+    sweep's run, sees both trials, and opens a trial's page with its metrics. Screenshots are
+    kept (paths printed; copied to $RAYLIFE_TEST_ARTIFACTS when set)."""
+    import os
+
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from raylife.config import TuneConfig
+
+    pytest.importorskip("selenium")
+    base = tracked_config(tracked_home, epochs=2)
+    sweep = tracking.start_sweep(base, TuneConfig(name="tune-iris-ui"), prepared("iris"))
+    for trial_id in ("a1", "b2"):
+        session = FakeSession(tmp_path / trial_id, f"tune-iris-ui-{trial_id}")
+        run_worker(base.replace(tracking=sweep.tracking), prepared("iris"), session)
+    trials = pd.DataFrame([{"trial": "a1", "status": "done"}, {"trial": "b2", "status": "done"}])
+    tracking.finish_sweep(sweep, trials, {"val_accuracy": 0.9})
+    assert base.tracking is not None
+    experiment = f"#/experiments/{base.tracking.experiment_id}"
+    shots = []
+
+    def shot(driver: Any, name: str) -> None:
+        path = tmp_path / f"mlflow-ui-{name}.png"
+        driver.save_screenshot(str(path))
+        (tmp_path / f"mlflow-ui-{name}.html").write_text(driver.page_source)
+        shots.append(path)
+
+    with running_ui(tracked_home) as (_, url, _line):
+        driver = _browser(str(_chromium()))
+        try:
+            wait = WebDriverWait(driver, 60)
+            driver.get(f"{url}/{experiment}/runs")
+            wait.until(lambda d: "tune-iris-ui" in d.page_source)
+            shot(driver, "sweep")
+            expand = driver.find_elements(
+                By.CSS_SELECTOR, "[aria-label*='xpand'], [title*='xpand']"
+            )
+            assert expand, "no control unfolds the sweep's run"
+            expand[0].click()
+            wait.until(lambda d: all(f"tune-iris-ui-{t}" in d.page_source for t in ("a1", "b2")))
+            shot(driver, "sweep-trials")
+            child = tracking.find_run(
+                tracking.client(base.tracking.uri), base.tracking.experiment_id, "tune-iris-ui-a1"
+            )
+            driver.get(f"{url}/{experiment}/runs/{child.info.run_id}")
+            wait.until(lambda d: "val_accuracy" in d.page_source)
+            shot(driver, "trial")
+            assert "val_loss" in driver.page_source and "tune-iris-ui-a1" in driver.page_source
+        finally:
+            with contextlib.suppress(Exception):
+                shot(driver, "last")
+            driver.quit()
+            print("screenshots:", *shots)
+            if os.environ.get("RAYLIFE_TEST_ARTIFACTS"):
+                target = Path(os.environ["RAYLIFE_TEST_ARTIFACTS"])
+                target.mkdir(parents=True, exist_ok=True)
+                for path in shots:
+                    shutil.copy(path, target / path.name)
