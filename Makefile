@@ -12,7 +12,7 @@ SEEDS ?= 0,1,2
 QUALITY_SEEDS ?= 0,1,2,3,4,5,6,7,8,9
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast test-ha test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
+.PHONY: help install run ui test test-fast test-ha test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ bench: $(RUNTIME) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> rep
 
 bench-quick: $(RUNTIME) ## The benchmark at smoke-test sizes (CI runs it; ~2 min, no lifecycle section)
 	$(RAYLIFE) bench --quick
+
+UI_PORT ?= 5000
+
+ui: $(RUNTIME) ## The MLflow UI of the local tracking store on 127.0.0.1:$(UI_PORT) (Ctrl-C stops)
+	$(RAYLIFE) ui --port $(UI_PORT)
 
 PORT ?= 8000
 MODEL ?= iris

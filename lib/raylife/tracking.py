@@ -271,9 +271,8 @@ class Tracker(NoTracker):
     def log_epoch(self, row: dict[str, float], flush: bool = False) -> None:
         """Queue an epoch's row (epochs already logged before a resume are skipped); flush=True
         sends the queue now (before a report, where the scheduler may stop the trial)."""
-        if int(row["epoch"]) <= self.last_epoch or any(
-            int(r["epoch"]) == int(row["epoch"]) for r in self.pending
-        ):
+        newest = int(self.pending[-1]["epoch"]) if self.pending else self.last_epoch
+        if int(row["epoch"]) <= max(newest, self.last_epoch):
             return
         self.pending.append(dict(row))
         if flush:

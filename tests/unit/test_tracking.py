@@ -409,8 +409,9 @@ def test_a_sweep_and_its_trials_show_in_the_mlflow_ui_in_a_headless_browser(trac
             driver.get(f"{url}/{experiment}/runs")
             wait.until(lambda d: "tune-iris-ui" in d.page_source)
             shot(driver, "sweep")
+            # The [+] beside a run name that has nested runs (MLflow 3's runs table).
             expand = driver.find_elements(
-                By.CSS_SELECTOR, "[aria-label*='xpand'], [title*='xpand']"
+                By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"
             )
             assert expand, "no control unfolds the sweep's run"
             expand[0].click()
@@ -423,6 +424,10 @@ def test_a_sweep_and_its_trials_show_in_the_mlflow_ui_in_a_headless_browser(trac
             wait.until(lambda d: "val_accuracy" in d.page_source)
             shot(driver, "trial")
             assert "val_loss" in driver.page_source and "tune-iris-ui-a1" in driver.page_source
+            tab = driver.find_element(By.XPATH, "//*[text()='Model metrics']")
+            tab.click()  # the trial's per-epoch curves
+            wait.until(lambda d: d.page_source.count("val_accuracy") >= 2)
+            shot(driver, "trial-metrics")
         finally:
             with contextlib.suppress(Exception):
                 shot(driver, "last")

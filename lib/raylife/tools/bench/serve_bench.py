@@ -16,7 +16,7 @@ from typing import Any
 from raylife.cluster import free_port
 from raylife.config import TrainConfig
 from raylife.register import train_and_register
-from raylife.registry import get_spec
+from raylife.registry import MODEL_SPECS, get_spec
 from raylife.serve import config as serve_config
 from raylife.serve import local as serving
 from raylife.settings import Settings
@@ -27,7 +27,10 @@ from raylife.tools.bench.stats import Section, alternate
 
 @dataclass(frozen=True)
 class ServeBenchSetup:
+    served: tuple[str, ...]
+    """Apps deployed, as `raylife serve` deploys them (all four: idle replicas cost CPU too)."""
     models: tuple[str, ...]
+    """Apps load-tested, each against its bare server."""
     concurrencies: tuple[int, ...]
     requests: int
     repeats: int
@@ -40,13 +43,15 @@ class ServeBenchSetup:
 
 def setup_for(quick: bool) -> ServeBenchSetup:
     if quick:
-        return ServeBenchSetup(("iris",), (16,), 200, 1, batching=False, train_epochs=1)
-    return ServeBenchSetup(("iris", "mnist"), (1, 16), 1500, 3, batching=True, train_epochs=2)
+        return ServeBenchSetup(("iris",), ("iris",), (16,), 200, 1, batching=False, train_epochs=1)
+    return ServeBenchSetup(
+        tuple(MODEL_SPECS), ("iris", "mnist"), (1, 16), 1500, 3, batching=True, train_epochs=2
+    )
 
 
 def ensure_models(settings: Settings, setup: ServeBenchSetup, say: Callable[[str], None]) -> None:
     store = ModelStore(settings.store_uri)
-    for model in setup.models:
+    for model in setup.served:
         if store.pointer(model) is None:
             say(f"  serve: training a stand-in {model} ({setup.train_epochs} epochs) to serve")
             hparams = get_spec(model).defaults.replace(epochs=setup.train_epochs)
@@ -76,7 +81,7 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
     section = Section("serve", asdict(setup))
     started = time.monotonic()
     ensure_models(settings, setup, say)
-    local = serving.start(settings, list(setup.models), port=free_port())
+    local = serving.start(settings, list(setup.served), port=free_port())
     section.extra["cluster_env"] = serve_config.cluster_env("local")
     with bare_servers(setup.models, settings.store_uri) as bare:
         for model in setup.models:
