@@ -35,11 +35,27 @@ class ModelAppArgs(BaseModel):
     torch_threads: int = Field(
         default=1, ge=0, description="torch threads per replica (0: torch's default)"
     )
+    model_uri: str | None = Field(
+        default=None,
+        description="serve this MLflow registry model instead of the store's promoted version: "
+        "models:/<name>@<alias> (followed on every promotion notice) or models:/<name>/<version>",
+    )
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow registry of model_uri (default: $RAYLIFE_MLFLOW_URI)"
+    )
 
     def model_post_init(self, context: Any) -> None:
         if self.model not in MODEL_SPECS:
             raise ValueError(
                 f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}"
+            )
+        # The full parse is the replica's (raylife.model_mirror imports mlflow: seconds).
+        if self.model_uri is not None and not self.model_uri.startswith(
+            (f"models:/{self.model}@", f"models:/{self.model}/")
+        ):
+            raise ValueError(
+                f"model_uri {self.model_uri!r} is not models:/{self.model}@<alias> or "
+                f"models:/{self.model}/<version>; point it at this app's model"
             )
 
 
@@ -65,7 +81,13 @@ class ModelUserConfig(BaseModel):
 class ModelServer:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ModelAppArgs.model_validate(args)
-        self.service = ModelService(self.args.model, self.args.store, self.args.torch_threads)
+        self.service = ModelService(
+            self.args.model,
+            self.args.store,
+            self.args.torch_threads,
+            model_uri=self.args.model_uri,
+            tracking_uri=self.args.tracking_uri,
+        )
         self.batching = Batching()
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -114,6 +114,20 @@ def link_ray_logs(folder: Path) -> Path | None:
     return link
 
 
+def usable_cpus() -> float:
+    """CPUs that can compute at once: the cluster's logical CPUs, but no more than this
+    machine's cores when the cluster is local (ensure_ray oversubscribes logical CPUs so that
+    a DDP trial's mostly idle driver does not take a core a worker needs)."""
+    import ray
+    from ray._private import worker
+
+    logical = float(ray.cluster_resources().get("CPU", 0.0))
+    node = getattr(worker, "_global_node", None)
+    if node is not None and node.head:
+        return min(logical, float(os.cpu_count() or 1))
+    return logical
+
+
 def dashboard_url() -> str:
     """http://host:port of the connected cluster's dashboard (Jobs and Serve REST APIs)."""
     from ray._private.worker import get_dashboard_url

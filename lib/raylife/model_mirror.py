@@ -5,17 +5,23 @@ artifact files, a signature from the input schema, an input example), logged to 
 that trained it and registered under the model's name; the promoted version carries the alias
 `champion`. The store stays the source of truth for serving: every method here is best-effort and
 returns a problem line instead of raising, so a failing mirror never blocks or corrupts a
-promotion; `raylife models sync` brings the mirror back in line. Imports mlflow at import: only
-the modules that mirror import this one, lazily.
+promotion; `raylife models sync` brings the mirror back in line.
+
+The other way round, `RegistryModel` loads a mirrored version named by `models:/<name>@<alias>` or
+`models:/<name>/<version>` back into a Predictor (`raylife predict --model-uri`, a Serve app's
+`model_uri`): the pyfunc's own loading step (`predictor_from_files`), without unpickling
+anything from the registry, so weights still load with `weights_only=True` and their checksum is
+verified. Imports mlflow at import: only the modules that need it import this one, lazily.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -25,7 +31,11 @@ from mlflow.pyfunc.model import PythonModel
 from raylife import tracking
 from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
 from raylife.config import TrackingConfig
+from raylife.errors import ArtifactError, RaylifeError
 from raylife.store import ModelStore
+
+if TYPE_CHECKING:
+    from raylife.predict import Predictor
 
 CHAMPION = "champion"
 """The alias of the promoted version."""
@@ -38,11 +48,9 @@ class RaylifeModel(PythonModel):
     array of images), one label (classification) or value (regression) per row out."""
 
     def load_context(self, context: Any) -> None:
-        from raylife.predict import Predictor
-
-        meta, weights = (Path(context.artifacts[k]).read_bytes() for k in ("meta", "weights"))
-        artifact = Artifact.from_files(meta, weights, where="MLflow model")
-        self.predictor = Predictor(artifact, str(artifact.run.get("store_version", "")))
+        self.predictor = predictor_from_files(
+            Path(context.artifacts["meta"]), Path(context.artifacts["weights"])
+        )
 
     # No type hints: MLflow would read them as the signature; the logged one is the schema's.
     def predict(self, context, model_input, params=None):
@@ -54,6 +62,14 @@ class RaylifeModel(PythonModel):
             answers = self.predictor.predict_array(array)
         key = "label" if self.predictor.task.is_classification else "value"
         return pd.DataFrame({key: [answer[key] for answer in answers]})
+
+
+def predictor_from_files(meta: Path, weights: Path, device: str = "cpu") -> Predictor:
+    """The Predictor of an MLflow model's artifact files (checksum verified, weights_only)."""
+    from raylife.predict import Predictor
+
+    artifact = Artifact.from_files(meta.read_bytes(), weights.read_bytes(), where="MLflow model")
+    return Predictor(artifact, str(artifact.run.get("store_version", "")), device)
 
 
 def signature_and_example(artifact: Artifact) -> tuple[Any, Any]:
@@ -207,3 +223,106 @@ def _save(artifact: Artifact, source: Path, target: Path) -> None:
 
 def _aliases(mlflow: Any, model: str) -> dict[str, str]:
     return dict(mlflow.get_registered_model(model).aliases or {})
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading a registered version: models:/<name>@<alias> | models:/<name>/<version>
+
+MODEL_URI = re.compile(r"models:/(?P<name>[\w.-]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+"""MLflow's error codes for a model, version or alias it does not have (an unknown alias is an
+invalid parameter to it)."""
+MODEL_URI_FORMS = "models:/<name>@<alias> (e.g. models:/iris@champion) or models:/<name>/<version>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    """One MLflow model version that mirrors a store version."""
+
+    name: str
+    mlflow_version: str
+    store_version: str
+    source: str
+
+
+class RegistryModel:
+    """A raylife model in an MLflow registry, named by a models:/ URI: which version it names now
+    (`resolve`, again on every promotion notice: an alias moves) and its Predictor (`load`)."""
+
+    def __init__(self, model_uri: str, tracking_uri: str) -> None:
+        found = MODEL_URI.fullmatch(model_uri.strip())
+        if found is None:
+            raise RaylifeError(f"model URI {model_uri!r} is not {MODEL_URI_FORMS}")
+        self.uri, self.tracking_uri = model_uri.strip(), tracking_uri
+        self.name, self.alias, self.version = found["name"], found["alias"], found["version"]
+        if tracking_uri.startswith("sqlite:///"):
+            database = Path(tracking_uri.removeprefix("sqlite:///"))
+            if not database.is_file():
+                raise RaylifeError(
+                    f"no MLflow store at {database} to load {self.uri} from; mirror the store into "
+                    f"it (raylife models sync {self.name}) or pass --tracking-uri of a registry"
+                )
+
+    def resolve(self) -> Registered:
+        """The version the URI names now; RaylifeError naming the fix when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        from raylife import tracking
+
+        try:
+            mlflow = tracking.client(self.tracking_uri)
+            if self.alias is not None:
+                found = mlflow.get_model_version_by_alias(self.name, self.alias)
+            else:
+                found = mlflow.get_model_version(self.name, str(self.version))
+        except MlflowException as exc:
+            if exc.error_code not in NOT_FOUND:
+                raise self._unreachable(exc) from exc
+            raise ArtifactError(
+                f"{self.uri}: not in the MLflow registry at {self.tracking_uri} "
+                f"({tracking._cause(exc)}); mirror the store into it (raylife models sync "
+                f"{self.name}) or check the name and alias"
+            ) from None
+        except Exception as exc:
+            raise self._unreachable(exc) from exc
+        store_version = (found.tags or {}).get(VERSION_TAG)
+        if not store_version:
+            raise ArtifactError(
+                f"{self.uri} (MLflow version {found.version}) is not a raylife model (no "
+                f"{VERSION_TAG} tag); register raylife versions with: raylife models sync {self.name}"
+            )
+        return Registered(self.name, str(found.version), store_version, str(found.source))
+
+    def load(self, registered: Registered, device: str = "cpu") -> Predictor:
+        """Download the MLflow model of `registered` and build its Predictor (no unpickling)."""
+        import mlflow.artifacts
+        from mlflow.models import Model
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=registered.source,
+                    dst_path=folder,
+                    tracking_uri=self.tracking_uri,
+                )
+            except Exception as exc:
+                raise self._unreachable(exc) from exc
+            model = Path(local)
+            flavor = Model.load(str(model / "MLmodel")).flavors.get("python_function", {})
+            files = {k: (v or {}).get("path") for k, v in (flavor.get("artifacts") or {}).items()}
+            meta, weights = files.get("meta"), files.get("weights")
+            if not (meta and weights):
+                raise ArtifactError(
+                    f"{self.uri} (MLflow version {registered.mlflow_version}) has no raylife "
+                    "artifact files; register raylife versions with: raylife models sync "
+                    f"{self.name}"
+                )
+            return predictor_from_files(model / meta, model / weights, device)
+
+    def _unreachable(self, exc: BaseException) -> RaylifeError:
+        from raylife import tracking
+
+        return RaylifeError(
+            f"cannot read {self.uri} from the MLflow registry at {self.tracking_uri} "
+            f"({tracking._cause(exc)}); start it, or pass --tracking-uri of a running one"
+        )

@@ -286,7 +286,11 @@ def test_service_autoscales_with_a_zero_cpu_head():
 
 
 def test_network_policy_admits_serve_operator_and_ray_itself():
-    [policy] = [o for _, o in OBJECTS if o["kind"] == "NetworkPolicy"]
+    [policy] = [
+        o
+        for _, o in OBJECTS
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "raylife-ray"
+    ]
     rules = policy["spec"]["ingress"]
     assert any(
         r["from"] == [{"podSelector": {"matchLabels": kuberay.PART_OF}}] and "ports" not in r

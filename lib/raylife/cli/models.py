@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raylife.cli.common import add_store_flag, settings_from
+from raylife.cli.common import add_store_flag, add_tracking_flags, settings_from
 from raylife.cli.governance import add_history_verb
 from raylife.cli.tracking import add_sync_verb
 from raylife.errors import RaylifeError
@@ -39,9 +39,17 @@ def register(verbs: Any) -> None:
     add_history_verb(models_verbs)
     add_sync_verb(models_verbs)
 
-    predict = verbs.add_parser("predict", help="predict with a stored version (no Ray needed)")
-    predict.add_argument("--model", required=True)
+    predict = verbs.add_parser(
+        "predict", help="predict with a stored or MLflow-registered version (no Ray needed)"
+    )
+    predict.add_argument("--model", help="registry key (required unless --model-uri names it)")
     predict.add_argument("--version", help="version id, 'latest' or 'promoted' (default)")
+    predict.add_argument(
+        "--model-uri",
+        metavar="URI",
+        help="load from the MLflow registry of --tracking-uri instead of the store: "
+        "models:/<name>@<alias> (e.g. models:/iris@champion) or models:/<name>/<version>",
+    )
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--input", help="JSON rows (inline, or a .json file) or a .csv file with a header"
@@ -51,6 +59,7 @@ def register(verbs: Any) -> None:
         "--url", help="call a running endpoint (e.g. http://127.0.0.1:8000) instead of the store"
     )
     add_store_flag(predict)
+    add_tracking_flags(predict)
     predict.set_defaults(func=cmd_predict)
 
 
@@ -100,26 +109,55 @@ def cmd_models_list(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from raylife.predict import Predictor
+    if args.model_uri:
+        predictor = _registered_predictor(args)
+        source = {"model": predictor.artifact.model, "model_uri": args.model_uri}
+    else:
+        if not args.model:
+            raise RaylifeError(
+                "predict needs --model MODEL (the store's version) or --model-uri "
+                "models:/<name>@champion (an MLflow registry); pass one"
+            )
+        if args.url:
+            print(json.dumps(_predict_url(args), indent=2))
+            return
+        from raylife.predict import Predictor
+        from raylife.store import ModelStore
 
-    if args.url:
-        print(json.dumps(_predict_url(args), indent=2))
-        return
-    from raylife.store import ModelStore
-
-    predictor = Predictor.from_store(
-        ModelStore(settings_from(args).store_uri), args.model, args.version
-    )
+        predictor = Predictor.from_store(
+            ModelStore(settings_from(args).store_uri), args.model, args.version
+        )
+        source = {"model": args.model}
     answers = (
         [predictor.predict_image(args.image)]
         if args.image
         else predictor.predict_rows(read_rows(args.input))
     )
-    print(
-        json.dumps(
-            {"model": args.model, "version": predictor.version, "predictions": answers}, indent=2
+    print(json.dumps({**source, "version": predictor.version, "predictions": answers}, indent=2))
+
+
+def _registered_predictor(args: argparse.Namespace) -> Any:
+    """The Predictor of the MLflow model version --model-uri names now."""
+    if args.url or args.version:
+        raise RaylifeError(
+            "--model-uri loads from an MLflow registry: drop --url and --version (name a "
+            "version in the URI instead: models:/iris/3)"
         )
-    )
+    settings = settings_from(args)
+    if settings.mlflow_uri is None:
+        raise RaylifeError(
+            "--model-uri needs an MLflow registry, but tracking is off (--no-tracking or "
+            "RAYLIFE_MLFLOW_URI=off); pass --tracking-uri URI"
+        )
+    from raylife.model_mirror import RegistryModel
+
+    registry = RegistryModel(args.model_uri, settings.mlflow_uri)
+    if args.model and args.model != registry.name:
+        raise RaylifeError(
+            f"--model {args.model} but --model-uri names {registry.name}; drop --model or "
+            "make them agree"
+        )
+    return registry.load(registry.resolve())
 
 
 def _predict_url(args: argparse.Namespace) -> Any:

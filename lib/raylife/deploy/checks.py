@@ -485,6 +485,153 @@ def observability_problems(objects: Objects) -> list[str]:
     return problems
 
 
+# ---- 10. workloads beside Ray (the MLflow tracking server) -------------------------------------
+
+HEALTH_PATH = "/health"
+
+
+def _workload_pod_problems(where: str, pod: dict[str, Any]) -> list[str]:
+    """The restricted Pod Security Standard, a read-only root with /tmp writable, sizes, probes."""
+    problems = []
+    security = pod.get("securityContext") or {}
+    if security.get("runAsNonRoot") is not True:
+        problems.append(f"{where}: pod without runAsNonRoot: true; set it (restricted standard)")
+    tmp_volumes = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    for c in pod["containers"]:
+        name = f"{where}: container {c['name']!r}"
+        own = c.get("securityContext") or {}
+        seccomp = (own.get("seccompProfile") or security.get("seccompProfile") or {}).get("type")
+        if (
+            own.get("allowPrivilegeEscalation") is not False
+            or (own.get("capabilities") or {}).get("drop") != ["ALL"]
+            or seccomp != "RuntimeDefault"
+        ):
+            problems.append(
+                f"{name}: not restricted; set allowPrivilegeEscalation: false, capabilities.drop: "
+                "[ALL], seccompProfile RuntimeDefault (raylife.deploy.kuberay.container_security)"
+            )
+        if own.get("readOnlyRootFilesystem") is not True or not any(
+            m["mountPath"] == "/tmp" and m["name"] in tmp_volumes for m in c.get("volumeMounts", [])
+        ):
+            problems.append(
+                f"{name}: root filesystem writable, or no emptyDir at /tmp; set "
+                "readOnlyRootFilesystem: true and mount an emptyDir at /tmp"
+            )
+        resources = c.get("resources") or {}
+        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+        if not {"cpu", "memory"} <= set(requests) or "memory" not in limits:
+            problems.append(f"{name}: no cpu/memory requests and memory limit; size it")
+        elif requests["memory"] != limits["memory"]:
+            problems.append(f"{name}: memory request != limit; make them equal (no eviction)")
+        for probe in ("livenessProbe", "readinessProbe"):
+            path = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
+            if path != HEALTH_PATH:
+                problems.append(f"{name}: {probe} {path!r}; probe {HEALTH_PATH} over HTTP")
+    return problems
+
+
+def workload_problems(objects: Objects) -> list[str]:
+    """Deployments meet the pod rules; a ReadWriteOnce volume has one writer; Services stay
+    inside the cluster (ClusterIP: nothing beside the Ingress faces the internet)."""
+    problems = []
+    claims = {
+        o["metadata"]["name"]: o
+        for _, o in _all(objects)
+        if o.get("kind") == "PersistentVolumeClaim"
+    }
+    for name, obj in _all(objects):
+        where = f"kuberay/{name}: {obj.get('kind')} {obj['metadata']['name']}"
+        if obj.get("kind") == "Service" and obj["spec"].get("type") != "ClusterIP":
+            problems.append(
+                f"{where}: type {obj['spec'].get('type')!r}; use ClusterIP (and a port-forward)"
+            )
+        if obj.get("kind") != "Deployment":
+            continue
+        spec, pod = obj["spec"], obj["spec"]["template"]["spec"]
+        problems += _workload_pod_problems(where, pod)
+        for container in pod["containers"]:
+            image = container["image"]
+            if image.endswith(":latest") or not (
+                IMMUTABLE_TAG.search(image) or PINNED_TAG.search(image)
+            ):
+                problems.append(f"{where}: mutable image {image}; pin a release or commit tag")
+        single = [
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod.get("volumes", [])
+            if "persistentVolumeClaim" in v
+            and "ReadWriteOnce"
+            in claims.get(v["persistentVolumeClaim"]["claimName"], {})
+            .get("spec", {})
+            .get("accessModes", [])
+        ]
+        if single and (
+            spec.get("replicas", 1) != 1 or (spec.get("strategy") or {}).get("type") != "Recreate"
+        ):
+            problems.append(
+                f"{where}: ReadWriteOnce volume {single[0]} with replicas != 1 or a rolling "
+                "update (two writers); use replicas: 1 and strategy Recreate"
+            )
+    return problems
+
+
+def tracking_problems(objects: Objects) -> list[str]:
+    """Every RayJob logs to a tracking server that kuberay/ ships: RAYLIFE_MLFLOW_URI in its
+    runtime env names a Service (http://<name>.<namespace>.svc:<port>) of these files."""
+    services = {
+        (o["metadata"]["name"], o["metadata"].get("namespace"), p["port"])
+        for _, o in _all(objects)
+        if o.get("kind") == "Service"
+        for p in o["spec"].get("ports", [])
+    }
+    problems = []
+    for name, obj in _all(objects):
+        if obj.get("kind") != "RayJob":
+            continue
+        env = (yaml.safe_load(obj["spec"].get("runtimeEnvYAML") or "{}") or {}).get("env_vars", {})
+        uri = env.get("RAYLIFE_MLFLOW_URI", "")
+        found = re.fullmatch(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc:(\d+)", uri)
+        if not found or (found.group(1), found.group(2), int(found.group(3))) not in services:
+            problems.append(
+                f"kuberay/{name}: RAYLIFE_MLFLOW_URI {uri!r} names no Service of kuberay/; set it "
+                "to the tracking server's (raylife.deploy.tracking_server.uri) in the runtime env"
+            )
+    return problems
+
+
+def tracking_iam_problems(
+    objects: Objects, cluster_config: dict[str, Any], bucket: str
+) -> list[str]:
+    """The tracking server's account has an IRSA role that writes its artifact prefix and nothing
+    else of the bucket (the store stays the training role's)."""
+    policies = _statements_by_account(cluster_config)
+    problems = []
+    for name, obj in _all(objects):
+        if obj.get("kind") != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        account = pod.get("serviceAccountName", "default")
+        args = " ".join(a for c in pod["containers"] for a in c.get("args", []))
+        found = re.search(r"--artifacts-destination s3://([^/\s]+)/(\S+)", args)
+        if account not in policies:
+            problems.append(
+                f"kuberay/{name}: service account {account!r} has no IRSA role in "
+                "kuberay/eks/cluster.yaml; add one under iam.serviceAccounts"
+            )
+            continue
+        if not found or found.group(1) != bucket:
+            problems.append(
+                f"kuberay/{name}: artifacts go nowhere in s3://{bucket}/; pass --artifacts-destination"
+            )
+            continue
+        prefix = f"arn:aws:s3:::{bucket}/{found.group(2).rstrip('/')}/*"
+        writable = _writable(policies[account])
+        if writable != {prefix}:
+            problems.append(
+                f"kuberay/{name}: {account!r} may write {sorted(writable)}; allow exactly {prefix}"
+            )
+    return problems
+
+
 def generation_problems(
     objects: Objects,
     groups: dict[str, nodes.NodeGroup],
@@ -497,6 +644,8 @@ def generation_problems(
         *keep_alive_problems(objects),
         *image_problems(objects),
         *chart_problems(texts, charts),
+        *workload_problems(objects),
+        *tracking_problems(objects),
     ]
 
 

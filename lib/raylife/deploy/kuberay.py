@@ -4,9 +4,10 @@ checks it (`raylife.deploy.checks`: pods that fit no node, keep-alive below the 
 mutable image tags, unpinned charts; node groups of unknown instance types) and writes nothing
 unless all pass. A test fails when the committed files differ from what this module renders.
 
-Files: namespace.yaml, network-policy.yaml, fluent-bit.yaml, ray-job.train-<model>.yaml
-(+ train-mnist-gpu), ray-job.tune-mnist.yaml, ray-service.models.yaml, pdb.models.yaml,
-ingress.models.yaml, monitoring.yaml, helm/install.sh.
+Files: namespace.yaml, network-policy.yaml, fluent-bit.yaml, mlflow.yaml (the tracking server:
+`raylife.deploy.tracking_server`), ray-job.train-<model>.yaml (+ train-mnist-gpu),
+ray-job.tune-mnist.yaml, ray-service.models.yaml, pdb.models.yaml, ingress.models.yaml,
+monitoring.yaml, helm/install.sh.
 
 Pod sizes come from the node groups of kuberay/eks/cluster.yaml and the instance table of
 `raylife.deploy.nodes`; the torch/CUDA stack from `raylife.deploy.gpu_stack`.
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from raylife.deploy import checks, nodes
+from raylife.deploy import checks, nodes, tracking_server
 from raylife.deploy import gpu_stack as stack
 from raylife.errors import RaylifeError
 from raylife.registry import MODEL_SPECS
@@ -66,6 +67,10 @@ STORAGE_ENV = {
     "RAYLIFE_STORE": f"s3://{BUCKET}/store",
     "RAYLIFE_RUNS": f"s3://{BUCKET}/runs",
 }
+TRAINING_ENV = {**STORAGE_ENV, "RAYLIFE_MLFLOW_URI": tracking_server.uri(NAMESPACE)}
+"""The RayJobs' runtime env: runs are tracked by the cluster's MLflow server (kuberay/mlflow.yaml),
+which must be up before a job starts (an unreachable one stops the run before training)."""
+MLFLOW = nodes.Resources(500, 1536)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,7 +409,7 @@ def ray_job(site: Site, variant: str, entrypoint: str, gpu: bool = False) -> dic
         "spec": {
             "entrypoint": entrypoint,
             # Code and dependencies are baked into the image: the runtime env only sets variables.
-            "runtimeEnvYAML": yaml.safe_dump({"env_vars": STORAGE_ENV}, sort_keys=True),
+            "runtimeEnvYAML": yaml.safe_dump({"env_vars": TRAINING_ENV}, sort_keys=True),
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": 600,
             "activeDeadlineSeconds": 4 * 3600,
@@ -483,6 +488,27 @@ def ray_service(site: Site) -> dict[str, Any]:
             "rayClusterConfig": cluster,
         },
     }
+
+
+def mlflow_server(site: Site) -> list[dict[str, Any]]:
+    """kuberay/mlflow.yaml: the tracking server the RayJobs log to (raylife.deploy.tracking_server)."""
+    training_pods = {
+        "matchLabels": dict(PART_OF),
+        # The serving pods carry SERVICE_LABEL; the RayJobs' pods do not.
+        "matchExpressions": [{"key": k, "operator": "DoesNotExist"} for k in SERVICE_LABEL],
+    }
+    server = tracking_server.Server(
+        image=image(site, "cpu"),
+        namespace=NAMESPACE,
+        bucket=BUCKET,
+        region=REGION,
+        labels=dict(PART_OF),
+        security=container_security(),
+        resources=_resources(MLFLOW),
+        clients=training_pods,
+        node_selector={nodes.NODE_GROUP_LABEL: "cpu"},
+    )
+    return tracking_server.objects(server)
 
 
 def namespace() -> dict[str, Any]:
@@ -681,6 +707,7 @@ def manifests(site: Site | None = None) -> dict[str, list[dict[str, Any]]]:
     files: dict[str, list[dict[str, Any]]] = {"namespace.yaml": [namespace()]}
     files["network-policy.yaml"] = [network_policy()]
     files["fluent-bit.yaml"] = [fluent_bit_config()]
+    files["mlflow.yaml"] = mlflow_server(site)
     files.update({name: [job] for name, job in training_jobs(site).items()})
     files["ray-service.models.yaml"] = [ray_service(site)]
     files["pdb.models.yaml"] = disruption_budgets(site)

@@ -2,13 +2,17 @@
 
 Both servers share it: the Ray Serve replica (serve_apps/models.py) and the bare uvicorn baseline
 (raylife.serve.bare). It knows nothing of HTTP or Ray.
+
+The version comes from the store's promotion pointer, or, given a `model_uri`
+(`models:/iris@champion`, `models:/iris/3`), from an MLflow registry (raylife.model_mirror's
+RegistryModel, imported only then): a reload then follows the alias.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +21,9 @@ from raylife.data import InputSchema
 from raylife.errors import ArtifactError
 from raylife.predict import Predictor
 from raylife.store import ModelStore
+
+if TYPE_CHECKING:
+    from raylife.model_mirror import Registered, RegistryModel
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,14 @@ class Loaded:
 
 
 class ModelService:
-    def __init__(self, model: str, store_uri: str, torch_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model: str,
+        store_uri: str,
+        torch_threads: int = 1,
+        model_uri: str | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
         # One intra-op thread per replica: these models are tiny and replicas scale out, so more
         # threads only fight each other (and the HTTP event loop) for the same cores.
         if torch_threads > 0:
@@ -40,6 +54,7 @@ class ModelService:
         # A Serve replica given GPUs sees them (CUDA_VISIBLE_DEVICES); one given none sees none.
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._swap_lock = threading.Lock()
+        self.registry = registry_model(model_uri, tracking_uri) if model_uri else None
         self.current = self._load_promoted()
 
     @property
@@ -54,7 +69,14 @@ class ModelService:
     def label_names(self) -> list[str]:
         return list(self.current.predictor.artifact.label_names or [])
 
+    @property
+    def source(self) -> str:
+        """Where versions come from: the store, or the registry model URI."""
+        return self.registry.uri if self.registry is not None else self.store.uri
+
     def _load_promoted(self) -> Loaded:
+        if self.registry is not None:
+            return self._load_registered(self.registry.resolve())
         pointer = self.store.pointer(self.model)
         if pointer is None:
             raise ArtifactError(
@@ -64,6 +86,30 @@ class ModelService:
         version, artifact = self.store.load(self.model, pointer.version)
         return Loaded(Predictor(artifact, version, self.device), version, pointer.generation)
 
+    def _load_registered(self, found: Registered) -> Loaded:
+        assert self.registry is not None
+        predictor = self.registry.load(found, self.device)
+        if predictor.artifact.model != self.model:
+            raise ArtifactError(
+                f"{self.registry.uri} (MLflow version {found.mlflow_version}) is a "
+                f"{predictor.artifact.model} model, not {self.model}; point model_uri at "
+                f"models:/{self.model}@champion"
+            )
+        # No promotion generation in a registry: its own version number stands in.
+        return Loaded(predictor, found.store_version, int(found.mlflow_version))
+
+    def _unchanged(self) -> Loaded | Registered | None:
+        """The current Loaded (generation refreshed) when the source still names its version;
+        else what to load: the registry's version, or None (the store's pointer moved)."""
+        if self.registry is not None:
+            found = self.registry.resolve()
+            return self.current if found.store_version == self.current.version else found
+        pointer = self.store.pointer(self.model)
+        if pointer is not None and pointer.version == self.current.version:
+            current = self.current
+            return Loaded(current.predictor, current.version, pointer.generation)
+        return None
+
     def reload(self) -> bool:
         """Load the version the store's pointer names now, if it changed. True when swapped.
 
@@ -71,12 +117,11 @@ class ModelService:
         the first one, and a silent change would turn valid requests into wrong answers.
         """
         with self._swap_lock:
-            pointer = self.store.pointer(self.model)
-            if pointer is not None and pointer.version == self.current.version:
-                current = self.current
-                self.current = Loaded(current.predictor, current.version, pointer.generation)
+            named = self._unchanged()
+            if isinstance(named, Loaded):
+                self.current = named
                 return False
-            loaded = self._load_promoted()
+            loaded = self._load_promoted() if named is None else self._load_registered(named)
             old, new = self.schema, loaded.predictor.artifact.schema
             if (old.feature_names, old.shape) != (new.feature_names, new.shape):
                 raise ArtifactError(
@@ -97,6 +142,7 @@ class ModelService:
         artifact = loaded.predictor.artifact
         return {
             "model": self.model,
+            "source": self.source,
             "version": loaded.version,
             "generation": loaded.generation,
             "device": self.device,
@@ -105,3 +151,17 @@ class ModelService:
             "input": artifact.schema.to_dict(),
             "metrics": artifact.metrics,
         }
+
+
+def registry_model(model_uri: str, tracking_uri: str | None) -> RegistryModel:
+    """The MLflow registry model a service loads (tracking_uri: default RAYLIFE_MLFLOW_URI)."""
+    from raylife.model_mirror import RegistryModel
+    from raylife.settings import Settings
+
+    uri = tracking_uri or Settings.from_env().mlflow_uri
+    if uri is None:
+        raise ArtifactError(
+            f"model_uri {model_uri} needs an MLflow registry, but tracking is off "
+            "(RAYLIFE_MLFLOW_URI=off); set tracking_uri in the app's args"
+        )
+    return RegistryModel(model_uri, uri)

@@ -36,6 +36,9 @@ from raylife.tools.bench.stats import Section, alternate
 from raylife.tools.bench.train_bench import plain_fit
 from raylife.tune import run_sweep
 
+MAKE_RUN_SAMPLES = 4
+"""Trials per sweep in `make run` (Makefile SAMPLES): what the bench's trial is sized for."""
+
 TRIAL_EPOCH_TARGET = 2.0
 """Issue bar: a sweep trial's epoch at most twice the plain loop's, for every model."""
 
@@ -72,7 +75,12 @@ def trial_epoch_s(history: Any) -> float:
 def sweep_trial(
     base: TrainConfig, data: PreparedData, settings: Settings, workers: int | None
 ) -> dict[str, float]:
-    """One trial through run_sweep, as `make run` runs it (workers=None: sized by measurement)."""
+    """One trial through run_sweep, as `make run` runs it (workers=None: sized by measurement
+    for a sweep of `make run`'s trials on this cluster, not for a lone trial)."""
+    from raylife.cluster import usable_cpus
+
+    if workers is None:
+        workers = sizing.plan_trials(base, data, None, usable_cpus(), MAKE_RUN_SAMPLES).num_workers
     started = time.monotonic()
     sweep = run_sweep(base, TuneConfig(num_samples=1, workers_per_trial=workers), settings, data)
     wall = time.monotonic() - started
