@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from raylife import tracking
 from raylife.config import TrainConfig
 from raylife.data import PreparedData, prepare
 from raylife.loop import as_tensors, fit, make_loader, make_optimizer, seed_everything
@@ -53,15 +54,23 @@ class TrainBenchSetup:
     """Also run Ray Train with Ray's own settings (2 s controller poll): the 'before' column."""
     scaling: bool
     """Also compare 2 workers x 1 thread with 1 worker x 2 threads."""
+    tracking: bool
+    """Also run Ray Train with MLflow tracking on (rank 0 logs each reported epoch)."""
 
 
 def setup_for(quick: bool) -> TrainBenchSetup:
     if quick:
         return TrainBenchSetup(
-            "debug", epochs=3, repeats=1, threads=1, ray_defaults=False, scaling=False
+            "debug",
+            epochs=3,
+            repeats=1,
+            threads=1,
+            ray_defaults=False,
+            scaling=False,
+            tracking=False,
         )
     return TrainBenchSetup(
-        "default", epochs=3, repeats=3, threads=1, ray_defaults=True, scaling=True
+        "default", epochs=3, repeats=3, threads=1, ray_defaults=True, scaling=True, tracking=True
     )
 
 
@@ -161,6 +170,10 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
                 return ray_fit(base, data_ref, settings)
 
         contenders["ray_defaults"] = with_ray_defaults
+    tracked = tracking.config_for(settings) if setup.tracking else None
+    if tracked is not None:  # None: RAYLIFE_MLFLOW_URI=off
+        tracked_cfg = tracking.prepare(base.replace(tracking=tracked))
+        contenders["ray tracked"] = lambda _: ray_fit(tracked_cfg, data_ref, settings)
     measured = alternate(contenders, setup.repeats, say)
     for contender, values in measured.items():
         for key, series in values.items():
@@ -177,6 +190,13 @@ def _checks(section: Section, measured: dict[str, dict[str, list[float]]]) -> No
     section.check(
         "Ray Train epoch / plain epoch", section.ratio("ray epoch_s", "plain epoch_s"), "<=", 1.05
     )
+    if "ray tracked" in measured:
+        section.check(
+            "MLflow tracking: epoch tracked / untracked (a report every epoch)",
+            section.ratio("ray tracked epoch_s", "ray epoch_s"),
+            "<=",
+            1.03,
+        )
     ray = measured["ray"]
     fixed = [a + b for a, b in zip(ray["fit_start_s"], ray["fit_end_s"], strict=True)]
     section.add("ray fit_fixed_s", fixed, "s")
