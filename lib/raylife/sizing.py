@@ -17,12 +17,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import torch
-
 from raylife.config import TrainConfig
 from raylife.data import PreparedData
-from raylife.loop import as_tensors, make_optimizer, seed_everything
-from raylife.models import build_model
+from raylife.loop import as_tensors
 from raylife.registry import get_spec
 
 ALLREDUCE_LATENCY_S = 0.003
@@ -63,16 +60,10 @@ def allreduce_s(parameters: int) -> float:
 def measure_step_s(cfg: TrainConfig, data: PreparedData, repeats: int = 5) -> tuple[float, int]:
     """Median seconds of one forward + backward + optimizer step on one global batch with one
     torch thread, and the model's parameter count."""
-    from raylife.train import model_args_for
+    from raylife.train import fresh_model
 
-    spec = get_spec(cfg.model)
-    task, hp = spec.task_obj, cfg.hparams
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads_per_worker)
-    try:
-        seed_everything(cfg.seed)
-        model = build_model(spec.architecture, model_args_for(cfg, data))
-        optimizer = make_optimizer(hp, model.parameters())
+    task, hp = get_spec(cfg.model).task_obj, cfg.hparams
+    with fresh_model(cfg, data) as (model, optimizer):
         X, y = as_tensors(data.train, task)
         X, y = X[: hp.batch_size], y[: hp.batch_size]
         times = []
@@ -82,8 +73,6 @@ def measure_step_s(cfg: TrainConfig, data: PreparedData, repeats: int = 5) -> tu
             task.loss(model(X), y).backward()
             optimizer.step()
             times.append(time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(threads)
     return statistics.median(times[2:]), sum(p.numel() for p in model.parameters())
 
 

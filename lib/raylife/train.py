@@ -12,6 +12,7 @@ Everything else is plain PyTorch from raylife.loop.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 import tempfile
@@ -92,6 +93,22 @@ def make_artifact(
         },
         data=data.provenance,
     )
+
+
+@contextlib.contextmanager
+def fresh_model(
+    cfg: TrainConfig, data: PreparedData
+) -> Iterator[tuple[torch.nn.Module, torch.optim.Optimizer]]:
+    """The run's seeded model and optimizer, outside Ray, on the run's torch threads (restored
+    after): the plain loop of the bench and the step measurement of raylife.sizing start here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads_per_worker)
+    try:
+        seed_everything(cfg.seed)
+        model = build_model(get_spec(cfg.model).architecture, model_args_for(cfg, data))
+        yield model, make_optimizer(cfg.hparams, model.parameters())
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -55,20 +55,21 @@ def add_note_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default="", help="why, in words (kept in the history)")
 
 
-def cmd_promote(args: argparse.Namespace) -> None:
+def _store_and_mirror(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Settings, the model store and its MLflow mirror (None when tracking is off)."""
     from raylife import tracking
-    from raylife.promotion import promote
     from raylife.store import ModelStore
 
     settings = settings_from(args)
-    outcome = promote(
-        ModelStore(settings.store_uri),
-        args.model,
-        args.version,
-        args.force,
-        args.reason,
-        mirror=tracking.mirror(tracking.config_for(settings)),
-    )
+    mirror = tracking.mirror(tracking.config_for(settings))
+    return settings, ModelStore(settings.store_uri), mirror
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from raylife.promotion import promote
+
+    settings, store, mirror = _store_and_mirror(args)
+    outcome = promote(store, args.model, args.version, args.force, args.reason, mirror=mirror)
     if outcome.comparison:
         print(outcome.comparison.table())
     if outcome.action == "refuse":
@@ -79,17 +80,10 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    from raylife import tracking
     from raylife.promotion import rollback
-    from raylife.store import ModelStore
 
-    settings = settings_from(args)
-    outcome = rollback(
-        ModelStore(settings.store_uri),
-        args.model,
-        args.reason,
-        mirror=tracking.mirror(tracking.config_for(settings)),
-    )
+    settings, store, mirror = _store_and_mirror(args)
+    outcome = rollback(store, args.model, args.reason, mirror=mirror)
     print(outcome.line)
     _follow_serve(settings, args.model, outcome)
 

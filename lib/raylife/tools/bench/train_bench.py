@@ -16,20 +16,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
 from raylife import tracking
 from raylife.config import TrainConfig
 from raylife.data import PreparedData, prepare
-from raylife.loop import as_tensors, fit, make_loader, make_optimizer, seed_everything
-from raylife.models import build_model
+from raylife.loop import as_tensors, fit, make_loader
 from raylife.registry import get_spec
 from raylife.settings import Settings
 from raylife.tools.bench.stats import Section, alternate
 from raylife.train import (
     build_trainer,
     checkpoint_train_state,
-    model_args_for,
+    fresh_model,
     new_run_name,
     storage_path,
 )
@@ -83,21 +80,13 @@ def steady_epoch_s(epochs: list[list[float]]) -> float:
 
 def plain_fit(cfg: TrainConfig, data: PreparedData) -> dict[str, float]:
     """The same epochs as a Ray Train worker, in this process, without Ray."""
-    spec = get_spec(cfg.model)
-    task, hp = spec.task_obj, cfg.hparams
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads_per_worker)
-    try:
-        seed_everything(cfg.seed)
-        model = build_model(spec.architecture, model_args_for(cfg, data))
+    task, hp = get_spec(cfg.model).task_obj, cfg.hparams
+    with fresh_model(cfg, data) as (model, optimizer):
         loader = make_loader(data.train, task, hp.batch_size, cfg.seed)
-        optimizer = make_optimizer(hp, model.parameters())
         epochs = [
             [epoch.started, epoch.ended]
             for epoch in fit(model, loader, task, optimizer, hp, val=as_tensors(data.val, task))
         ]
-    finally:
-        torch.set_num_threads(threads_before)
     return {"epoch_s": steady_epoch_s(epochs)}
 
 
