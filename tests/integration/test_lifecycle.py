@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from raylife import tracking
 from raylife.cli import main
+from raylife.settings import Settings
 from raylife.store import ModelStore
 
 
@@ -43,7 +45,8 @@ def test_two_worker_training_registers_and_promotes(home, capsys, model):
     assert {"val_accuracy", "test_accuracy"} <= set(meta["metrics"])
 
 
-def test_resume_continues_from_the_latest_checkpoint(home, capsys):
+def test_resume_continues_from_the_latest_checkpoint(tracked_home, capsys):
+    home = tracked_home
     # Every epoch reported (interval 0) so the latest checkpoint is the last epoch.
     common = "train --model iris --preset debug --report-interval-s 0"
     assert raylife(f"{common} --epochs 2 --run-name resumable") == 0
@@ -55,6 +58,15 @@ def test_resume_continues_from_the_latest_checkpoint(home, capsys):
     history = _latest_history(home, "iris")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     assert first and history[: len(first)] == first
+    # `--resume` continued the same MLflow run: one run, each epoch logged once.
+    uri = Settings.from_env().mlflow_uri
+    assert uri is not None
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name(tracking.experiment_name("iris"))
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.info.run_name for run in runs] == ["resumable"]
+    steps = client.get_metric_history(runs[0].info.run_id, "val_loss")
+    assert sorted(m.step for m in steps) == [1, 2, 3, 4]
 
 
 def test_sweep_promotes_best_trial_and_predicts(home, capsys):
