@@ -37,16 +37,6 @@ from raylife.waiting import poll, wait_until
 RAY = str(Path(sys.executable).parent / "ray")
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
-AGENT_PORTS = (
-    "--dashboard-agent-listen-port=52365",
-    "--dashboard-agent-grpc-port=52366",
-    "--runtime-env-agent-port=52367",
-    "--metrics-export-port=8080",
-)
-"""The head's agents on fixed ports, as a KubeRay pod runs them (its own address, like a pod's).
-With dynamic ports the raylet waits for the agents to write their port files, and a head
-restarted on a busy 2-core machine aborted on that wait ("Timed out waiting for file ...
-metrics_agent_port"); a raylet given the ports does not wait for files."""
 SERVE_PORT = 8000
 MODEL = "iris"
 WORKER_RECONNECT_S = "300"
@@ -216,7 +206,7 @@ def ha_cluster(head_host: Host, worker_host: Host, work: Path) -> Iterator[Clust
     head_argv = [
         RAY, *common, "--head", f"--node-ip-address={head_host.ip}", f"--port={GCS_PORT}",
         "--include-dashboard=true", f"--dashboard-host={head_host.ip}",
-        f"--dashboard-port={DASHBOARD_PORT}", "--num-cpus=0", *AGENT_PORTS,
+        f"--dashboard-port={DASHBOARD_PORT}", "--num-cpus=0",
     ]  # fmt: skip
     worker_argv = [
         RAY, *common, f"--address={head_host.ip}:{GCS_PORT}",
@@ -225,6 +215,9 @@ def ha_cluster(head_host: Host, worker_host: Host, work: Path) -> Iterator[Clust
     gcs_storage = {
         "RAY_gcs_storage": "rocksdb",
         "RAY_gcs_storage_path": str(work / "gcs-state"),
+        # A head restarted on a busy 2-core machine starts its agents slowly; Ray's default wait
+        # for them made the raylet abort ("Timed out waiting for file ... metrics_agent_port").
+        "RAY_agent_register_timeout_ms": "120000",
     }
     reconnect = {"RAY_gcs_rpc_server_reconnect_timeout_s": WORKER_RECONNECT_S}
     head = Node(head_host, head_argv, {**base_env, **gcs_storage}, head_tmp)
