@@ -303,16 +303,22 @@ class _WorkerRun:
         best, self.best_unreported = self.best_unreported, None
         if best is not None and best.row["epoch"] != row["epoch"]:
             self._report(best)
-        self._report(self._snapshot(row))
+        self._report(self._snapshot(row, keep=False))
 
-    def _snapshot(self, row: dict[str, float]) -> _Snapshot:
-        """The state a checkpoint of this epoch holds (rank 0 only: the others attach none)."""
+    def _snapshot(self, row: dict[str, float], keep: bool = True) -> _Snapshot:
+        """The state a checkpoint of this epoch holds (rank 0 only: the others attach none).
+        keep=False: the live state, uncopied, for a checkpoint written at once (the copies are
+        only needed by an improving epoch's snapshot, reported later)."""
         if self.rank != 0:
             return _Snapshot(row)
+        weights = _unwrap(self.model).state_dict()
+        optimizer = self.optimizer.state_dict()
+        if not keep:
+            return _Snapshot(row, weights, optimizer, self.history, self.best)
         return _Snapshot(
             row,
-            {k: v.detach().clone() for k, v in _unwrap(self.model).state_dict().items()},
-            copy.deepcopy(self.optimizer.state_dict()),
+            {k: v.detach().clone() for k, v in weights.items()},
+            copy.deepcopy(optimizer),
             list(self.history),
             self.best,
         )

@@ -240,8 +240,13 @@ def required_cpus(base: TrainConfig, tune_cfg: TuneConfig) -> float:
     one-process trial has no worker group, so it needs no spare room.
     """
     concurrent = tune_cfg.max_concurrent_trials or 1
-    spare = 0 if base.num_workers == 1 else 1
-    return (concurrent + spare) * trial_cpus(base)
+    return (concurrent + _spare_trials(base)) * trial_cpus(base)
+
+
+def _spare_trials(base: TrainConfig) -> int:
+    """Room kept for one more trial: a stopped DDP trial's workers release their placement group
+    asynchronously; a one-process trial has no worker group to drain."""
+    return 0 if base.num_workers == 1 else 1
 
 
 def concurrent_trials(base: TrainConfig, tune_cfg: TuneConfig, cluster_cpus: float) -> int:
@@ -249,8 +254,7 @@ def concurrent_trials(base: TrainConfig, tune_cfg: TuneConfig, cluster_cpus: flo
     trials there are; a DDP sweep keeps room for one stopped trial's workers to drain)."""
     if tune_cfg.max_concurrent_trials:
         return tune_cfg.max_concurrent_trials
-    spare = 0 if base.num_workers == 1 else 1
-    fits = int(cluster_cpus // trial_cpus(base)) - spare
+    fits = int(cluster_cpus // trial_cpus(base)) - _spare_trials(base)
     return max(1, min(tune_cfg.num_samples, fits))
 
 
