@@ -19,7 +19,9 @@ from ray.serve import Application
 
 from raylife.registry import MODEL_SPECS
 from raylife.serve.api import MAX_ROWS, build_model_api
+from raylife.serve.capture import CaptureWriter
 from raylife.serve.model_service import ModelService
+from raylife.serve.rollout import Rollout, Rollouts
 
 OFFLOAD_MIN_VALUES = 2048
 """Requests with at least this many input values (160 Boston rows, 3 MNIST images) run off-loop."""
@@ -74,6 +76,15 @@ class ModelUserConfig(BaseModel):
         default=0, description="bump to make replicas reload the promoted version"
     )
     batching: Batching = Field(default_factory=Batching)
+    capture: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="fraction of requests captured to <store>/<model>/captures (Parquet); 0: off",
+    )
+    rollout: Rollout | None = Field(
+        default=None, description="a challenger beside the champion (raylife promote --canary)"
+    )
 
 
 @serve.deployment(name="ModelServer")
@@ -89,11 +100,23 @@ class ModelServer:
             tracking_uri=self.args.tracking_uri,
         )
         self.batching = Batching()
+        self.capture = CaptureWriter(self.args.store, self.args.model)
+        self.rollouts = Rollouts(self.args.model, self.service.device, self.service.load_version)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_model_api(self.service, self.predict, self.args.max_rows)
+        return build_model_api(
+            self.service,
+            self.predict,
+            self.args.max_rows,
+            rollouts=self.rollouts,
+            capture=self.capture,
+        )
 
     async def predict(self, X: np.ndarray) -> tuple[str, list[dict[str, Any]]]:
+        """The answer of the version the rollout (if any) routes this request to."""
+        return await self.rollouts.answer(X, self.service.current.version, self.predict_champion)
+
+    async def predict_champion(self, X: np.ndarray) -> tuple[str, list[dict[str, Any]]]:
         """Small requests run inline (a thread hop would cost ~40% of Iris throughput); large ones
         in a worker thread, so the event loop keeps taking requests meanwhile and Serve's
         autoscaler, which samples in-flight requests on this loop, sees them queue up."""
@@ -118,13 +141,21 @@ class ModelServer:
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = ModelUserConfig.model_validate(user_config)
         self.batching = config.batching
+        self.capture.fraction = config.capture
         self._predict_batch.set_max_batch_size(config.batching.max_batch_size)  # type: ignore[attr-defined]  # @serve.batch
         self._predict_batch.set_batch_wait_timeout_s(config.batching.wait_timeout_s)  # type: ignore[attr-defined]
         # Load off the event loop: requests keep flowing on the old version until the swap.
         await asyncio.to_thread(self.service.reload)
+        await self.rollouts.configure(config.rollout, self.service.check_schema)
 
     async def info(self) -> dict[str, Any]:
         return self.service.info()
+
+    def __del__(self) -> None:
+        """Serve calls this on a graceful replica stop (after draining requests): the captured
+        answers still queued are written before the process goes."""
+        if hasattr(self, "capture"):
+            self.capture.close()
 
 
 def build_app(args: ModelAppArgs) -> Application:

@@ -49,8 +49,11 @@ def ensure_ray(
     num_cpus: float | None = None,
     address: str | None = None,
     cluster_env: dict[str, str] | None = None,
+    object_store_memory: int | None = None,
 ) -> None:
     """Connect to the cluster at `address`/RAY_ADDRESS, or start a local one with num_cpus logical CPUs.
+
+    object_store_memory: cap of a local cluster's object store in bytes (Ray's default: 30% of RAM).
 
     cluster_env: environment for every process of a cluster started here (a command that will
     serve passes the Serve fast paths of the `local` overlay; training needs none of it).
@@ -82,6 +85,7 @@ def ensure_ray(
         log_to_driver=True,
         configure_logging=True,
         logging_level=logging.WARNING,
+        object_store_memory=object_store_memory,
     )
 
 

@@ -137,6 +137,9 @@ class PreparedData:
     schema: InputSchema
     label_names: list[str] | None
     provenance: dict[str, Any]
+    stream: Any = None
+    """A streaming source's raylife.streaming.StreamedData: workers iterate its Ray dataset of the
+    training rows (train above is then a small sample; val and test are capped samples)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,7 +436,12 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 
 def prepare(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
-    """Load, split, fit preprocessing on train, transform all splits: the data half of a run."""
+    """Load, split, fit preprocessing on train, transform all splits: the data half of a run.
+    Folders, globs and big files stream through Ray Data instead (raylife.streaming)."""
+    from raylife import streaming
+
+    if streaming.wants_streaming(cfg.source):
+        return streaming.prepare_streaming(spec, cfg)
     raw = load_raw(spec, cfg)
     classification = spec.task != "regression"
     train, val, test = split(raw, cfg, stratify=classification)

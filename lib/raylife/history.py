@@ -15,14 +15,16 @@ import os
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from raylife.errors import RaylifeError
 from raylife.store import ModelStore
 
 HISTORY_FILE = "HISTORY.jsonl"
 
-Action = Literal["promote", "refuse", "rollback"]
+Action = Literal["promote", "refuse", "rollback", "canary_failed"]
+"""canary_failed: a challenger failed a live gate and its traffic went back to the champion
+(the pointer never moved; `extra` holds the step and the figures that decided)."""
 
 
 class HistoryError(RaylifeError):
@@ -129,7 +131,7 @@ def _parse(line: str, where: str) -> Entry:
             **{k: v for k, v in data.items() if k in known},
             extra={k: v for k, v in data.items() if k not in known},
         )
-        if entry.action not in ("promote", "refuse", "rollback") or not entry.to_version:
+        if entry.action not in get_args(Action) or not entry.to_version:
             raise ValueError(f"action {entry.action!r} to {entry.to_version!r}")
     except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise HistoryError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,16 @@ from raylife.artifact import Artifact
 from raylife.data import InputSchema, validate_rows
 from raylife.errors import InputError
 from raylife.tasks import TASKS
+
+
+@dataclass
+class Predictions:
+    """A batch's answers as arrays: regression `values`, or classification `labels` (indices into
+    the label names) and `probabilities` (n, classes), rounded to 6 decimals as every answer is."""
+
+    values: np.ndarray = field(default_factory=lambda: np.empty(0))
+    labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    probabilities: np.ndarray | None = None
 
 
 @dataclass
@@ -28,13 +38,16 @@ class Predictor:
         self.task = TASKS[self.artifact.task]
 
     @classmethod
-    def from_store(cls, store: Any, model: str, version: str | None = None) -> Predictor:
+    def from_store(
+        cls, store: Any, model: str, version: str | None = None, device: str = "cpu"
+    ) -> Predictor:
         resolved, artifact = store.load(model, version)
-        return cls(artifact, resolved)
+        return cls(artifact, resolved, device)
 
     @torch.no_grad()
-    def predict_array(self, X: np.ndarray) -> list[dict[str, Any]]:
-        """Raw (unpreprocessed) inputs of shape (n, *schema.shape) -> one answer per row."""
+    def predict_batch(self, X: np.ndarray) -> Predictions:
+        """Raw (unpreprocessed) inputs of shape (n, *schema.shape) -> answers as arrays: the
+        vectorized path (batch inference) that predict_array turns into one dict per row."""
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are refused below
             scaled = self.artifact.preprocessing.transform(X)
         finite = np.isfinite(scaled.reshape(len(scaled), -1)).all(axis=1)
@@ -47,18 +60,30 @@ class Predictor:
         outputs = self.module(features).cpu()
         if not self.task.is_classification:
             values = self.artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy())
-            return [{"value": float(v)} for v in values]
-        labels = self.artifact.label_names or []
+            return Predictions(values=np.asarray(values, dtype=np.float64))
         probabilities = self.task.probabilities(outputs).numpy()
+        return Predictions(
+            labels=probabilities.argmax(axis=1),
+            probabilities=probabilities.astype(np.float64).round(6),
+        )
+
+    def predict_array(self, X: np.ndarray) -> list[dict[str, Any]]:
+        """Raw (unpreprocessed) inputs of shape (n, *schema.shape) -> one answer per row."""
+        answers = self.predict_batch(X)
+        if answers.probabilities is None:
+            return [{"value": float(v)} for v in answers.values]
+        names = self.label_names
         return [
             {
-                "label": labels[int(p.argmax())],
-                "probabilities": {
-                    name: round(float(v), 6) for name, v in zip(labels, p, strict=True)
-                },
+                "label": names[int(i)],
+                "probabilities": {name: float(v) for name, v in zip(names, p, strict=True)},
             }
-            for p in probabilities
+            for i, p in zip(answers.labels, answers.probabilities, strict=True)
         ]
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.artifact.label_names or []
 
     def predict_rows(self, rows: Any) -> list[dict[str, Any]]:
         """Rows as lists of numbers or dicts keyed by feature name (validated against the schema)."""

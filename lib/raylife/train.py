@@ -4,7 +4,8 @@ The Ray touchpoints are few and numbered; a worker reaches them through its sess
 (RayTrainSession here; a one-process Tune trial passes tune.TrialSession instead):
   [1] read the shared, already-preprocessed data from the object store
   [2] ray.train.torch.prepare_model        (DDP wrap + device)
-  [3] DistributedSampler + prepare_data_loader (sharding + device)
+  [3] DistributedSampler + prepare_data_loader (sharding + device), or, for streamed data,
+      ray.train.get_dataset_shard               (this worker's share of the Ray datasets)
   [4] ray.train.get_checkpoint              (resume after a failure or with --resume)
   [5] ray.train.report                      (every worker, once per epoch; rank 0 attaches the checkpoint)
 Everything else is plain PyTorch from raylife.loop.
@@ -165,6 +166,10 @@ class WorkerSession(Protocol):
 
     def prepare_loader(self, loader: Any) -> Iterable: ...
 
+    def dataset_shard(self, name: str) -> Any:
+        """This worker's shard of a streamed dataset; None: the whole dataset (one process)."""
+        ...
+
     def latest_checkpoint(self) -> Any: ...
 
     def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None: ...
@@ -194,6 +199,11 @@ class RayTrainSession:
         import ray.train.torch
 
         return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)  # [3]
+
+    def dataset_shard(self, name: str) -> Any:
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)  # [3]
 
     def latest_checkpoint(self) -> Any:
         import ray.train
@@ -228,8 +238,22 @@ class _WorkerRun:
         # masks, so the averaged gradient would carry correlated rather than independent noise.
         torch.manual_seed(cfg.seed * 1000 + self.rank)
         self.device = session.device()
+        self.optimizer = make_optimizer(hp, self.model.parameters())
+        self.epochs_done, self.history, self.best, self.timings = _restore(
+            session.latest_checkpoint(), self.model, self.optimizer
+        )
+        self.last_report = time.monotonic()
+        self.best_unreported: _Snapshot | None = None
+        val_X, val_y = (
+            t[self.rank :: world].to(self.device) for t in as_tensors(data.val, self.task)
+        )
+        self.val = (val_X, val_y)
+        self.sampler: DistributedSampler | None = None
+        if data.stream is not None:
+            self.loader = self._stream_batches(data)
+            return
         # DistributedSampler only needs len(): a range avoids building the dataset twice.
-        self.sampler: DistributedSampler | None = (
+        self.sampler = (
             DistributedSampler(
                 range(len(data.train)),  # type: ignore[arg-type]
                 world,
@@ -245,15 +269,14 @@ class _WorkerRun:
                 data.train, self.task, max(1, hp.batch_size // world), cfg.seed, self.sampler
             )
         )
-        self.val_X, self.val_y = (
-            t[self.rank :: world].to(self.device) for t in as_tensors(data.val, self.task)
-        )
-        self.optimizer = make_optimizer(hp, self.model.parameters())
-        self.epochs_done, self.history, self.best, self.timings = _restore(
-            session.latest_checkpoint(), self.model, self.optimizer
-        )
-        self.last_report = time.monotonic()
-        self.best_unreported: _Snapshot | None = None
+
+    def _stream_batches(self, data: PreparedData) -> Iterable:
+        """Streamed data: each epoch iterates this worker's shard of the training dataset."""
+        stream, cfg = data.stream, self.cfg
+        batch = max(1, cfg.hparams.batch_size // self.session.world)
+        shard = self.session.dataset_shard("train")
+        source = shard if shard is not None else stream.datasets["train"]
+        return stream.batches(source, batch, self.task, self.device, cfg.seed, shuffle=True)
 
     def epochs(self) -> Iterator[Epoch]:
         """The epochs left to run, as loop.fit runs them."""
@@ -263,7 +286,7 @@ class _WorkerRun:
             self.task,
             self.optimizer,
             self.cfg.hparams,
-            val=(self.val_X, self.val_y),
+            val=self.val,
             start_epoch=self.epochs_done + 1,
         )
 
@@ -411,9 +434,15 @@ def _quiet_report_log() -> None:
 
 
 def build_trainer(
-    cfg: TrainConfig, data_ref: Any, storage_path: str, run_name: str, callbacks: list | None = None
+    cfg: TrainConfig,
+    data_ref: Any,
+    storage_path: str,
+    run_name: str,
+    callbacks: list | None = None,
+    datasets: dict[str, Any] | None = None,
 ) -> Any:
-    """The TorchTrainer of one run. Tune's trials call exactly this (see tune.py)."""
+    """The TorchTrainer of one run. Tune's trials call exactly this (see tune.py).
+    datasets: a streaming source's Ray datasets (PreparedData.stream), sharded across workers."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -421,6 +450,7 @@ def build_trainer(
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "data_ref": data_ref},
+        datasets=datasets,
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
@@ -466,12 +496,17 @@ def run_training(
     ensure_ray(num_cpus=cfg.num_workers * cfg.cpus_per_worker)
     run_name = cfg.run_name or new_run_name(cfg.model)
     storage = storage_path(settings)
-    trainer = build_trainer(cfg, ray.put(data), storage, run_name)
+    trainer = build_trainer(cfg, ray.put(data), storage, run_name, datasets=stream_datasets(data))
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; surface the user-facing cause in one line
         raise RaylifeError(f"training run {run_name} failed: {_root_cause(exc)}") from exc
     return outcome_from_result(result, cfg, run_name)
+
+
+def stream_datasets(data: PreparedData) -> dict[str, Any] | None:
+    """The Ray datasets a TorchTrainer shards across its workers (streamed data only)."""
+    return None if data.stream is None else data.stream.datasets
 
 
 def outcome_from_result(result: Any, cfg: TrainConfig, run_name: str) -> TrainOutcome:

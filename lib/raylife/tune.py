@@ -32,7 +32,13 @@ from raylife.loop import OBJECTIVE
 from raylife.registry import LogUniform, ModelSpec, get_spec
 from raylife.settings import Settings
 from raylife.sizing import TrialPlan, plan_trials
-from raylife.train import build_trainer, new_run_name, run_worker, storage_path
+from raylife.train import (
+    build_trainer,
+    new_run_name,
+    run_worker,
+    storage_path,
+    stream_datasets,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,7 +114,10 @@ def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], stor
         run_worker(cfg, ray.get(data_ref), TrialSession(run_name, cfg.use_gpu))
         return
     configure_train_env()
-    build_trainer(cfg, data_ref, storage, run_name, callbacks=[TuneReportCallback()]).fit()
+    datasets = stream_datasets(ray.get(data_ref))
+    build_trainer(
+        cfg, data_ref, storage, run_name, callbacks=[TuneReportCallback()], datasets=datasets
+    ).fit()
 
 
 class TrialSession:
@@ -136,6 +145,9 @@ class TrialSession:
 
     def prepare_loader(self, loader: Any) -> Any:
         return loader if self._device.type == "cpu" else _OnDevice(loader, self._device)
+
+    def dataset_shard(self, name: str) -> Any:
+        return None  # one process: it iterates the whole dataset
 
     def latest_checkpoint(self) -> Any:
         from ray import tune

@@ -23,9 +23,12 @@ def ray_cluster():
 
     from raylife import cluster
     from raylife.serve import local
+    from raylife.serve.rollout import FAULTS_ENV
 
     # Exactly as a raylife command that serves starts its local cluster.
-    cluster.ensure_ray(num_cpus=6, cluster_env=local.serving_cluster_env())
+    # FAULTS_ENV: the rollout tests' challengers may misbehave on purpose (never set elsewhere).
+    cluster_env = {**local.serving_cluster_env(), FAULTS_ENV: "1"}
+    cluster.ensure_ray(num_cpus=6, cluster_env=cluster_env)
     # The session owns this cluster: commands the tests run in-process must not stop it.
     cluster._started_here = False
     yield ray

@@ -21,7 +21,7 @@ def test_quick_bench_writes_both_reports(tmp_path, monkeypatch, capsys):
     report = json.loads((out / "bench.json").read_text())
     assert report["meta"]["quick"] is True
     sections = report["sections"]
-    assert set(sections) == {"train", "trials", "tune", "serve"}
+    assert set(sections) == {"train", "trials", "tune", "serve", "oip-capture"}
 
     train = sections["train"]["figures"]
     for figure in ("plain epoch_s", "ray epoch_s", "ray fit_fixed_s", "ray report_s"):
@@ -42,6 +42,11 @@ def test_quick_bench_writes_both_reports(tmp_path, monkeypatch, capsys):
     serve = sections["serve"]["figures"]
     assert serve["iris c16 serve errors"]["max"] == 0 and serve["iris c16 bare errors"]["max"] == 0
     assert serve["iris c16 serve rps"]["median"] > 0 and serve["iris c16 bare rps"]["median"] > 0
+
+    oip_capture = sections["oip-capture"]
+    assert oip_capture["figures"]["oip errors"]["max"] == 0
+    count = oip_capture["extra"]["count check"]  # every request captured once, even at --quick
+    assert count["captured rows"] == count["requests"] and count["duplicates"] == 0
 
     checks = {c["name"] for s in sections.values() for c in s["checks"]}
     assert {"Ray Train epoch / plain epoch", "Iris c=16 Serve / bare throughput"} <= checks

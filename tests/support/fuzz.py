@@ -82,6 +82,7 @@ def fuzz_routes(
     headers: dict[str, str] | None = None,
     timeout_s: float = 30.0,
     max_examples: int = 5,
+    path_params: dict[str, str] | None = None,
 ) -> dict[str, RouteStats]:
     """Send at least `per_route` generated requests to every route; report per route.
 
@@ -96,6 +97,8 @@ def fuzz_routes(
     schema_share: share of `per_route` asked of schemathesis (half positive, half negative); its
         cases cost ~100x the malformed ones on wide inputs (MNIST's 784 numbers a row).
     headers: sent with every request (e.g. an Authorization header an ingress wants).
+    path_params: values for path templates (`{"name": "iris"}` for /v2/models/{name}/infer), so
+        requests reach the route's body handling instead of a 404 for a random name.
     Returns {"POST /": RouteStats, ...} in the document's order.
     """
     session, base = _session(target, prefix, headers)
@@ -103,7 +106,8 @@ def fuzz_routes(
     report: dict[str, RouteStats] = {}
     for route in _routes(doc, routes):
         sender = _Sender(session, base, route, timeout_s, max_examples, not isinstance(target, str))
-        _fuzz_route(route, sender, per_route, seed, schema_share)
+        sender.url = base + _fill(route.path, path_params or {})
+        _fuzz_route(route, sender, per_route, seed, schema_share, path_params or {})
         report[route.key] = sender.stats
     return report
 
@@ -159,6 +163,12 @@ class _Route:
     """Validates a 2xx JSON answer against the documented response schema."""
     valid_bodies: list[Any] = field(default_factory=list)
     """Bodies the target accepted (2xx), and documented examples: seeds for mutation."""
+
+
+def _fill(path: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        path = path.replace("{" + name + "}", value)
+    return path
 
 
 def _session(
@@ -289,6 +299,7 @@ class _Sender:
         in_process: bool,
     ) -> None:
         self.session, self.base, self.route = session, base, route
+        self.url = base + route.path
         self.timeout_s, self.max_examples, self.in_process = timeout_s, max_examples, in_process
         self.stats: RouteStats = {
             "requests": 0,
@@ -305,7 +316,7 @@ class _Sender:
         import requests
 
         kwargs = {k: v for k, v in kwargs.items() if k in _REQUEST_ARGS}
-        kwargs.setdefault("url", self.base + self.route.path)
+        kwargs.setdefault("url", self.url)
         try:
             prepared = self.session.prepare_request(requests.Request(**kwargs))
         except (ValueError, TypeError, requests.RequestException):
@@ -377,7 +388,12 @@ class _Sender:
 
 
 def _fuzz_route(
-    route: _Route, sender: _Sender, per_route: int, seed: int, schema_share: float
+    route: _Route,
+    sender: _Sender,
+    per_route: int,
+    seed: int,
+    schema_share: float,
+    path_params: dict[str, str],
 ) -> None:
     from schemathesis import GenerationMode
 
@@ -389,6 +405,8 @@ def _fuzz_route(
         source = mode.value
 
         def send_case(case: Any, source: str = source) -> bool:
+            fixed = {k: v for k, v in path_params.items() if k in (case.path_parameters or {})}
+            case.path_parameters = {**(case.path_parameters or {}), **fixed} or None
             try:
                 kwargs = case.as_transport_kwargs(base_url=sender.base)
             except Exception:  # a case schemathesis cannot serialise: not a request at all

@@ -78,7 +78,8 @@ def test_reports_carry_every_figure_and_mark_missed_targets(tmp_path):
 
 
 def test_sections_are_validated():
-    assert runner.parse_sections(None, quick=True) == ["train", "trials", "tune", "serve"]
+    quick = ["train", "trials", "tune", "serve", "oip-capture"]
+    assert runner.parse_sections(None, quick=True) == quick
     assert runner.parse_sections("lifecycle,train", quick=False) == ["train", "lifecycle"]
     with pytest.raises(RaylifeError, match="unknown bench section"):
         runner.parse_sections("train,gpu", quick=False)

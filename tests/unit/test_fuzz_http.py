@@ -44,7 +44,11 @@ def store(tmp_path_factory):
 @pytest.mark.slow  # about a minute: in make test, not in make test-fast
 def test_no_route_answers_5xx(store, model, schema_share, routes):
     report = fuzz_routes(
-        build(model, store), prefix=f"/{model}", per_route=PER_ROUTE, schema_share=schema_share
+        build(model, store),
+        routes=sorted(routes),  # the Open Inference Protocol routes: test_oip_routes_never_5xx
+        prefix=f"/{model}",
+        per_route=PER_ROUTE,
+        schema_share=schema_share,
     )
     assert set(report) == routes
     assert not problems(report), "\n".join(problems(report))
@@ -59,6 +63,33 @@ def test_no_route_answers_5xx(store, model, schema_share, routes):
             key,
             stats["statuses"],
         )
+
+
+OIP_INFER = ("POST /v2/models/{name}/infer", "POST /v2/models/{name}/versions/{version}/infer")
+
+
+@pytest.mark.slow  # about 40 s: schemathesis cases of the nested tensor schema are costly
+def test_oip_routes_never_5xx(store):
+    """The Open Inference Protocol routes, the model's own name and version in their paths (a random
+    name only meets the 404): infer gets valid, mutated, malformed and oversized tensors."""
+    app = build("iris", store)
+    paths = {"name": "iris", "version": ModelStore(store).pointer("iris").version}
+    reads = [key for key in _oip_keys(app) if key not in OIP_INFER]
+    report = fuzz_routes(app, routes=reads, prefix="/iris", per_route=30, path_params=paths)
+    report |= fuzz_routes(
+        app, routes=OIP_INFER, prefix="/iris", per_route=150, schema_share=0.3, path_params=paths
+    )
+    assert len(report) == 9 and not problems(report), "\n".join(problems(report))
+    for key in OIP_INFER:
+        assert {"200", "400", "405", "413"} <= set(report[key]["statuses"]), report[key]
+    assert "200" in report["GET /v2/models/{name}/versions/{version}/ready"]["statuses"]
+
+
+def _oip_keys(app):
+    doc = app.app.openapi()
+    return [
+        f"{m.upper()} {p}" for p, ops in doc["paths"].items() if p.startswith("/v2") for m in ops
+    ]
 
 
 def test_a_5xx_and_a_broken_answer_are_counted_with_examples():

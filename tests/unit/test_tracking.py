@@ -57,6 +57,9 @@ class FakeSession:
     def prepare_loader(self, loader: Any) -> Any:
         return loader
 
+    def dataset_shard(self, name: str) -> None:
+        return None
+
     def latest_checkpoint(self) -> Any:
         saved = sorted(self.root.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
         return Checkpoint(saved[-1]) if saved else None

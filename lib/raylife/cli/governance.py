@@ -26,9 +26,20 @@ def register(verbs: Any) -> None:
         help="promote even if it scores worse than the champion (recorded in the history)",
     )
     add_note_flag(promote)
+    add_rollout_flags(promote)
     add_store_flag(promote)
     add_tracking_flags(promote)
     promote.set_defaults(func=cmd_promote)
+
+    rollout = verbs.add_parser(
+        "rollout", help="MODEL's canary or shadow in progress: its live figures, or --abort it"
+    )
+    rollout.add_argument("model")
+    rollout.add_argument(
+        "--abort", action="store_true", help="end it now: all traffic back to the champion"
+    )
+    add_store_flag(rollout)
+    rollout.set_defaults(func=cmd_rollout)
 
     rollback = verbs.add_parser(
         "rollback", help="point MODEL back at its previous champion (from its history)"
@@ -55,6 +66,33 @@ def add_note_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default="", help="why, in words (kept in the history)")
 
 
+def add_rollout_flags(parser: argparse.ArgumentParser) -> None:
+    """--canary / --shadow: promote through live traffic on the running Serve app."""
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
+        "--canary",
+        metavar="PERCENTS",
+        help="send these shares of traffic to VERSION in turn (e.g. 10,50,100), each for "
+        "--dwell-s, gated on live 5xx rate, p99 latency and fed-back labels; promoted after the "
+        "last step, rolled back at the first failed gate",
+    )
+    how.add_argument(
+        "--shadow",
+        type=float,
+        metavar="FRACTION",
+        help="mirror this fraction of requests to VERSION for --dwell-s and report how it "
+        "compares; callers only get the champion's answers and nothing is promoted",
+    )
+    parser.add_argument(
+        "--dwell-s", type=float, default=60.0, help="seconds per canary step or shadow run"
+    )
+    parser.add_argument(
+        "--sticky-header",
+        metavar="NAME",
+        help="requests with the same value of this header see the same version",
+    )
+
+
 def _store_and_mirror(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Settings, the model store and its MLflow mirror (None when tracking is off)."""
     from raylife import tracking
@@ -68,6 +106,8 @@ def _store_and_mirror(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def cmd_promote(args: argparse.Namespace) -> None:
     from raylife.promotion import promote
 
+    if args.canary is not None or args.shadow is not None:
+        return cmd_rollout_promote(args)
     settings, store, mirror = _store_and_mirror(args)
     outcome = promote(store, args.model, args.version, args.force, args.reason, mirror=mirror)
     if outcome.comparison:
@@ -77,6 +117,44 @@ def cmd_promote(args: argparse.Namespace) -> None:
     print(outcome.line)
     if outcome.action == "promote":
         _follow_serve(settings, args.model, outcome)
+
+
+def cmd_rollout_promote(args: argparse.Namespace) -> None:
+    from raylife.serve import canary
+
+    if args.force:
+        raise RaylifeError("--force skips gates; a canary is all gates: drop one of them")
+    if args.shadow is not None and not 0 < args.shadow <= 1:
+        raise RaylifeError(f"--shadow {args.shadow:g} is not in (0, 1]; e.g. --shadow 0.5")
+    if not args.dwell_s > 0:
+        raise RaylifeError(f"--dwell-s must be above 0 seconds, got {args.dwell_s:g}")
+    plan = canary.Plan(
+        model=args.model,
+        version=args.version,
+        steps=canary.parse_steps(args.canary) if args.canary is not None else (),
+        dwell_s=args.dwell_s,
+        shadow=args.shadow,
+        sticky_header=args.sticky_header,
+    )
+    settings, _, mirror = _store_and_mirror(args)
+    result = canary.run(settings, plan, mirror=mirror)
+    for step in result.steps:
+        print(json.dumps(step))
+    if result.shadow is not None:
+        print(json.dumps(result.shadow))
+    if result.action in ("rolled_back", "refused"):
+        raise RaylifeError(result.line)
+    print(result.line)
+
+
+def cmd_rollout(args: argparse.Namespace) -> None:
+    from raylife.serve import canary
+
+    settings = settings_from(args)
+    if args.abort:
+        print(canary.abort(settings, args.model))
+    else:
+        print(json.dumps(canary.status(settings, args.model), indent=1))
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:

@@ -1,5 +1,5 @@
-"""Verbs over the model store: `evaluate`, `models list|show|history`, `predict` (promote and
-rollback: cli/governance.py)."""
+"""Verbs over the model store: `evaluate`, `models list|show|history`, `predict`, `batch-predict`
+(promote and rollback: cli/governance.py)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,29 @@ def register(verbs: Any) -> None:
     add_store_flag(predict)
     add_tracking_flags(predict)
     predict.set_defaults(func=cmd_predict)
+    add_batch_predict_verb(verbs)
+
+
+def add_batch_predict_verb(verbs: Any) -> None:
+    batch = verbs.add_parser(
+        "batch-predict",
+        help="score a table or PNG folder of any size on a Ray Data actor pool, into Parquet",
+    )
+    batch.add_argument("--model", required=True)
+    batch.add_argument("--version", help="version id, 'latest' or 'promoted' (default)")
+    batch.add_argument(
+        "--input", required=True, help="Parquet/CSV file, folder or glob, or a PNG folder; or s3://"
+    )
+    batch.add_argument("--output", required=True, help="folder or s3:// prefix for the Parquet")
+    batch.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
+    batch.add_argument("--actors", type=int, default=2, help="actors in the pool (default 2)")
+    batch.add_argument("--batch-size", type=int, default=4096, help="rows per forward pass")
+    batch.add_argument(
+        "--id-column", help="the inputs' id column (default: `id` if present, else a row_id)"
+    )
+    batch.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    add_store_flag(batch)
+    batch.set_defaults(func=cmd_batch_predict)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -134,6 +157,29 @@ def cmd_predict(args: argparse.Namespace) -> None:
         else predictor.predict_rows(read_rows(args.input))
     )
     print(json.dumps({**source, "version": predictor.version, "predictions": answers}, indent=2))
+
+
+def cmd_batch_predict(args: argparse.Namespace) -> None:
+    from raylife.batch_predict import BatchConfig, batch_predict
+    from raylife.store import COMPLETE_MARKER
+
+    cfg = BatchConfig(
+        model=args.model,
+        input=args.input,
+        output=args.output,
+        store_uri=settings_from(args).store_uri,
+        version=args.version,
+        actors=args.actors,
+        batch_size=args.batch_size,
+        use_gpu=args.use_gpu,
+        id_column=args.id_column,
+        overwrite=args.overwrite,
+    )
+    done = batch_predict(cfg)
+    print(
+        f"{done.model} {done.version}: {done.rows} rows -> {done.output} ({done.files} Parquet "
+        f"files + {COMPLETE_MARKER}) in {done.seconds:.1f} s ({done.rows / done.seconds:,.0f} rows/s)"
+    )
 
 
 def _registered_predictor(args: argparse.Namespace) -> Any:

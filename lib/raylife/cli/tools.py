@@ -1,5 +1,5 @@
 """Developer and operator tools: `quality`, `selection-study`, `bench`, `report-cost`,
-`gpu-check`, `kuberay-manifests`, `rehearse`."""
+`gpu-check`, `kuberay-manifests`, `rehearse`, `make-table`."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def register(verbs: Any) -> None:
     bench.add_argument("--quick", action="store_true", help="smoke-test sizes (CI), about 2 min")
     bench.add_argument(
         "--sections",
-        help="comma-separated subset of train,trials,tune,serve,lifecycle (default: all)",
+        help="comma-separated subset of train,trials,tune,serve,oip-capture,lifecycle (default: all)",
     )
     bench.add_argument("--output-dir", default="reports", help="where bench.json/bench.md go")
     bench.set_defaults(func=cmd_bench)
@@ -107,6 +107,18 @@ def register(verbs: Any) -> None:
     ha.add_argument("--json", action="store_true", help="print the figures as JSON")
     add_store_flag(ha)
     ha.set_defaults(func=cmd_rehearse_ha)
+
+    table = verbs.add_parser(
+        "make-table", help="a seeded synthetic table of any size, as Parquet parts in a new folder"
+    )
+    table.add_argument("path", help="new folder for the Parquet parts")
+    table.add_argument("--rows", type=int, required=True)
+    table.add_argument("--features", type=int, default=16)
+    table.add_argument("--task", default="multiclass", help="multiclass, binary or regression")
+    table.add_argument("--classes", type=int, default=3, help="classes of a multiclass table")
+    table.add_argument("--seed", type=int, default=0)
+    table.add_argument("--rows-per-part", type=int, default=100_000)
+    table.set_defaults(func=cmd_make_table)
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -220,3 +232,22 @@ def cmd_rehearse(args: argparse.Namespace) -> None:
     from raylife.deploy import rehearsal
 
     rehearsal.main()
+
+
+def cmd_make_table(args: argparse.Namespace) -> None:
+    from raylife.synth_table import make_table
+
+    info = make_table(
+        args.path,
+        rows=args.rows,
+        features=args.features,
+        task=args.task,
+        seed=args.seed,
+        rows_per_part=args.rows_per_part,
+        classes=args.classes,
+    )
+    print(
+        f"{info.path}: {info.rows:,} rows x {info.features} features ({info.task}), "
+        f"{info.parts} Parquet part(s), {info.bytes_on_disk / 2**20:,.1f} MiB on disk, "
+        f"{info.bytes_in_memory / 2**20:,.1f} MiB as a float64 table in memory"
+    )

@@ -6,7 +6,7 @@ unless all pass. A test fails when the committed files differ from what this mod
 
 Files: namespace.yaml, network-policy.yaml, fluent-bit.yaml, mlflow.yaml (the tracking server:
 `raylife.deploy.tracking_server`), ray-job.train-<model>.yaml (+ train-mnist-gpu),
-ray-job.tune-mnist.yaml, ray-service.models.yaml, pdb.models.yaml, ingress.models.yaml,
+ray-job.tune-mnist.yaml, ray-job.batch-predict-<model>.yaml, ray-service.models.yaml, pdb.models.yaml, ingress.models.yaml,
 monitoring.yaml, helm/install.sh.
 
 Pod sizes come from the node groups of kuberay/eks/cluster.yaml and the instance table of
@@ -445,6 +445,21 @@ def training_jobs(site: Site) -> dict[str, dict[str, Any]]:
     return jobs
 
 
+def batch_predict_jobs(site: Site) -> dict[str, dict[str, Any]]:
+    """ray-job.batch-predict-<model>.yaml: the promoted version over s3://<bucket>/batch/<model>/
+    into s3://<bucket>/predictions/<model>/ (refused when complete: edit --output, or add
+    --overwrite, to run again)."""
+    return {
+        f"ray-job.batch-predict-{model}.yaml": ray_job(
+            site,
+            f"batch-predict-{model}",
+            f"python -m jobs.batch_predict --model {model} --input s3://{BUCKET}/batch/{model}/ "
+            f"--output s3://{BUCKET}/predictions/{model}/ --actors 4",
+        )
+        for model in MODEL_SPECS
+    }
+
+
 def _drain_s() -> int:
     """The longest Serve graceful shutdown of the eks config: what a stopping replica may take."""
     config = serve_config.render("eks")
@@ -709,6 +724,7 @@ def manifests(site: Site | None = None) -> dict[str, list[dict[str, Any]]]:
     files["fluent-bit.yaml"] = [fluent_bit_config()]
     files["mlflow.yaml"] = mlflow_server(site)
     files.update({name: [job] for name, job in training_jobs(site).items()})
+    files.update({name: [job] for name, job in batch_predict_jobs(site).items()})
     files["ray-service.models.yaml"] = [ray_service(site)]
     files["pdb.models.yaml"] = disruption_budgets(site)
     files["ingress.models.yaml"] = [ingress(site)]

@@ -149,9 +149,12 @@ def _wait_for_nodes(cluster: LocalCluster, count: int, timeout_s: float = 120) -
 
 
 def cpu_job_entrypoints(kuberay_dir: Path) -> dict[str, str]:
-    """RayJob name -> entrypoint, for every job without GPUs (the GPU job is machine-checked only)."""
+    """RayJob name -> entrypoint, for every job without GPUs (the GPU job is machine-checked only).
+    Batch-predict jobs are left out: they score s3:// inputs the rehearsal has no copy of."""
     jobs = {}
     for path in sorted(kuberay_dir.glob("ray-job.*.yaml")):
+        if path.name.startswith("ray-job.batch-predict-"):
+            continue
         job = yaml.safe_load(path.read_text())
         cluster = job["spec"]["rayClusterSpec"]
         groups = cluster["workerGroupSpecs"]

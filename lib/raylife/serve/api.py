@@ -7,6 +7,7 @@ baseline (raylife.serve.bare), so the load test compares servers, not APIs.
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime and
 # the request models are local variables it could not resolve from strings.
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -20,7 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from raylife.data import InputSchema, validate_rows
 from raylife.errors import RaylifeError
 from raylife.predict import image_to_array
+from raylife.serve.capture import CaptureWriter, new_request_id
 from raylife.serve.model_service import ModelService
+from raylife.serve.oip import oip_router
+from raylife.serve.rollout import RequestIds, Rollouts, add_rollout_routes, current_request
 from raylife.tasks import TASKS
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -260,8 +264,12 @@ def build_model_api(
     predict: PredictFn,
     max_rows: int = MAX_ROWS,
     max_body_bytes: int = MAX_BODY_BYTES,
+    rollouts: Rollouts | None = None,
+    capture: CaptureWriter | None = None,
 ) -> FastAPI:
-    """POST / (JSON rows), POST /image (PNG upload, image models), GET /info, GET /healthz, /docs."""
+    """POST / (JSON rows), POST /image (PNG upload, image models), GET /info, GET /healthz, /docs;
+    with `rollouts` (Serve): POST /feedback, GET /rollout. Every answer has an x-raylife-request-id.
+    /v2/...: the Open Inference Protocol (raylife.serve.oip). `capture` samples answers to Parquet."""
     model, schema = service.model, service.schema
     Request_ = request_model(model, schema, max_rows)
     Response_ = response_model(model, service.task, service.label_names)
@@ -271,10 +279,25 @@ def build_model_api(
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(PrefixRootIsIndex)
+    app.add_middleware(RequestIds)
     media_types = {"/": "application/json"}
+    if rollouts is not None:
+        media_types["/feedback"] = "application/json"
+        add_rollout_routes(app, rollouts, lambda: service.label_names)
 
-    async def _answer(X: np.ndarray) -> dict[str, Any]:
+    async def _predict(X: np.ndarray, route: str) -> tuple[str, list[dict[str, Any]]]:
+        """Every route's answers come from here (and are captured here)."""
+        started = time.perf_counter()
         version, predictions = await predict(X)
+        if capture is not None:
+            known = current_request.get()  # the RequestIds middleware's id: the answer's header
+            request_id = known.request_id if known is not None else new_request_id()
+            elapsed_ms = (time.perf_counter() - started) * 1e3
+            capture.record(request_id, X, version, predictions, elapsed_ms, route)
+        return version, predictions
+
+    async def _answer(X: np.ndarray, route: str = "predict") -> dict[str, Any]:
+        version, predictions = await _predict(X, route)
         return {"model": model, "version": version, "predictions": predictions}
 
     @app.post("/", response_model=Response_, summary=f"Predict with {model}")
@@ -288,15 +311,16 @@ def build_model_api(
         async def predict_image(
             file: Annotated[UploadFile, File(description="grayscale PNG, white digit on black")],
         ) -> dict[str, Any]:
-            return await _answer(image_to_array(await file.read(), schema))
+            return await _answer(image_to_array(await file.read(), schema), "image")
 
     @app.get("/info", summary="Served version, input schema and metrics")
     async def info() -> dict[str, Any]:
-        return service.info()
+        return service.info() | ({"capture": capture.stats()} if capture is not None else {})
 
     @app.get("/healthz", summary="Liveness: the replica answers and holds a model")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": model, "version": service.current.version}
 
+    app.include_router(oip_router(service, _predict, max_rows))
     install_error_handlers(app, media_types)
     return app

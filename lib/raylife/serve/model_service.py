@@ -122,15 +122,24 @@ class ModelService:
                 self.current = named
                 return False
             loaded = self._load_promoted() if named is None else self._load_registered(named)
-            old, new = self.schema, loaded.predictor.artifact.schema
-            if (old.feature_names, old.shape) != (new.feature_names, new.shape):
-                raise ArtifactError(
-                    f"{self.model} version {loaded.version} takes inputs {new.shape} "
-                    f"{new.feature_names[:4]}..., the served one {old.shape} {old.feature_names[:4]}...; "
-                    "a schema change needs a new deployment (redeploy the Serve app), not a swap"
-                )
+            self.check_schema(loaded.predictor)
             self.current = loaded
             return True
+
+    def check_schema(self, predictor: Predictor) -> None:
+        """Refuse a version whose inputs differ from the served one's (a swap or a challenger)."""
+        old, new = self.schema, predictor.artifact.schema
+        if (old.feature_names, old.shape) != (new.feature_names, new.shape):
+            raise ArtifactError(
+                f"{self.model} version {predictor.version} takes inputs {new.shape} "
+                f"{new.feature_names[:4]}..., the served one {old.shape} {old.feature_names[:4]}...; "
+                "a schema change needs a new deployment (redeploy the Serve app), not a swap"
+            )
+
+    def load_version(self, version: str) -> Predictor:
+        """A version of this model from the store, beside the served one (a rollout's challenger)."""
+        resolved, artifact = self.store.load(self.model, version)
+        return Predictor(artifact, resolved, self.device)
 
     def predict(self, X: np.ndarray) -> tuple[Loaded, list[dict[str, Any]]]:
         """Raw inputs (n, *shape) -> (the version that answered, one prediction per row)."""

@@ -14,8 +14,12 @@ from raylife.config import TrainConfig, TuneConfig
 from raylife.errors import RaylifeError
 from raylife.settings import Settings
 from raylife.tools.bench import (
+    batch_bench,
+    data_bench,
     lifecycle_bench,
+    oip_capture_bench,
     report,
+    rollout_bench,
     serve_bench,
     train_bench,
     trials_bench,
@@ -23,9 +27,23 @@ from raylife.tools.bench import (
 )
 from raylife.tools.bench.stats import Section
 
-SECTIONS = ("train", "trials", "tune", "serve", "lifecycle")
-QUICK_SECTIONS = ("train", "trials", "tune", "serve")
-"""--quick skips the lifecycle section: `raylife run` alone takes minutes."""
+SECTIONS = (
+    "train",
+    "trials",
+    "tune",
+    "serve",
+    "oip-capture",
+    "rollout",
+    "batch",
+    "data",
+    "lifecycle",
+)
+OWN_PROCESS = ("data", "lifecycle")
+"""Sections with their own cluster, run after ours is down (data caps its object store)."""
+QUICK_SECTIONS = ("train", "trials", "tune", "serve", "oip-capture")
+"""--quick skips the lifecycle section (`raylife run` alone takes minutes), batch and data
+(`--sections batch --quick` / `--sections data --quick` run their small sizes; data starts a
+second, capped cluster, which the test session's shared cluster must not meet)."""
 
 
 def parse_sections(text: str | None, quick: bool) -> list[str]:
@@ -66,7 +84,7 @@ def run_bench(
     settings = Settings.from_env(home=str(home), store=str(home / "store"))
     started, stamp = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     done: list[Section] = []
-    in_cluster = [s for s in sections if s != "lifecycle"]
+    in_cluster = [s for s in sections if s not in OWN_PROCESS]
     if in_cluster:
         ensure_ray(num_cpus=cluster_cpus(), cluster_env=serving.serving_cluster_env())
         runners = {
@@ -74,6 +92,9 @@ def run_bench(
             "trials": trials_bench.run,
             "tune": tune_bench.run,
             "serve": serve_bench.run,
+            "oip-capture": oip_capture_bench.run,
+            "batch": batch_bench.run,
+            "rollout": rollout_bench.run,
         }
         try:
             for name in in_cluster:
@@ -81,6 +102,9 @@ def run_bench(
                 done.append(runners[name](settings, quick, say))
         finally:
             serving.stop(settings)  # Serve, then the cluster this process started
+    if "data" in sections:
+        say("\n[data]")
+        done.append(data_bench.run(home, quick, say))
     if "lifecycle" in sections:
         say("\n[lifecycle]")
         done.append(lifecycle_bench.run(home, say))

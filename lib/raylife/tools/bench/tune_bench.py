@@ -136,6 +136,9 @@ class _LoneSession:
     def prepare_loader(self, loader: Any) -> Any:
         return loader
 
+    def dataset_shard(self, name: str) -> None:
+        return None
+
     def latest_checkpoint(self) -> None:
         return None
 

@@ -1,0 +1,671 @@
+"""Batch inference: score a table or an image folder of any size with a stored model version.
+
+    input (Parquet/CSV file, folder or glob; PNG folder; local or s3://)
+      -> plan: every file's footer or header checked against the model's InputSchema, split into
+         chunks (Parquet row groups, CSV files, runs of images) with their first row id
+      -> ray.data: chunks -> map_batches(Scorer) on an actor pool (one Predictor per actor, on a
+         GPU with use_gpu) -> write_parquet into a staging location
+      -> publish: the staging parts moved under --output, the _COMPLETE marker written last
+
+Outputs equal `raylife predict` row for row: the actors call the same `Predictor.predict_batch`.
+Each output row carries the input's id column (--id-column, else an `id` column, else a generated
+`row_id`: the row's position in the input, files in name order; `path` for images), the prediction,
+a `probability_<label>` column per class (classification) and the model version.
+
+Visibility, as in the store: an output folder without _COMPLETE is not an output. Locally the parts
+are written into a hidden sibling folder renamed into place; on S3 (no rename) they are copied
+under the output prefix and the marker is written last. A complete output is only replaced with
+overwrite=True; an incomplete one (a failed publish: Parquet parts only) is replaced.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raylife.errors import InputError, RaylifeError
+from raylife.predict import Predictions, Predictor
+from raylife.store import COMPLETE_MARKER
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+IMAGE_SUFFIXES = (".png",)
+ROW_ID = "row_id"
+IMAGE_ID = "path"
+CHUNK_ROWS = 65_536
+"""Rows one actor call reads (consecutive Parquet row groups up to this size): big enough that a
+call's overhead is noise, small enough that two actors share a few-file table evenly."""
+IMAGES_PER_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """One batch-predict run (the `raylife batch-predict` flags)."""
+
+    model: str
+    """Registry key of the model in the store."""
+    input: str
+    """Parquet/CSV file, folder or glob, or a folder of PNGs; local or s3://."""
+    output: str
+    """Folder or s3:// prefix for the Parquet parts and the _COMPLETE marker."""
+    store_uri: str
+    """The model store (folder or s3://bucket/prefix)."""
+    version: str | None = None
+    """Version id, 'latest' or 'promoted' (None: the promoted one)."""
+    actors: int = 2
+    """Actors in the pool, each with its own Predictor (one CPU, or one GPU with use_gpu)."""
+    batch_size: int = 4096
+    """Rows per forward pass."""
+    use_gpu: bool = False
+    """One GPU per actor; the forward pass runs on it."""
+    id_column: str | None = None
+    """The inputs' id column (default: `id` if present, else a generated `row_id`)."""
+    overwrite: bool = False
+    """Replace a complete output."""
+
+    def __post_init__(self) -> None:
+        if self.actors < 1 or self.batch_size < 1:
+            raise RaylifeError("--actors and --batch-size must be at least 1; pass e.g. --actors 2")
+
+
+# --------------------------------------------------------------------------------------------------
+# Locations: a local path or an s3:// URI (its query string configures the endpoint), one API
+
+
+@dataclass(frozen=True)
+class Location:
+    fs: Any
+    """A pyarrow FileSystem (local or S3)."""
+    path: str
+    uri: str
+    """For messages: the user's spelling without the query string."""
+
+    def child(self, path: str) -> Location:
+        return Location(self.fs, path, self.uri_of(path))
+
+    def uri_of(self, path: str) -> str:
+        if isinstance(self.fs, _local_fs_type()):
+            return path
+        return f"s3://{path}"
+
+    def info(self, path: str | None = None) -> Any:
+        return self.fs.get_file_info(path or self.path)
+
+
+def _local_fs_type() -> type:
+    from pyarrow import fs as pafs
+
+    return pafs.LocalFileSystem
+
+
+def locate(uri: str) -> Location:
+    from pyarrow import fs as pafs
+
+    shown = uri.split("?")[0]
+    if "://" not in uri or uri.startswith("file://"):
+        from pathlib import Path
+
+        path = str(Path(uri.removeprefix("file://")).expanduser().absolute())
+        return Location(pafs.LocalFileSystem(), path, path)
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+    except Exception as exc:
+        raise RaylifeError(f"cannot open {shown} ({exc}); check the URI and credentials") from exc
+    return Location(filesystem, path.rstrip("/"), shown.rstrip("/"))
+
+
+def _listing(loc: Location, folder: str) -> list[str]:
+    """Files under `folder`, recursively, in name order; hidden and `_` entries skipped."""
+    from pyarrow import fs as pafs
+
+    infos = loc.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+    files = []
+    for info in infos:
+        parts = PurePosixPath(info.path[len(folder) :]).parts
+        if info.type == pafs.FileType.File and not any(p.startswith((".", "_")) for p in parts):
+            files.append(info.path)
+    return sorted(files)
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning: what the input is, checked before any actor starts
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One actor call's share of the input."""
+
+    path: str
+    first_row: int
+    """Row id of the chunk's first row (its position in the whole input)."""
+    row_groups: list[int] = field(default_factory=list)
+    """Parquet row groups of `path` (empty: the whole file)."""
+    images: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str
+    """'parquet', 'csv' or 'images'."""
+    chunks: list[Chunk]
+    rows: int
+    id_column: str
+    """The output's id column: the input's, or ROW_ID / IMAGE_ID when generated."""
+    id_from_input: bool
+
+
+def input_files(loc: Location) -> list[str]:
+    """The files a path, folder or glob names (missing or empty: one line naming the fix)."""
+    from pyarrow import fs as pafs
+
+    if any(ch in loc.path for ch in "*?["):
+        folder = loc.path[: min(loc.path.index(ch) for ch in "*?[" if ch in loc.path)]
+        folder = folder.rsplit("/", 1)[0]
+        files = [p for p in _listing(loc, folder) if fnmatch.fnmatch(p, loc.path)]
+    elif loc.info().type == pafs.FileType.File:
+        files = [loc.path]
+    elif loc.info().type == pafs.FileType.Directory:
+        files = _listing(loc, loc.path)
+    else:
+        raise InputError(f"input {loc.uri} does not exist; pass a Parquet/CSV file, folder or glob")
+    known = [f for f in files if f.lower().endswith(TABLE_SUFFIXES + IMAGE_SUFFIXES)]
+    if not known:
+        raise InputError(
+            f"input {loc.uri} holds no .parquet, .csv or .png files; point --input at the data"
+        )
+    kinds = {PurePosixPath(f).suffix.lower() for f in known}
+    if len(kinds) > 1:
+        raise InputError(
+            f"input {loc.uri} mixes {', '.join(sorted(kinds))} files; point --input at one kind"
+        )
+    return known
+
+
+def plan(loc: Location, files: list[str], schema: Any, id_column: str | None) -> Plan:
+    suffix = PurePosixPath(files[0]).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return _plan_images(loc, files, schema, id_column)
+    if schema.is_image:
+        raise InputError(
+            f"input {loc.uri} holds tables, but this model takes {schema.shape} images; "
+            "pass a folder of PNGs"
+        )
+    schemas = [_table_schema(loc, f, suffix) for f in files]
+    _check_schemas(loc, files, schemas, schema.feature_names)
+    id_name, from_input = _id_column(loc, files[0], schemas[0], id_column)
+    chunks, rows = (
+        _parquet_chunks(loc, files) if suffix == ".parquet" else _csv_chunks(loc, files, schemas)
+    )
+    return Plan(suffix.lstrip("."), chunks, rows, id_name, from_input)
+
+
+def _table_schema(loc: Location, path: str, suffix: str) -> pa.Schema:
+    """A file's schema from its footer (Parquet) or first block (CSV): corrupt files named."""
+    import pyarrow.parquet as pq
+    from pyarrow import csv
+
+    try:
+        if suffix == ".parquet":
+            with loc.fs.open_input_file(path) as handle:
+                return pq.read_schema(handle)
+        with csv.open_csv(loc.fs.open_input_stream(path)) as reader:
+            return reader.schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(
+            f"{loc.uri_of(path)} is not a readable {suffix[1:]} file ({str(exc)[:120]}); "
+            "rewrite or remove it"
+        ) from exc
+
+
+def _check_schemas(
+    loc: Location, files: list[str], schemas: list[pa.Schema], features: list[str]
+) -> None:
+    first = schemas[0]
+    for path, found in zip(files, schemas, strict=True):
+        missing = [f for f in features if f not in found.names]
+        if missing:
+            raise InputError(
+                f"{loc.uri_of(path)} lacks feature column(s) {missing[:5]}; the model takes: "
+                f"{', '.join(features)}"
+            )
+        for name in features:
+            kind = found.field(name).type
+            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                raise InputError(
+                    f"{loc.uri_of(path)}: feature {name!r} is {kind}, not numeric; convert it to "
+                    "numbers before scoring"
+                )
+        if not found.equals(first):
+            raise InputError(
+                f"{loc.uri_of(path)} has a different schema than {loc.uri_of(files[0])} (mixed "
+                f"schemas: {_schema_diff(first, found)}); rewrite the parts with one schema"
+            )
+
+
+def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
+    left = {f"{f.name}: {f.type}" for f in a}
+    right = {f"{f.name}: {f.type}" for f in b}
+    return f"only in the first: {sorted(left - right)[:3]}, only here: {sorted(right - left)[:3]}"
+
+
+def _id_column(loc: Location, path: str, schema: pa.Schema, wanted: str | None) -> tuple[str, bool]:
+    if wanted is not None:
+        if wanted not in schema.names:
+            raise InputError(
+                f"{loc.uri_of(path)} has no id column {wanted!r}; pass one of its columns to "
+                f"--id-column ({', '.join(schema.names[:8])}) or drop the flag"
+            )
+        return wanted, True
+    if "id" in schema.names:
+        return "id", True
+    return ROW_ID, False
+
+
+def _parquet_chunks(loc: Location, files: list[str]) -> tuple[list[Chunk], int]:
+    """Consecutive row groups up to CHUNK_ROWS per chunk; row ids from the footers' counts."""
+    import pyarrow.parquet as pq
+
+    chunks, offset = [], 0
+    for path in files:
+        with loc.fs.open_input_file(path) as handle:
+            meta = pq.read_metadata(handle)
+        groups: list[int] = []
+        start, rows = offset, 0
+        for index in range(meta.num_row_groups):
+            groups.append(index)
+            rows += meta.row_group(index).num_rows
+            if rows >= CHUNK_ROWS or index == meta.num_row_groups - 1:
+                chunks.append(Chunk(path, start, row_groups=groups))
+                start, groups, offset, rows = start + rows, [], offset + rows, 0
+    if offset == 0:
+        raise InputError(f"input {loc.uri} has no rows; point --input at a non-empty table")
+    return chunks, offset
+
+
+def _csv_chunks(
+    loc: Location, files: list[str], schemas: list[pa.Schema]
+) -> tuple[list[Chunk], int]:
+    """One chunk per file; the files are parsed here once (row counts, every value's type):
+    CSV has no footer. Parquet is the format for large tables."""
+    chunks, offset = [], 0
+    for path, schema in zip(files, schemas, strict=True):
+        chunks.append(Chunk(path, offset))
+        offset += sum(len(batch) for batch in _csv_batches(loc, path, schema))
+    if offset == 0:
+        raise InputError(f"input {loc.uri} has no rows; point --input at a non-empty table")
+    return chunks, offset
+
+
+def _csv_batches(loc: Location, path: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The file in the column types of its first block: a later non-number is named."""
+    from pyarrow import csv
+
+    options = csv.ConvertOptions(column_types=schema)
+    try:
+        with csv.open_csv(loc.fs.open_input_stream(path), convert_options=options) as reader:
+            yield from reader
+    except pa.ArrowInvalid as exc:
+        raise InputError(
+            f"{loc.uri_of(path)}: {str(exc)[:160]}; every row of a column needs the same type "
+            "(numbers for features)"
+        ) from exc
+
+
+def _plan_images(loc: Location, files: list[str], schema: Any, id_column: str | None) -> Plan:
+    from raylife.predict import image_to_array
+
+    if not schema.is_image:
+        raise InputError(
+            f"input {loc.uri} holds images, but this model takes feature rows; pass a table"
+        )
+    if id_column is not None:
+        raise InputError("--id-column applies to tables; images are named by their path: drop it")
+    with loc.fs.open_input_stream(files[0]) as handle:
+        _image(lambda: image_to_array(handle.read(), schema), loc.uri_of(files[0]))
+    chunks = [
+        Chunk(files[i], i, images=files[i : i + IMAGES_PER_CHUNK])
+        for i in range(0, len(files), IMAGES_PER_CHUNK)
+    ]
+    return Plan("images", chunks, len(files), IMAGE_ID, False)
+
+
+def _image(read: Any, where: str) -> np.ndarray:
+    try:
+        return read()
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# The actors' work: read a chunk, predict, answer in output rows
+
+
+def answer_table(
+    ids: pa.Array, id_name: str, answers: Predictions, labels: list[str], version: str
+) -> pa.Table:
+    """The output rows of one batch: id, prediction, probability_<label>..., model_version."""
+    columns: dict[str, Any] = {id_name: ids}
+    if answers.probabilities is None:
+        columns["prediction"] = pa.array(answers.values, pa.float64())
+    else:
+        names = np.asarray(labels, dtype=object)
+        columns["prediction"] = pa.array(names[answers.labels], pa.string())
+        for index, label in enumerate(labels):
+            columns[f"probability_{label}"] = pa.array(answers.probabilities[:, index])
+    columns["model_version"] = pa.array(np.full(len(ids), version, dtype=object), pa.string())
+    return pa.table(columns)
+
+
+def features_of(batch: pa.RecordBatch | pa.Table, names: list[str]) -> np.ndarray:
+    """(n, features) float64 in the model's column order (nulls become NaN, refused later)."""
+    return np.column_stack(
+        [batch.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names]
+    )
+
+
+def check_finite(X: np.ndarray, ids: pa.Array, names: list[str], where: str) -> None:
+    finite = np.isfinite(X)
+    if finite.all():
+        return
+    row, col = np.argwhere(~finite)[0]
+    raise InputError(
+        f"{where}: row with id {ids[int(row)].as_py()!r} has {names[col]} = {X[row, col]} "
+        "(NaN, inf or empty); fix or drop such rows, batch inference takes finite numbers only"
+    )
+
+
+class Scorer:
+    """An actor of the pool: loads the Predictor once (checksum verified), then scores chunks."""
+
+    def __init__(
+        self, cfg: BatchConfig, version: str, plan_: Plan, features: list[str], staging: str
+    ) -> None:
+        import torch
+
+        from raylife.store import ModelStore
+
+        # One torch thread per actor (it holds one CPU): N actors use N cores, never more, so
+        # adding actors adds throughput instead of oversubscribing the cores.
+        torch.set_num_threads(1)
+        device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
+        if cfg.use_gpu and device == "cpu":
+            raise RaylifeError("--use-gpu, but this actor sees no CUDA device; drop --use-gpu")
+        self.predictor = Predictor.from_store(ModelStore(cfg.store_uri), cfg.model, version, device)
+        self.input = locate(cfg.input)
+        self.output_fs, self.staging = locate(cfg.output).fs, staging
+        self.cfg, self.plan, self.features = cfg, plan_, features
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each chunk's answers streamed into its own part file (part-<chunk index>.parquet):
+        written here, so the answers never travel through the object store."""
+        import pyarrow.parquet as pq
+
+        rows = []
+        for index, item in zip(batch["index"], batch["chunk"], strict=True):
+            chunk, written, writer = Chunk(**json.loads(item)), 0, None
+            path = f"{self.staging}/part-{int(index):05d}.parquet"
+            with self.output_fs.open_output_stream(path) as sink:
+                for ids, X in self._read(chunk):
+                    table = answer_table(
+                        ids,
+                        self.plan.id_column,
+                        self.predictor.predict_batch(X),
+                        self.predictor.label_names,
+                        self.predictor.version,
+                    )
+                    writer = writer or pq.ParquetWriter(sink, table.schema)
+                    writer.write_table(table)
+                    written += len(table)
+                if writer is not None:
+                    writer.close()
+            rows.append(written)
+        return {"rows": np.asarray(rows, dtype=np.int64)}
+
+    def _read(self, chunk: Chunk) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        if self.plan.kind == "images":
+            yield from self._read_images(chunk)
+            return
+        where = self.input.uri_of(chunk.path)
+        offset = chunk.first_row
+        for part in self._table_batches(chunk):
+            ids = (
+                part.column(self.plan.id_column)
+                if self.plan.id_from_input
+                else pa.array(np.arange(offset, offset + len(part), dtype=np.int64))
+            )
+            offset += len(part)
+            X = features_of(part, self.features)
+            check_finite(X, ids, self.features, where)
+            yield ids, X
+
+    def _table_batches(self, chunk: Chunk) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        columns = [*self.features, *([self.plan.id_column] if self.plan.id_from_input else [])]
+        if self.plan.kind == "parquet":
+            with self.input.fs.open_input_file(chunk.path) as handle:
+                reader = pq.ParquetFile(handle)
+                yield from reader.iter_batches(
+                    self.cfg.batch_size, row_groups=chunk.row_groups, columns=columns
+                )
+            return
+        schema = _table_schema(self.input, chunk.path, ".csv")
+        table = pa.Table.from_batches(list(_csv_batches(self.input, chunk.path, schema)))
+        yield from table.select(columns).to_batches(self.cfg.batch_size)
+
+    def _read_images(self, chunk: Chunk) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        from raylife.predict import image_to_array
+
+        schema = self.predictor.artifact.schema
+        root = self.input.path.rstrip("/") + "/"
+        for start in range(0, len(chunk.images), self.cfg.batch_size):
+            paths = chunk.images[start : start + self.cfg.batch_size]
+            arrays = []
+            for path in paths:
+                with self.input.fs.open_input_stream(path) as handle:
+                    payload = handle.read()
+                arrays.append(
+                    _image(lambda p=payload: image_to_array(p, schema), self.input.uri_of(path))
+                )
+            names = [p.removeprefix(root) for p in paths]
+            yield pa.array(names, pa.string()), np.concatenate(arrays)
+
+
+# --------------------------------------------------------------------------------------------------
+# Output: staged, then published with the marker last
+
+
+def marker_of(loc: Location) -> dict[str, Any] | None:
+    """The _COMPLETE marker of an output (None: no complete output there)."""
+    try:
+        with loc.fs.open_input_stream(f"{loc.path}/{COMPLETE_MARKER}") as handle:
+            data: dict[str, Any] = json.loads(handle.read() or b"{}")
+            return data
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def check_output(loc: Location, overwrite: bool) -> None:
+    """Refuse a complete output (unless overwrite) and a folder that is not an output at all."""
+    from pyarrow import fs as pafs
+
+    info = loc.info()
+    if info.type == pafs.FileType.NotFound:
+        return
+    if info.type == pafs.FileType.File:
+        raise RaylifeError(f"output {loc.uri} is a file; pass a folder (or s3:// prefix)")
+    done = marker_of(loc)
+    if done is not None and not overwrite:
+        raise RaylifeError(
+            f"output {loc.uri} is already complete ({done.get('model')} {done.get('version')}, "
+            f"{done.get('rows')} rows); pass --overwrite to replace it or choose another --output"
+        )
+    strangers = [f for f in _listing(loc, loc.path) if not f.endswith(".parquet")]
+    if done is None and strangers:
+        raise RaylifeError(
+            f"output {loc.uri} holds other files ({loc.uri_of(strangers[0])}); "
+            "choose an empty or new --output"
+        )
+
+
+def staging_of(loc: Location) -> Location:
+    """A sibling the parts are written to: hidden locally, and never under the output itself."""
+    if "/" not in loc.path.strip("/"):
+        raise RaylifeError(
+            f"output {loc.uri} is a bucket; pass a prefix in it (s3://bucket/scores)"
+        )
+    parent, name = loc.path.rsplit("/", 1)
+    return loc.child(f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}")
+
+
+def publish(staging: Location, final: Location, marker: dict[str, Any]) -> None:
+    """Make the staged parts the output, the marker last (see the module docstring)."""
+    from pyarrow import fs as pafs
+
+    payload = json.dumps(marker, indent=1).encode()
+    if isinstance(final.fs, pafs.LocalFileSystem):
+        _write(staging, COMPLETE_MARKER, payload)
+        old = final.child(f"{staging.path}.old")
+        if final.info().type != pafs.FileType.NotFound:
+            final.fs.move(final.path, old.path)  # the output is missing, never half, meanwhile
+        final.fs.move(staging.path, final.path)
+        _remove(old)
+        return
+    if marker_of(final) is not None:  # stop looking complete before anything else changes
+        final.fs.delete_file(f"{final.path}/{COMPLETE_MARKER}")
+    final.fs.delete_dir_contents(final.path, missing_dir_ok=True)
+    for path in _listing(staging, staging.path):
+        final.fs.copy_file(path, final.path + path[len(staging.path) :])
+    _write(final, COMPLETE_MARKER, payload)
+    _remove(staging)
+
+
+def _write(loc: Location, name: str, payload: bytes) -> None:
+    with loc.fs.open_output_stream(f"{loc.path}/{name}") as handle:
+        handle.write(payload)
+
+
+def _remove(loc: Location) -> None:
+    from pyarrow import fs as pafs
+
+    if loc.info().type != pafs.FileType.NotFound:
+        loc.fs.delete_dir(loc.path)
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass(frozen=True)
+class Summary:
+    output: str
+    model: str
+    version: str
+    rows: int
+    files: int
+    seconds: float
+
+
+def actor_options(cfg: BatchConfig) -> dict[str, Any]:
+    """map_batches' resources: a fixed pool of cfg.actors, each 1 CPU (and 1 GPU with use_gpu)."""
+    import ray.data
+
+    # A GPU actor still reads and decodes its chunks on a CPU: it takes one of each.
+    resources = {"num_cpus": 1, "num_gpus": 1} if cfg.use_gpu else {"num_cpus": 1}
+    return {"compute": ray.data.ActorPoolStrategy(size=cfg.actors), **resources}
+
+
+def batch_predict(cfg: BatchConfig) -> Summary:
+    """Check everything a user can get wrong, score on the actor pool, publish atomically."""
+    from raylife.store import ModelStore
+
+    started = time.monotonic()
+    version, artifact = ModelStore(cfg.store_uri).load(cfg.model, cfg.version)
+    source, output = locate(cfg.input), locate(cfg.output)
+    check_output(output, cfg.overwrite)
+    planned = plan(source, input_files(source), artifact.schema, cfg.id_column)
+    staging = staging_of(output)
+    try:
+        written = _score(cfg, version, planned, artifact.schema.feature_names, staging)
+        if written != planned.rows:  # a file changed after planning: publish nothing
+            raise InputError(
+                f"input {source.uri} changed while scoring ({planned.rows} rows planned, "
+                f"{written} scored); run again on a stable input"
+            )
+        files = len(_listing(staging, staging.path))
+        marker = {
+            "model": cfg.model,
+            "version": version,
+            "rows": planned.rows,
+            "files": files,
+            "input": source.uri,
+            "id_column": planned.id_column,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        check_output(output, cfg.overwrite)  # another run may have finished meanwhile
+        publish(staging, output, marker)
+    finally:
+        _remove(staging)
+    return Summary(output.uri, cfg.model, version, planned.rows, files, time.monotonic() - started)
+
+
+def _score(
+    cfg: BatchConfig, version: str, planned: Plan, features: list[str], staging: Location
+) -> int:
+    """Rows written into `staging` by the actor pool, one part file per chunk."""
+    import ray.data
+
+    from raylife.cluster import ensure_ray
+
+    ensure_ray(num_cpus=cfg.actors)  # a local cluster: at least one CPU per actor
+    staging.fs.create_dir(staging.path)
+    items = [{"index": i, "chunk": json.dumps(c.__dict__)} for i, c in enumerate(planned.chunks)]
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    scored = dataset.map_batches(
+        Scorer,
+        batch_size=1,
+        batch_format="numpy",
+        fn_constructor_args=(cfg, version, replace(planned, chunks=[]), features, staging.path),
+        **actor_options(cfg),
+    )
+    try:
+        return sum(int(row["rows"]) for row in scored.iter_rows())
+    except Exception as exc:
+        user_error = _user_error(exc)
+        if user_error is None:
+            raise
+        raise user_error from None
+
+
+def _user_error(exc: BaseException) -> RaylifeError | None:
+    """The RaylifeError an actor raised, out of Ray's wrappers (one line for the CLI)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RaylifeError):
+            return current
+        cause = getattr(current, "cause", None)
+        if not isinstance(cause, BaseException):
+            cause = current.__cause__ or current.__context__
+        current = cause
+    # Ray Data re-raises an actor's error as RayTaskError(UserCodeException) without the original
+    # in its chain (it crossed a process); its text keeps the original's "module.Class: message".
+    import re
+
+    from raylife import errors
+
+    found = re.search(r"raylife\.errors\.(\w+): ([^\n]+)", str(exc))
+    if found is None:
+        return None
+    kind = getattr(errors, found.group(1), RaylifeError)
+    return kind(found.group(2)) if isinstance(kind, type) else RaylifeError(found.group(2))

@@ -1,0 +1,280 @@
+"""Request capture: a sample of answered requests written as Parquet rows under the model store, off
+the request path. Shadow reports, online accuracy and retraining read them with `read_captures`.
+
+Layout: `<store>/<model>/captures/date=YYYY-MM-DD/part-<writer>-<seq>.parquet`, one file per flush
+of one replica's writer (`<writer>` is unique per replica process, `<seq>` counts its files). A file
+appears whole or not at all (the store's atomic replace locally, one PUT on S3).
+
+One captured row per input row (a request of 3 rows gives 3 rows with the same `request_id`):
+
+| column | type | what |
+| --- | --- | --- |
+| `request_id` | string | the answer's request id header (`raylife.serve.rollout.REQUEST_ID_HEADER`; a caller's own usable id is kept), which feedback names |
+| `row` | int32 | index of this input row within its request; (`request_id`, `row`) is unique |
+| `time` | timestamp[us, UTC] | when the answer was ready |
+| `model` | string | registry key |
+| `version` | string | store version that produced the prediction |
+| `route` | string | `predict` (JSON rows), `image` (PNG upload) or `oip` (Open Inference Protocol) |
+| `inputs` | list<float64> | the raw input values of the row, flattened in input-schema order |
+| `prediction` | string | the row's answer as the caller got it (JSON) |
+| `label` | string | predicted class (classification; null for regression) |
+| `value` | float64 | predicted value (regression; null for classification) |
+| `latency_ms` | float64 | the request's prediction time in the replica (excludes HTTP parsing and the proxy) |
+| `replica` | string | the writer that captured it |
+
+The request path only draws a random number and puts a tuple on a bounded queue; a writer thread
+turns queued answers into rows and writes a file when `batch_rows` rows wait or `flush_s` passed,
+and once more on close (the replica's graceful shutdown). A full queue drops the answer and counts
+it (`stats()["dropped"]`, on the model's `/info`): capture never slows or blocks a request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from raylife.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_DIR = "captures"
+BATCH_ROWS = 1000
+FLUSH_S = 5.0
+MAX_QUEUE = 50_000
+"""Queued answers (requests, not rows) before new ones are dropped: ~10 s of one replica's peak."""
+
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("row", pa.int32()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("model", pa.string()),
+        ("version", pa.string()),
+        ("route", pa.string()),
+        ("inputs", pa.list_(pa.float64())),
+        ("prediction", pa.string()),
+        ("label", pa.string()),
+        ("value", pa.float64()),
+        ("latency_ms", pa.float64()),
+        ("replica", pa.string()),
+    ]
+)
+
+Answered = tuple[str, float, str, str, np.ndarray, list[dict[str, Any]], float]
+"""(request id, unix time, version, route, rows, predictions, latency ms), as queued."""
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class CaptureWriter:
+    """Samples answers into a bounded queue; a daemon thread writes them in batches."""
+
+    def __init__(
+        self,
+        store_uri: str,
+        model: str,
+        fraction: float = 0.0,
+        batch_rows: int = BATCH_ROWS,
+        flush_s: float = FLUSH_S,
+        max_queue: int = MAX_QUEUE,
+    ) -> None:
+        self.store, self.model = ModelStore(store_uri), model
+        self.fraction = fraction
+        self.batch_rows, self.flush_s = batch_rows, flush_s
+        self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._queue: queue.Queue[Answered] = queue.Queue(maxsize=max_queue)
+        self._counts = {"captured": 0, "dropped": 0, "written": 0, "files": 0, "write_errors": 0}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+
+    # ---- the request path -------------------------------------------------------------------
+
+    def record(
+        self,
+        request_id: str,
+        X: np.ndarray,
+        version: str,
+        predictions: list[dict[str, Any]],
+        latency_ms: float,
+        route: str,
+    ) -> None:
+        """Queue one answered request if sampled; never blocks, never raises."""
+        if self.fraction <= 0 or (self.fraction < 1 and random.random() >= self.fraction):
+            return
+        if self._thread is None:
+            self._start()
+        item = (request_id, time.time(), version, route, X, predictions, latency_ms)
+        try:
+            self._queue.put_nowait(item)
+            counted = "captured"
+        except queue.Full:
+            counted = "dropped"
+        with self._lock:
+            self._counts[counted] += len(predictions)
+
+    def stats(self) -> dict[str, Any]:
+        """Rows captured (queued), written, dropped (queue full), files and failed writes."""
+        with self._lock:
+            return {"fraction": self.fraction, "writer": self.name, **self._counts}
+
+    # ---- the writer thread ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"capture-{self.model}", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        pending: list[Answered] = []
+        rows, deadline = 0, time.monotonic() + self.flush_s
+        while True:
+            timeout = max(0.0, deadline - time.monotonic())
+            try:  # short waits: a close() is noticed within 0.2 s
+                item = self._queue.get(timeout=min(timeout, 0.2))
+                pending.append(item)
+                rows += len(item[5])
+            except queue.Empty:
+                pass
+            stopping = self._stop.is_set()
+            if rows >= self.batch_rows or time.monotonic() >= deadline or stopping:
+                if stopping:  # take everything queued before close() returned
+                    pending.extend(self._drain())
+                if pending:
+                    pending = self._write(pending)
+                rows = sum(len(item[5]) for item in pending)
+                deadline = time.monotonic() + self.flush_s
+                if stopping:
+                    if pending:  # the store still failing at shutdown: say what is lost
+                        logger.error("capture: %d answers not written at shutdown", len(pending))
+                        with self._lock:
+                            self._counts["dropped"] += sum(len(item[5]) for item in pending)
+                    return
+
+    def _drain(self) -> list[Answered]:
+        items: list[Answered] = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _write(self, pending: list[Answered]) -> list[Answered]:
+        """Write one file per date; what fails to write stays pending for the next flush."""
+        by_date: dict[str, list[Answered]] = {}
+        for item in pending:
+            day = datetime.fromtimestamp(item[1], UTC).strftime("%Y-%m-%d")
+            by_date.setdefault(day, []).append(item)
+        left: list[Answered] = []
+        for day, items in by_date.items():
+            try:
+                table = to_table(self.model, self.name, items)
+                self._seq += 1
+                name = f"{CAPTURE_DIR}/date={day}/part-{self.name}-{self._seq:06d}.parquet"
+                self.store.replace_model_file(self.model, name, _parquet_bytes(table))
+            except Exception:  # a store outage must not kill the writer; retried next flush
+                logger.exception("capture: writing %d answers failed; retrying", len(items))
+                with self._lock:
+                    self._counts["write_errors"] += 1
+                left.extend(items)
+                continue
+            with self._lock:
+                self._counts["written"] += table.num_rows
+                self._counts["files"] += 1
+        return left
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is queued and stop the thread (idempotent): the replica's graceful shutdown."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+
+def to_table(model: str, writer: str, items: list[Answered]) -> pa.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    for request_id, at, version, route, X, predictions, latency_ms in items:
+        stamp = datetime.fromtimestamp(at, UTC)
+        for row, (values, answer) in enumerate(
+            zip(X.reshape(len(X), -1), predictions, strict=True)
+        ):
+            columns["request_id"].append(request_id)
+            columns["row"].append(row)
+            columns["time"].append(stamp)
+            columns["model"].append(model)
+            columns["version"].append(version)
+            columns["route"].append(route)
+            columns["inputs"].append(values.tolist())
+            columns["prediction"].append(json.dumps(answer))
+            columns["label"].append(answer.get("label"))
+            columns["value"].append(answer.get("value"))
+            columns["latency_ms"].append(latency_ms)
+            columns["replica"].append(writer)
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_captures(
+    store_uri: str,
+    model: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    version: str | None = None,
+) -> pa.Table:
+    """Every captured row of `model` (the columns above), optionally from `since` (inclusive) to
+    `until` (exclusive) and of one version. `.to_pandas()` gives a DataFrame. No captures: 0 rows."""
+    import pyarrow.dataset as ds
+    from pyarrow import fs as pafs
+
+    filesystem, root = _filesystem(store_uri)
+    folder = f"{root}/{model}/{CAPTURE_DIR}"
+    if filesystem.get_file_info(folder).type == pafs.FileType.NotFound:
+        return SCHEMA.empty_table()
+    # Hidden names (".name.xxxx", a local write in progress) are skipped by the dataset.
+    dataset = ds.dataset(folder, schema=SCHEMA, format="parquet", filesystem=filesystem)
+    condition = None
+    for term in (
+        ds.field("time") >= pa.scalar(since, pa.timestamp("us", tz="UTC")) if since else None,
+        ds.field("time") < pa.scalar(until, pa.timestamp("us", tz="UTC")) if until else None,
+        ds.field("version") == version if version else None,
+    ):
+        if term is not None:
+            condition = term if condition is None else condition & term
+    return dataset.to_table(filter=condition).sort_by([("time", "ascending")])
+
+
+def _filesystem(store_uri: str) -> tuple[Any, str]:
+    from pyarrow import fs as pafs
+
+    if "://" not in store_uri or store_uri.startswith("file://"):
+        root = os.path.abspath(os.path.expanduser(store_uri.removeprefix("file://")))
+        return pafs.LocalFileSystem(), root.rstrip("/")
+    filesystem, prefix = pafs.FileSystem.from_uri(store_uri.rstrip("/"))
+    return filesystem, prefix.rstrip("/")

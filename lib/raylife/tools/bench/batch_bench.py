@@ -1,0 +1,169 @@
+"""Batch section: `raylife batch-predict` (Ray Data, actor pool) vs a plain loop calling the same
+Predictor over pyarrow batches, on one generated Parquet table; and 1 vs 2 actors.
+
+Both sides do the same work per row: read the feature columns, `Predictor.predict_batch`, build the
+same output rows (`raylife.batch_predict.answer_table`) and write them as Parquet. The plain loop
+is one process with torch's default threads; batch-predict's time is the whole call (planning,
+actor start and model load, scoring, publishing), so its fixed costs count against it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raylife.settings import Settings
+from raylife.tools.bench.stats import Section, alternate
+
+MODEL = "ionosphere"
+"""33 features, the deepest tabular MLP of the registry: the heaviest rows to score."""
+
+
+@dataclass(frozen=True)
+class BatchBenchSetup:
+    rows: int
+    parts: int
+    repeats: int
+    batch_size: int
+
+
+def setup_for(quick: bool) -> BatchBenchSetup:
+    if quick:
+        return BatchBenchSetup(rows=20_000, parts=2, repeats=1, batch_size=4096)
+    return BatchBenchSetup(rows=1_000_000, parts=8, repeats=3, batch_size=4096)
+
+
+def bench_artifact(settings: Settings) -> tuple[str, list[str]]:
+    """An untrained ionosphere version, promoted in the bench store: the cost of scoring does not
+    depend on the weights. Returns (store uri, feature names)."""
+    from raylife.config import TrainConfig
+    from raylife.data import prepare
+    from raylife.registry import get_spec
+    from raylife.store import ModelStore
+    from raylife.train import fresh_model, make_artifact
+
+    spec = get_spec(MODEL)
+    cfg = TrainConfig(model=MODEL, hparams=spec.defaults)
+    data = prepare(spec, cfg.data)
+    with fresh_model(cfg, data) as (module, _):
+        artifact = make_artifact(cfg, data, module, history=[], metrics={}, run_name="bench")
+    store = ModelStore(settings.store_uri)
+    store.promote(MODEL, store.register(artifact))
+    return settings.store_uri, list(data.schema.feature_names)
+
+
+def write_table(folder: Path, setup: BatchBenchSetup, names: list[str]) -> None:
+    """Seeded normal features as Parquet parts (row groups of 65,536 rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for part, rows in enumerate(np.array_split(np.arange(setup.rows), setup.parts)):
+        X = rng.normal(size=(len(rows), len(names)))
+        table = pa.table({"id": rows, **{n: X[:, j] for j, n in enumerate(names)}})
+        pq.write_table(table, folder / f"part-{part:03d}.parquet", row_group_size=65_536)
+
+
+def plain_loop(store_uri: str, source: Path, out: Path, batch_size: int) -> dict[str, float]:
+    """The baseline: one process, the same Predictor, pyarrow batches in, Parquet out."""
+    import pyarrow.parquet as pq
+
+    from raylife.batch_predict import answer_table, features_of
+    from raylife.predict import Predictor
+    from raylife.store import ModelStore
+
+    started = time.perf_counter()
+    predictor = Predictor.from_store(ModelStore(store_uri), MODEL)
+    names = predictor.artifact.schema.feature_names
+    out.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for path in sorted(source.glob("*.parquet")):
+        with pq.ParquetWriter(out / path.name, _schema(predictor)) as writer:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size, columns=["id", *names]):
+                answers = predictor.predict_batch(features_of(batch, names))
+                ids = batch.column("id")
+                writer.write_table(
+                    answer_table(ids, "id", answers, predictor.label_names, predictor.version)
+                )
+                rows += len(batch)
+    seconds = time.perf_counter() - started
+    return {"rows_per_s": rows / seconds, "seconds": seconds}
+
+
+def _schema(predictor: object) -> object:
+    import pyarrow as pa
+
+    from raylife.batch_predict import answer_table
+    from raylife.predict import Predictions
+
+    labels = predictor.label_names  # type: ignore[attr-defined]
+    empty = Predictions(
+        labels=np.zeros(0, dtype=np.int64), probabilities=np.zeros((0, len(labels)))
+    )
+    return answer_table(pa.array([], pa.int64()), "id", empty, labels, "").schema
+
+
+def ray_run(
+    store_uri: str, source: Path, out: Path, actors: int, batch_size: int
+) -> dict[str, float]:
+    from raylife.batch_predict import BatchConfig, batch_predict
+
+    cfg = BatchConfig(
+        model=MODEL,
+        input=str(source),
+        output=str(out),
+        store_uri=store_uri,
+        actors=actors,
+        batch_size=batch_size,
+        overwrite=True,
+    )
+    done = batch_predict(cfg)
+    return {"rows_per_s": done.rows / done.seconds, "seconds": done.seconds}
+
+
+def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> Section:
+    import torch
+
+    setup = setup_for(quick)
+    work = Path(settings.home) / "bench-batch"
+    store_uri, names = bench_artifact(settings)
+    write_table(work / "input", setup, names)
+    section = Section(
+        "batch",
+        {**asdict(setup), "model": MODEL, "plain torch threads": torch.get_num_threads()},
+    )
+    started = time.monotonic()
+    say(f"  batch: plain loop vs batch-predict (1 and 2 actors), {setup.rows:,} rows")
+    contenders: dict[str, Callable[[int], dict[str, float]]] = {
+        "plain": lambda _: plain_loop(store_uri, work / "input", work / "plain", setup.batch_size),
+        "ray 1 actor": lambda _: ray_run(
+            store_uri, work / "input", work / "ray", 1, setup.batch_size
+        ),
+        "ray 2 actors": lambda _: ray_run(
+            store_uri, work / "input", work / "ray", 2, setup.batch_size
+        ),
+    }
+    measured = alternate(contenders, setup.repeats, say)
+    for contender, values in measured.items():
+        section.add(f"{contender} rows_per_s", values["rows_per_s"], "rows/s")
+        section.add(f"{contender} seconds", values["seconds"], "s")
+    section.check(
+        "batch-predict (2 actors) / plain loop, rows/s",
+        section.ratio("ray 2 actors rows_per_s", "plain rows_per_s"),
+        ">=",
+        1.0,
+    )
+    section.check(
+        "2 actors / 1 actor, rows/s",
+        section.ratio("ray 2 actors rows_per_s", "ray 1 actor rows_per_s"),
+        ">=",
+        1.3,
+        "scaling on 2 cores",
+    )
+    section.seconds = time.monotonic() - started
+    return section

@@ -1,0 +1,84 @@
+"""The Open Inference Protocol and request capture on a real Serve deployment (the session cluster):
+tritonclient (JSON and its binary tensors) and kserve's v2 REST client against /<model>/v2, then
+every answered request found exactly once in the captured Parquet rows after a graceful stop."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import numpy as np
+import pytest
+
+from raylife.serve import local as serving
+from raylife.serve.capture import read_captures
+from raylife.tools.loadtest import run_load
+from tests.integration.conftest import serving_quick_models
+from tests.support import oip_reference
+
+LOAD_REQUESTS = 200
+
+
+def capture_everything(settings, local) -> None:
+    serving.update_deployments(
+        settings, local, ["iris"], lambda d: d.setdefault("user_config", {}).update(capture=1.0)
+    )
+
+
+def test_third_party_clients_and_every_request_captured(tmp_path):
+    http = pytest.importorskip("tritonclient.http", reason="the dev extra brings tritonclient")
+    with serving_quick_models(tmp_path / "home", ["iris"]) as (settings, local):
+        capture_everything(settings, local)
+        host = local.url.removeprefix("http://")
+        client = http.InferenceServerClient(url=f"{host}/iris")
+        assert client.is_server_live() and client.is_model_ready("iris")
+        meta = client.get_model_metadata("iris")
+        assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+        rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+        native = httpx.post(f"{local.url}/iris", json={"rows": rows.tolist()}).json()
+        labels = [p["label"] for p in native["predictions"]]
+        for binary in (True, False):
+            tensor = http.InferInput("input", list(rows.shape), "FP32")
+            tensor.set_data_from_numpy(rows, binary_data=binary)
+            outputs = [http.InferRequestedOutput(n, binary_data=binary) for n in meta_outputs(meta)]
+            result = client.infer("iris", [tensor], outputs=outputs, request_id=f"t{binary}")
+            answered = [v.decode() if binary else v for v in result.as_numpy("predictions")]
+            assert answered == labels
+            assert result.as_numpy("probabilities").shape == (2, 3)
+            assert result.get_response()["model_version"] == native["version"]
+        bad = http.InferInput("input", [1, 4], "FP64")
+        bad.set_data_from_numpy(np.ones((1, 4), dtype=np.float64))
+        bad._datatype = "BYTES"  # a wrong datatype: one 400 that says so, the model keeps serving
+        with pytest.raises(http.InferenceServerException, match="not numeric"):
+            client.infer("iris", [bad])
+        kserve_answers = _kserve_client(local.url, rows)
+        load = run_load(f"{local.url}/iris", LOAD_REQUESTS, 8, warmup=0)
+        assert load.ok_final == LOAD_REQUESTS
+        info = httpx.get(f"{local.url}/iris/info").json()["capture"]
+        assert info["dropped"] == 0
+        store = settings.store_uri
+    # serving_quick_models stopped Serve as `raylife serve` stops: the replicas' queues flushed.
+    two_row_requests = 1 + 2 + kserve_answers  # native batch, tritonclient twice, kserve
+    table = read_captures(store, "iris").to_pandas()
+    assert len(table) == 2 * two_row_requests + LOAD_REQUESTS
+    assert table["request_id"].nunique() == two_row_requests + LOAD_REQUESTS
+    assert not table.duplicated(["request_id", "row"]).any()
+    assert set(table["route"]) == {"predict", "oip"}
+
+
+def meta_outputs(meta):
+    return [output["name"] for output in meta["outputs"]]
+
+
+def _kserve_client(url: str, rows: np.ndarray) -> int:
+    """kserve's InferenceRESTClient, from the reference virtualenv (its pins would downgrade this
+    environment's pandas and protobuf). Returns the requests it sent (0 when the venv is absent)."""
+    python = oip_reference.python()
+    if python is None:
+        return 0
+    script = oip_reference.KSERVE_CLIENT.format(url=f"{url}/iris", rows=rows.tolist())
+    done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines == ["predictions BYTES [2]", "probabilities FP32 [2, 3]"], done.stdout
+    return 1
