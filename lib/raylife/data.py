@@ -507,7 +507,7 @@ def _row_values(row: Any, index: int, schema: InputSchema) -> list[float]:
         row = [row[n] for n in schema.feature_names]
     if not isinstance(row, list):
         raise InputError(f"row {index}: expected a list of numbers or an object of named features")
-    flat = _flatten(row)
+    flat = flatten(row)
     if len(flat) != schema.n_values:
         raise InputError(
             f"row {index}: got {len(flat)} values, the model takes {schema.n_values} "
@@ -530,12 +530,12 @@ def _finite(value: float) -> bool:
         return False
 
 
-def _flatten(values: list[Any]) -> list[Any]:
+def flatten(values: list[Any]) -> list[Any]:
     """[[1, 2], [3, 4]] -> [1, 2, 3, 4]: image rows may come as nested pixel lists."""
     out: list[Any] = []
     for value in values:
         if isinstance(value, list):
-            out.extend(_flatten(value))
+            out.extend(flatten(value))
         else:
             out.append(value)
     return out

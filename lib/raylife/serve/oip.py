@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from raylife.data import InputSchema, validate_rows
+from raylife.data import InputSchema, flatten, validate_rows
 from raylife.errors import RaylifeError
 from raylife.serve.model_service import ModelService
 from raylife.serve.rollout import current_request
@@ -160,7 +160,7 @@ def _tensor_values(tensor: TensorIn, binary: bytes, count: int) -> np.ndarray:
         return np.frombuffer(binary, dtype=dtype)
     if tensor.data is None:
         raise OipError(f"tensor {INPUT_NAME!r} has no data; send data (or binary_data_size)")
-    flat = _flatten(tensor.data)
+    flat = flatten(tensor.data)
     if len(flat) != count:
         raise OipError(
             f"tensor {INPUT_NAME!r} has {len(flat)} elements, its shape {tensor.shape} says "
@@ -177,16 +177,6 @@ def _tensor_values(tensor: TensorIn, binary: bytes, count: int) -> np.ndarray:
             return np.asarray(flat, dtype=dtype)
     except (OverflowError, FloatingPointError):
         raise OipError(f"a value in {INPUT_NAME!r} is out of {tensor.datatype}'s range") from None
-
-
-def _flatten(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for value in values:
-        if isinstance(value, list):
-            out.extend(_flatten(value))
-        else:
-            out.append(value)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from raylife.cluster import free_port
 from raylife.serve import local as serving
 from raylife.serve.capture import read_captures
 from raylife.settings import Settings
@@ -61,13 +60,13 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
     section = Section("oip-capture", asdict(setup))
     started = time.monotonic()
     serve_bench.ensure_models(settings, serve_bench.setup_for(True), say)
-    local = serving.start(settings, [MODEL], port=free_port())
-    url = f"{local.url}/{MODEL}"
-    schema = httpx.get(f"{url}/info", timeout=30).json()["input"]
-    native = {"row": schema["example"]}
-    oip = oip_body(schema["example"], schema["shape"])
-    _throughput(section, settings, local, setup, native, oip, say)
-    _exact_count(section, settings, local, setup, say)
+    with serve_bench.section_serve(settings, [MODEL]) as local:
+        url = f"{local.url}/{MODEL}"
+        schema = httpx.get(f"{url}/info", timeout=30).json()["input"]
+        native = {"row": schema["example"]}
+        oip = oip_body(schema["example"], schema["shape"])
+        _throughput(section, settings, local, setup, native, oip, say)
+        _exact_count(section, settings, local, setup, say)
     section.seconds = time.monotonic() - started
     return section
 

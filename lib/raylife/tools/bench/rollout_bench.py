@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from raylife.cluster import free_port
 from raylife.config import DataConfig, TrainConfig
 from raylife.data import prepare
 from raylife.loop import fit, make_loader, make_optimizer, seed_everything
@@ -32,6 +31,7 @@ from raylife.serve.rollout import FAULTS_ENV, REQUEST_ID_HEADER, Rollout
 from raylife.settings import Settings
 from raylife.store import ModelStore
 from raylife.tools import loadtest
+from raylife.tools.bench.serve_bench import section_serve
 from raylife.tools.bench.stats import Section
 from raylife.train import make_artifact, model_args_for
 
@@ -145,16 +145,13 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None]) -> Section:
     store = ModelStore(settings.store_uri)
     champion = train_version(store, seed=0)
     store.promote(MODEL, champion)
-    local = serving.start(settings, [MODEL], port=free_port())
-    try:
+    with section_serve(settings, [MODEL]) as local:
         for app in local.config["applications"]:
             app.setdefault("runtime_env", {}).setdefault("env_vars", {})[FAULTS_ENV] = "1"
         serving.redeploy(settings, local)
         _good(settings, store, local, setup, section, say)
         _bad(settings, store, local, setup, section, say)
         _shadow(settings, store, local, setup, section, say)
-    finally:
-        serving.stop(settings)
     section.seconds = time.monotonic() - started
     return section
 

@@ -76,12 +76,39 @@ def set_batching(settings: Settings, local: serving.LocalServe, model: str, on: 
     )
 
 
+@contextlib.contextmanager
+def section_serve(settings: Settings, models: list[str]) -> Iterator[serving.LocalServe]:
+    """Serve for one bench section, on a port of its own, shut down when the section ends: Serve's
+    HTTP port cannot change while it runs, so the next section starts its own. The cluster stays
+    (the runner owns it)."""
+    from ray import serve
+
+    local = serving.start(settings, models, port=free_port())
+    try:
+        yield local
+    finally:
+        with contextlib.suppress(Exception):  # a section may have shut it down itself
+            serve.shutdown()
+
+
 def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> Section:
     setup = setup_for(quick)
     section = Section("serve", asdict(setup))
     started = time.monotonic()
     ensure_models(settings, setup, say)
-    local = serving.start(settings, list(setup.served), port=free_port())
+    with section_serve(settings, list(setup.served)) as local:
+        _measure(section, settings, local, setup, say)
+    section.seconds = time.monotonic() - started
+    return section
+
+
+def _measure(
+    section: Section,
+    settings: Settings,
+    local: serving.LocalServe,
+    setup: ServeBenchSetup,
+    say: Callable[[str], None],
+) -> None:
     section.extra["cluster_env"] = serve_config.cluster_env("local")
     with bare_servers(setup.models, settings.store_uri) as bare:
         for model in setup.models:
@@ -102,8 +129,6 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
         for model in setup.models:
             _batching(section, settings, local, model, setup, say)
     _checks(section, setup)
-    section.seconds = time.monotonic() - started
-    return section
 
 
 PROCESS_GROUPS = (
