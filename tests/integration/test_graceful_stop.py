@@ -43,6 +43,11 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
         assert poll(
             lambda: httpx.post(url, json=body).status_code == 200, 180, ignore=(httpx.HTTPError,)
         )
+        # The apps answer before the CLI has seen them all RUNNING and armed its SIGTERM drain;
+        # the drain under test starts once it says it is serving.
+        assert server.stdout is not None
+        while "serving " not in (line := server.stdout.readline()):
+            assert line, "raylife serve exited before it said it was serving"
         results: list[tuple[float, float, int | str]] = []
         stop = threading.Event()
 

@@ -51,20 +51,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from raylife.serve import local
 
     settings = settings_from(args)
-    signals = local.StopSignals()  # before the start: a SIGTERM while Serve starts drains too
+    served = local.start(
+        settings, model_list(args.models), port=args.port, host=args.host, num_gpus=args.num_gpus
+    )
+    print(f"serving {', '.join(served.models)} at {served.url} (Ctrl-C stops)")
+    for model in served.models:
+        print(f"  POST {served.url}/{model}   docs: {served.url}/{model}/docs")
+    print(f"  GET  {served.url}/models   {served.url}/healthz   {served.url}/readyz")
     try:
-        served = local.start(
-            settings,
-            model_list(args.models),
-            port=args.port,
-            host=args.host,
-            num_gpus=args.num_gpus,
-        )
-        print(f"serving {', '.join(served.models)} at {served.url} (Ctrl-C stops)")
-        for model in served.models:
-            print(f"  POST {served.url}/{model}   docs: {served.url}/{model}/docs")
-        print(f"  GET  {served.url}/models   {served.url}/healthz   {served.url}/readyz")
-        received = signals.wait()
+        received = local.wait_until_stopped()
         print(f"{received}: draining in-flight requests, then stopping Serve")
     finally:
         local.stop(settings)

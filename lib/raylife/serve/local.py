@@ -178,39 +178,28 @@ def stop(settings: Settings) -> None:
     shutdown_if_started()
 
 
-class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM (how Kubernetes and systemd stop a process), caught from
-    construction on, so a stop that arrives while Serve is still starting drains too; `wait()`
-    blocks until one comes and returns its name, and the caller then drains with stop(). Without
-    this, SIGTERM killed the process mid-request with Ray's signal stack dump and left Serve
-    running."""
+def wait_until_stopped() -> str:
+    """Block until Ctrl-C (SIGINT) or SIGTERM (how Kubernetes and systemd stop a process) and
+    return the signal's name; the caller then drains with stop(). Without this, SIGTERM killed the
+    process mid-request with Ray's signal stack dump and left Serve running."""
+    import signal
+    import threading
 
-    def __init__(self) -> None:
-        import signal
-        import threading
+    received: list[str] = []
+    stopped = threading.Event()
 
-        self.received: list[str] = []
-        self._stopped = threading.Event()
-        self._previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        stopped.set()
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        import signal
-
-        self.received.append(signal.Signals(signum).name)
-        self._stopped.set()
-
-    def wait(self) -> str:
-        import signal
-
-        try:
-            while not self._stopped.wait(timeout=3600):
-                pass
-        finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
-        return self.received[0]
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stopped.wait(timeout=3600):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[0]
 
 
 def notify_promotion(settings: Settings, model: str, generation: int) -> str | None:
