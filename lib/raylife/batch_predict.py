@@ -20,7 +20,6 @@ overwrite=True; an incomplete one (a failed publish: Parquet parts only) is repl
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 import uuid
@@ -161,100 +160,47 @@ class Plan:
     id_column: str
     """The output's id column: the input's, or ROW_ID / IMAGE_ID when generated."""
     id_from_input: bool
+    table_schema: pa.Schema | None = None
+    """The parts' common schema (tables): CSV parts are parsed in these column types."""
 
 
-def input_files(loc: Location) -> list[str]:
-    """The files a path, folder or glob names (missing or empty: one line naming the fix)."""
-    from pyarrow import fs as pafs
+def plan(uri: str, schema: Any, id_column: str | None) -> Plan:
+    """What the input is, checked before any actor starts. The files are listed and their
+    schemas read as training's streaming ingest does (`streaming.resolve`, `common_schema`)."""
+    from raylife.streaming import common_schema, resolve
 
-    if any(ch in loc.path for ch in "*?["):
-        folder = loc.path[: min(loc.path.index(ch) for ch in "*?[" if ch in loc.path)]
-        folder = folder.rsplit("/", 1)[0]
-        files = [p for p in _listing(loc, folder) if fnmatch.fnmatch(p, loc.path)]
-    elif loc.info().type == pafs.FileType.File:
-        files = [loc.path]
-    elif loc.info().type == pafs.FileType.Directory:
-        files = _listing(loc, loc.path)
-    else:
-        raise InputError(f"input {loc.uri} does not exist; pass a Parquet/CSV file, folder or glob")
-    known = [f for f in files if f.lower().endswith(TABLE_SUFFIXES + IMAGE_SUFFIXES)]
-    if not known:
-        raise InputError(
-            f"input {loc.uri} holds no .parquet, .csv or .png files; point --input at the data"
-        )
-    kinds = {PurePosixPath(f).suffix.lower() for f in known}
-    if len(kinds) > 1:
-        raise InputError(
-            f"input {loc.uri} mixes {', '.join(sorted(kinds))} files; point --input at one kind"
-        )
-    return known
-
-
-def plan(loc: Location, files: list[str], schema: Any, id_column: str | None) -> Plan:
-    suffix = PurePosixPath(files[0]).suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return _plan_images(loc, files, schema, id_column)
+    files, source = resolve(uri, flag="--input"), locate(uri)
+    if files.format == "images":
+        return _plan_images(source, files.paths, schema, id_column)
     if schema.is_image:
         raise InputError(
-            f"input {loc.uri} holds tables, but this model takes {schema.shape} images; "
+            f"input {source.uri} holds tables, but this model takes {schema.shape} images; "
             "pass a folder of PNGs"
         )
-    schemas = [_table_schema(loc, f, suffix) for f in files]
-    _check_schemas(loc, files, schemas, schema.feature_names)
-    id_name, from_input = _id_column(loc, files[0], schemas[0], id_column)
-    chunks, rows = (
-        _parquet_chunks(loc, files) if suffix == ".parquet" else _csv_chunks(loc, files, schemas)
-    )
-    return Plan(suffix.lstrip("."), chunks, rows, id_name, from_input)
+    common, first = common_schema(files)
+    _check_features(source.uri_of(first), common, schema.feature_names)
+    id_name, from_input = _id_column(source, first, common, id_column)
+    if files.format == "parquet":
+        chunks, rows = _parquet_chunks(source, files.paths)
+    else:
+        chunks, rows = _csv_chunks(source, files.paths, common)
+    return Plan(files.format, chunks, rows, id_name, from_input, common)
 
 
-def _table_schema(loc: Location, path: str, suffix: str) -> pa.Schema:
-    """A file's schema from its footer (Parquet) or first block (CSV): corrupt files named."""
-    import pyarrow.parquet as pq
-    from pyarrow import csv
-
-    try:
-        if suffix == ".parquet":
-            with loc.fs.open_input_file(path) as handle:
-                return pq.read_schema(handle)
-        with csv.open_csv(loc.fs.open_input_stream(path)) as reader:
-            return reader.schema
-    except (pa.ArrowInvalid, OSError) as exc:
+def _check_features(where: str, found: pa.Schema, features: list[str]) -> None:
+    """The model's feature columns are all there, and numeric (every part has this schema)."""
+    missing = [f for f in features if f not in found.names]
+    if missing:
         raise InputError(
-            f"{loc.uri_of(path)} is not a readable {suffix[1:]} file ({str(exc)[:120]}); "
-            "rewrite or remove it"
-        ) from exc
-
-
-def _check_schemas(
-    loc: Location, files: list[str], schemas: list[pa.Schema], features: list[str]
-) -> None:
-    first = schemas[0]
-    for path, found in zip(files, schemas, strict=True):
-        missing = [f for f in features if f not in found.names]
-        if missing:
+            f"{where} lacks feature column(s) {missing[:5]}; the model takes: {', '.join(features)}"
+        )
+    for name in features:
+        kind = found.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             raise InputError(
-                f"{loc.uri_of(path)} lacks feature column(s) {missing[:5]}; the model takes: "
-                f"{', '.join(features)}"
+                f"{where}: feature {name!r} is {kind}, not numeric; convert it to numbers "
+                "before scoring"
             )
-        for name in features:
-            kind = found.field(name).type
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-                raise InputError(
-                    f"{loc.uri_of(path)}: feature {name!r} is {kind}, not numeric; convert it to "
-                    "numbers before scoring"
-                )
-        if not found.equals(first):
-            raise InputError(
-                f"{loc.uri_of(path)} has a different schema than {loc.uri_of(files[0])} (mixed "
-                f"schemas: {_schema_diff(first, found)}); rewrite the parts with one schema"
-            )
-
-
-def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
-    left = {f"{f.name}: {f.type}" for f in a}
-    right = {f"{f.name}: {f.type}" for f in b}
-    return f"only in the first: {sorted(left - right)[:3]}, only here: {sorted(right - left)[:3]}"
 
 
 def _id_column(loc: Location, path: str, schema: pa.Schema, wanted: str | None) -> tuple[str, bool]:
@@ -291,13 +237,11 @@ def _parquet_chunks(loc: Location, files: list[str]) -> tuple[list[Chunk], int]:
     return chunks, offset
 
 
-def _csv_chunks(
-    loc: Location, files: list[str], schemas: list[pa.Schema]
-) -> tuple[list[Chunk], int]:
+def _csv_chunks(loc: Location, files: list[str], schema: pa.Schema) -> tuple[list[Chunk], int]:
     """One chunk per file; the files are parsed here once (row counts, every value's type):
     CSV has no footer. Parquet is the format for large tables."""
     chunks, offset = [], 0
-    for path, schema in zip(files, schemas, strict=True):
+    for path in files:
         chunks.append(Chunk(path, offset))
         offset += sum(len(batch) for batch in _csv_batches(loc, path, schema))
     if offset == 0:
@@ -458,8 +402,9 @@ class Scorer:
                     self.cfg.batch_size, row_groups=chunk.row_groups, columns=columns
                 )
             return
-        schema = _table_schema(self.input, chunk.path, ".csv")
-        table = pa.Table.from_batches(list(_csv_batches(self.input, chunk.path, schema)))
+        assert self.plan.table_schema is not None  # planned from the parts' common schema
+        batches = _csv_batches(self.input, chunk.path, self.plan.table_schema)
+        table = pa.Table.from_batches(list(batches))
         yield from table.select(columns).to_batches(self.cfg.batch_size)
 
     def _read_images(self, chunk: Chunk) -> Iterator[tuple[pa.Array, np.ndarray]]:
@@ -592,7 +537,7 @@ def batch_predict(cfg: BatchConfig) -> Summary:
     version, artifact = ModelStore(cfg.store_uri).load(cfg.model, cfg.version)
     source, output = locate(cfg.input), locate(cfg.output)
     check_output(output, cfg.overwrite)
-    planned = plan(source, input_files(source), artifact.schema, cfg.id_column)
+    planned = plan(cfg.input, artifact.schema, cfg.id_column)
     staging = staging_of(output)
     try:
         written = _score(cfg, version, planned, artifact.schema.feature_names, staging)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from raylife.data import InputSchema, PreparedData, Preprocessing, Split
-from raylife.errors import RaylifeError
+from raylife.errors import InputError, RaylifeError
 
 if TYPE_CHECKING:
     import torch
@@ -106,20 +106,24 @@ def wants_streaming(source: str) -> bool:
     )
 
 
-def resolve(uri: str) -> Files:
-    """The data files under a file, folder or glob (hidden and `_`-prefixed files skipped)."""
+_SHOWN = {"parquet": "Parquet", "csv": "CSV", "images": "PNG"}
+
+
+def resolve(uri: str, flag: str = "--data") -> Files:
+    """The data files under a file, folder or glob (hidden and `_`-prefixed files skipped), for
+    training (`--data`) and batch inference (`--input`) alike."""
     filesystem, path = _filesystem(uri)
     listed = _list(filesystem, path, uri)
     formats = {_SUFFIXES.get(os.path.splitext(p)[1].lower()) for p, _ in listed} - {None}
     if not formats:
-        raise RaylifeError(
-            f"no Parquet, CSV or PNG files at {uri}; pass a file, folder or glob of .parquet/.csv "
-            "tables or a folder of class folders of .png images"
+        raise InputError(
+            f"no Parquet, CSV or PNG files at {uri}; point {flag} at a file, folder or glob of "
+            ".parquet/.csv tables or a folder of class folders of .png images"
         )
     if len(formats) > 1:
-        raise RaylifeError(
-            f"{uri} mixes {' and '.join(sorted(str(f) for f in formats))} files; "
-            "point --data at one kind"
+        raise InputError(
+            f"{uri} mixes {' and '.join(sorted(_SHOWN[str(f)] for f in formats))} files; "
+            f"point {flag} at one kind"
         )
     kind: Format = formats.pop()  # type: ignore[assignment]
     chosen = [(p, s) for p, s in listed if _SUFFIXES.get(os.path.splitext(p)[1].lower()) == kind]
@@ -176,16 +180,14 @@ def _list(filesystem: Any, path: str, uri: str) -> list[tuple[str, int]]:
     else:
         info = filesystem.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
-            raise RaylifeError(
-                f"data path {uri!r} not found; pass an existing file, folder or glob"
-            )
+            raise InputError(f"data path {uri!r} not found; pass an existing file, folder or glob")
         if info.type == pafs.FileType.File:
             return [(info.path, info.size or 0)]
         infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
         found = [(i.path, i.size or 0) for i in infos if i.type == pafs.FileType.File]
     found = [(p, s) for p, s in found if not os.path.basename(p).startswith((".", "_"))]
     if not found:
-        raise RaylifeError(f"no files at {uri}; pass a folder or glob that holds the data")
+        raise InputError(f"no files at {uri}; pass a folder or glob that holds the data")
     return sorted(found)
 
 
@@ -198,23 +200,28 @@ class TableSchema:
     id_column: str | None
 
 
+def common_schema(files: Files) -> tuple[Any, str]:
+    """The pyarrow schema every part shares (Parquet footers, CSV first blocks) and the first
+    part's path: a part that cannot be read or differs is named in one line with the fix."""
+    first, first_path = file_schema(files, files.paths[0]), files.paths[0]
+    for path in files.paths[1:]:
+        schema = file_schema(files, path)
+        if not schema.equals(first):
+            raise InputError(
+                f"{path} has columns {_columns(schema)} but {first_path} has {_columns(first)}; "
+                "write every part with the same columns and types"
+            )
+    return first, first_path
+
+
 def check_tables(files: Files, target: str | None) -> TableSchema:
-    """Every part's schema (Parquet footer or CSV first block): readable, alike, with the target
-    and numeric features; one line naming the file and the fix otherwise."""
+    """The parts' common schema, with the target and numeric features; one line naming the file
+    and the fix otherwise."""
     import pyarrow as pa
 
     if not target:
         raise RaylifeError("a data table needs its target column: pass --target COLUMN")
-    first: Any = None
-    for path in files.paths:
-        schema = _file_schema(files, path)
-        if first is None:
-            first, first_path = schema, path
-        elif not schema.equals(first):
-            raise RaylifeError(
-                f"{path} has columns {_columns(schema)} but {first_path} has {_columns(first)}; "
-                "write every part with the same columns and types"
-            )
+    first, first_path = common_schema(files)
     if target not in first.names:
         raise RaylifeError(
             f"target column {target!r} not in {first_path}; columns are: {', '.join(first.names)}"
@@ -232,7 +239,8 @@ def check_tables(files: Files, target: str | None) -> TableSchema:
     return TableSchema(features, target, id_column)
 
 
-def _file_schema(files: Files, path: str) -> Any:
+def file_schema(files: Files, path: str) -> Any:
+    """One part's schema, from its Parquet footer or its CSV first block only."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -243,7 +251,7 @@ def _file_schema(files: Files, path: str) -> Any:
         with files.filesystem.open_input_stream(path) as handle:
             return pacsv.open_csv(handle).schema
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for corrupt files
-        raise RaylifeError(
+        raise InputError(
             f"{path} is not a readable {files.format} file ({' '.join(str(exc).split())[:160]}); "
             "re-write it or remove it"
         ) from exc

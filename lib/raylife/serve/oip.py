@@ -308,6 +308,14 @@ def oip_router(service: ModelService, answer: AnswerFn, max_rows: int) -> APIRou
                 404,
             )
 
+    def checked(name: str, version: str | None, body: Callable[[], dict[str, Any]]) -> Response:
+        """The body for a served model and version, else the protocol's 404."""
+        try:
+            check(name, version)
+        except OipError as exc:
+            return oip_error(exc)
+        return JSONResponse(body())
+
     def metadata() -> dict[str, Any]:
         return {
             "name": model,
@@ -333,20 +341,12 @@ def oip_router(service: ModelService, answer: AnswerFn, max_rows: int) -> APIRou
     @router.get("/models/{name}", summary="Model metadata")
     @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
     async def model_metadata(name: str, version: str | None = None) -> Response:
-        try:
-            check(name, version)
-        except OipError as exc:
-            return oip_error(exc)
-        return JSONResponse(metadata())
+        return checked(name, version, metadata)
 
     @router.get("/models/{name}/ready", summary="Model ready")
     @router.get("/models/{name}/versions/{version}/ready", summary="Model version ready")
     async def model_ready(name: str, version: str | None = None) -> Response:
-        try:
-            check(name, version)
-        except OipError as exc:
-            return oip_error(exc)
-        return JSONResponse({"name": name, "ready": True})
+        return checked(name, version, lambda: {"name": name, "ready": True})
 
     example = {
         "inputs": [{**input_spec(service.schema), "shape": [1, *service.schema.shape]}],

@@ -149,21 +149,37 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None]) -> Section:
         for app in local.config["applications"]:
             app.setdefault("runtime_env", {}).setdefault("env_vars", {})[FAULTS_ENV] = "1"
         serving.redeploy(settings, local)
-        _good(settings, store, local, setup, section, say)
-        _bad(settings, store, local, setup, section, say)
-        _shadow(settings, store, local, setup, section, say)
+        bench = _Bench(settings, store, local, setup, section, say)
+        _good(bench)
+        _bad(bench)
+        _shadow(bench)
     section.seconds = time.monotonic() - started
     return section
 
 
-def _good(
-    settings: Settings,
-    store: ModelStore,
-    local: serving.LocalServe,
-    setup: RolloutBenchSetup,
-    section: Section,
-    say: Callable[[str], None],
-) -> None:
+@dataclass(frozen=True)
+class _Bench:
+    """What each scenario of the section works with."""
+
+    settings: Settings
+    store: ModelStore
+    local: serving.LocalServe
+    setup: RolloutBenchSetup
+    section: Section
+    say: Callable[[str], None]
+
+
+def _fields(
+    bench: _Bench,
+) -> tuple[
+    Settings, ModelStore, serving.LocalServe, RolloutBenchSetup, Section, Callable[[str], None]
+]:
+    # Not dataclasses.astuple: it deep-copies, and the section must stay the one being filled.
+    return bench.settings, bench.store, bench.local, bench.setup, bench.section, bench.say
+
+
+def _good(bench: _Bench) -> None:
+    settings, store, local, setup, section, say = _fields(bench)
     version = train_version(store, seed=1)
     plan = canary.Plan(MODEL, version, setup.steps, dwell_s=setup.dwell_s)
     result, errors = under_load(local.url, setup, lambda: canary.run(settings, plan, say))
@@ -186,14 +202,8 @@ def _good(
     section.extra["good_canary"] = {"line": result.line, "splits": splits, "steps": result.steps}
 
 
-def _bad(
-    settings: Settings,
-    store: ModelStore,
-    local: serving.LocalServe,
-    setup: RolloutBenchSetup,
-    section: Section,
-    say: Callable[[str], None],
-) -> None:
+def _bad(bench: _Bench) -> None:
+    settings, store, local, setup, section, say = _fields(bench)
     kinds: dict[str, tuple[str, dict[str, Any] | None]] = {
         "5xx": (train_version(store, seed=2), {"kind": "error"}),
         "10x slower": (train_version(store, seed=3), {"kind": "slow", "factor": 10.0}),
@@ -230,14 +240,8 @@ def _bad(
     section.extra["bad_canaries"] = outcomes
 
 
-def _shadow(
-    settings: Settings,
-    store: ModelStore,
-    local: serving.LocalServe,
-    setup: RolloutBenchSetup,
-    section: Section,
-    say: Callable[[str], None],
-) -> None:
+def _shadow(bench: _Bench) -> None:
+    settings, store, local, setup, section, say = _fields(bench)
     from raylife.tools.bench.stats import alternate
 
     version = train_version(store, seed=5)
