@@ -14,11 +14,18 @@ from raylife.store import ModelStore
 ROOT = Path(__file__).resolve().parents[2]
 
 
+IN_MAKE_TEST = ("rayjob-train-iris", "rayjob-tune-mnist")
+"""Both entrypoints (jobs.train, jobs.tune), a table and an image model. The other train jobs
+differ from rayjob-train-iris only in --model (tests/unit/test_rehearsal_plan.py holds them to
+that); `make rehearse` runs all five (about 6 minutes here, against 2-3 for these two)."""
+
+
 @pytest.mark.slow
 def test_rehearsal_on_a_two_node_cluster(tmp_path):
-    report = rehearsal.rehearse(ROOT / "kuberay", tmp_path)
-    assert len(report["jobs"]) == 5
+    report = rehearsal.rehearse(ROOT / "kuberay", tmp_path, jobs=IN_MAKE_TEST)
+    assert sorted(report["jobs"]) == sorted(IN_MAKE_TEST)
     store = ModelStore(str(tmp_path / "store"))
-    for model in ("boston", "ionosphere", "iris", "mnist"):
+    assert sorted(report["served"]) == ["iris", "mnist"]
+    for model in ("iris", "mnist"):
         assert report["served"][model]["version"] == store.pointer(model).version
         assert report["answers"][model]["version"] == store.pointer(model).version

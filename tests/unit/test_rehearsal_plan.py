@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from raylife.deploy import rehearsal
+from raylife.errors import RaylifeError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,3 +28,21 @@ def test_every_cpu_job_is_rehearsed_and_the_gpu_job_is_not():
         "rayjob-train-mnist",
         "rayjob-tune-mnist",
     }
+
+
+def test_the_train_jobs_differ_only_in_their_model():
+    """Why `make test` rehearses rayjob-train-iris alone of the train jobs (`make rehearse` runs
+    them all): the others run the same entrypoint with another --model."""
+    jobs = rehearsal.cpu_job_entrypoints(ROOT / "kuberay")
+    iris = jobs["rayjob-train-iris"]
+    for model in ("boston", "ionosphere", "mnist"):
+        assert jobs[f"rayjob-train-{model}"] == iris.replace("--model iris", f"--model {model}")
+
+
+def test_a_rehearsal_of_named_jobs_refuses_unknown_names():
+    jobs = rehearsal.cpu_job_entrypoints(ROOT / "kuberay")
+    chosen = rehearsal.chosen_jobs(jobs, ["rayjob-tune-mnist"])
+    assert list(chosen) == ["rayjob-tune-mnist"]
+    assert rehearsal.chosen_jobs(jobs, None) == jobs
+    with pytest.raises(RaylifeError, match="no CPU RayJob named rayjob-train-irs; choose from: "):
+        rehearsal.chosen_jobs(jobs, ["rayjob-train-irs"])

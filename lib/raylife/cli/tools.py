@@ -97,6 +97,13 @@ def register(verbs: Any) -> None:
     rehearse = verbs.add_parser(
         "rehearse", help="run kuberay/'s CPU RayJobs and the local Serve config on 2 local nodes"
     )
+    rehearse.add_argument(
+        "--jobs",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=None,
+        help="comma-separated RayJob names (default: every CPU job), e.g. "
+        "rayjob-train-iris,rayjob-tune-mnist",
+    )
     rehearse.set_defaults(func=cmd_rehearse)
 
     ha = verbs.add_parser(
@@ -231,7 +238,7 @@ def _ha_summary(report: dict[str, Any]) -> str:
 def cmd_rehearse(args: argparse.Namespace) -> None:
     from raylife.deploy import rehearsal
 
-    rehearsal.main()
+    rehearsal.main(args.jobs)
 
 
 def cmd_make_table(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,19 @@ def cpu_job_entrypoints(kuberay_dir: Path) -> dict[str, str]:
     return jobs
 
 
+def chosen_jobs(entrypoints: dict[str, str], names: Collection[str] | None) -> dict[str, str]:
+    """The named jobs (all of them without names); an unknown name is refused, listing them."""
+    if names is None:
+        return entrypoints
+    unknown = sorted(set(names) - set(entrypoints))
+    if unknown or not names:
+        raise RaylifeError(
+            f"no CPU RayJob named {', '.join(unknown) or '(none given)'}; choose from: "
+            f"{', '.join(entrypoints)}"
+        )
+    return {name: entrypoint for name, entrypoint in entrypoints.items() if name in names}
+
+
 def is_sweep(entrypoint: str) -> bool:
     return " jobs.tune " in f"{entrypoint} "
 
@@ -243,8 +256,11 @@ def wait_serving(url: str, models: list[str], timeout_s: float = 180) -> dict[st
     )
 
 
-def rehearse(kuberay_dir: Path, work: Path, say: Any = print) -> dict[str, Any]:
-    """Every CPU RayJob, then the local Serve config, on a 2-node cluster. Returns what happened."""
+def rehearse(
+    kuberay_dir: Path, work: Path, jobs: Collection[str] | None = None, say: Any = print
+) -> dict[str, Any]:
+    """Every CPU RayJob (or those named in `jobs`), then the local Serve config for the models
+    they promoted, on a 2-node cluster. Returns what happened."""
     import httpx
     from ray.job_submission import JobSubmissionClient
 
@@ -255,9 +271,10 @@ def rehearse(kuberay_dir: Path, work: Path, say: Any = print) -> dict[str, Any]:
     # This process's clients must send the cluster's token. Ray reads the mode once, at import:
     # main() sets it before importing Ray; a process with a token-auth cluster already has it.
     os.environ["RAY_AUTH_MODE"] = "token"
+    chosen = chosen_jobs(cpu_job_entrypoints(kuberay_dir), jobs)
     with multi_node_cluster() as cluster:
         client = JobSubmissionClient(cluster.dashboard_url)
-        for name, entrypoint in cpu_job_entrypoints(kuberay_dir).items():
+        for name, entrypoint in chosen.items():
             started = time.monotonic()
             # A sweep starts a trial process per trial on top of the job's own: on a loaded
             # 2-core machine it needs more than a single run's time.
@@ -289,14 +306,14 @@ def rehearse(kuberay_dir: Path, work: Path, say: Any = print) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
+def main(jobs: Collection[str] | None = None) -> None:
     # Before Ray is imported: its clients read the auth mode once, at import.
     os.environ["RAY_AUTH_MODE"] = "token"
     root = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="rl-rehearse-") as work:
         started = time.monotonic()
         print("Rehearsing kuberay/ on a local 2-node Ray cluster (token auth on) ...")
-        report = rehearse(root / "kuberay", Path(work))
+        report = rehearse(root / "kuberay", Path(work), jobs)
         print(
             f"rehearsal passed in {time.monotonic() - started:.0f} s: {len(report['jobs'])} jobs, "
             f"{len(report['answers'])} models answered over HTTP"
