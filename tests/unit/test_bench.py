@@ -85,6 +85,15 @@ def test_sections_are_validated():
         runner.parse_sections("train,gpu", quick=False)
 
 
+def test_bench_help_lists_every_section(capsys):
+    from raylife.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    shown = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even at hyphens
+    assert ",".join(runner.SECTIONS) in shown and ",".join(runner.QUICK_SECTIONS) in shown
+
+
 def test_trial_epoch_time_is_read_from_the_reports_tune_received():
     import pandas as pd
 
