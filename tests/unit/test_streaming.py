@@ -231,6 +231,7 @@ def test_data_bench_checks_its_bounds():
         "worker_peak": 2 * 2**30,  # over the bound: the check must fail
         "ray_rows_s": [90.0],
         "plain_rows_s": [100.0],
+        "ray_shuffled_rows_s": [70.0],
     }
     data_bench._fill(section, found, setup)
     met = {c.name: c.met for c in section.checks}

@@ -73,7 +73,7 @@ def add_rollout_flags(parser: argparse.ArgumentParser) -> None:
         "--canary",
         metavar="PERCENTS",
         help="send these shares of traffic to VERSION in turn (e.g. 10,50,100), each for "
-        "--dwell-s, gated on live 5xx rate, p99 latency and fed-back labels; promoted after the "
+        "--dwell-s, gated on live 5xx rate, latency (median, p99) and fed-back labels; promoted after the "
         "last step, rolled back at the first failed gate",
     )
     how.add_argument(

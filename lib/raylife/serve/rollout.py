@@ -185,8 +185,11 @@ class VersionStats:
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
+    def latency_ms(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
     def p99_ms(self) -> float:
-        return percentile(self.latencies_ms, 99)
+        return self.latency_ms(99)
 
     @property
     def accuracy(self) -> float | None:

@@ -8,7 +8,9 @@ float64 matrix in the driver: that size is computed, not tried.
 Throughput: rows per second into the same MLP, one training process each: Ray Data streaming
 (raylife.streaming's batches, as a Train worker iterates them, READ_TASKS read tasks) vs a plain
 torch DataLoader over the same Parquet parts read with pyarrow (the same number of reader
-processes, the same batch size, the same preprocessing), interleaved.
+processes, the same batch size, the same preprocessing), interleaved. Neither shuffles, as the
+DataLoader over an IterableDataset cannot; Ray Data with the local shuffle buffer a training run
+uses is measured beside them ("ray data shuffled"), for what that buffer costs.
 
 The section runs in a child process (`python -m raylife.tools.bench.data_bench`) because its
 cluster's object store is capped: the runner starts it after its own cluster is down.
@@ -97,6 +99,7 @@ def _fill(section: Section, found: dict[str, Any], setup: DataBenchSetup) -> Non
     section.add("worker peak RSS MiB", [found["worker_peak"] / mib], "MiB")
     section.add("ray data rows/s", found["ray_rows_s"], "rows/s")
     section.add("dataloader rows/s", found["plain_rows_s"], "rows/s")
+    section.add("ray data shuffled rows/s", found["ray_shuffled_rows_s"], "rows/s")
     section.check(
         "table / object store", found["table_bytes"] / setup.object_store_bytes, ">=", 3.0
     )
@@ -165,7 +168,7 @@ def child(folder: Path, quick: bool) -> dict[str, Any]:
     small = make_table(
         str(folder / "throughput"), setup.throughput_rows, FEATURES, seed=1, rows_per_part=100_000
     )
-    ray_rows_s, plain_rows_s = _throughput(small.path, setup)
+    rates = _throughput(small.path, setup)
     return {
         "table_rows": rows,
         "table_bytes": rows * row_bytes,
@@ -174,8 +177,9 @@ def child(folder: Path, quick: bool) -> dict[str, Any]:
         "driver_peak": sampler.peaks.get("driver", 0),
         "worker_peak": max(workers.values(), default=0),
         "worker_peaks": _by_role(workers),
-        "ray_rows_s": ray_rows_s,
-        "plain_rows_s": plain_rows_s,
+        "ray_rows_s": rates["ray"],
+        "plain_rows_s": rates["plain"],
+        "ray_shuffled_rows_s": rates["ray shuffled"],
     }
 
 
@@ -203,8 +207,9 @@ def _train(path: str) -> None:
     run_training(cfg, Settings.from_env())
 
 
-def _throughput(path: str, setup: DataBenchSetup) -> tuple[list[float], list[float]]:
-    """rows/s of one training pass, Ray Data vs DataLoader, alternated (after one warm-up each)."""
+def _throughput(path: str, setup: DataBenchSetup) -> dict[str, list[float]]:
+    """rows/s of one training pass: Ray Data, the DataLoader and Ray Data with the training
+    run's local shuffle, alternated (after one warm-up each)."""
     from raylife.config import DataConfig
     from raylife.data import prepare
     from raylife.registry import get_spec
@@ -212,18 +217,19 @@ def _throughput(path: str, setup: DataBenchSetup) -> tuple[list[float], list[flo
     spec = get_spec("iris")
     data = prepare(spec, DataConfig(source=path, target="target"))
     assert data.stream is not None
-    ray_batches = data.stream.batches(
-        data.stream.datasets["train"], setup.batch_size, spec.task_obj, torch.device("cpu"), 0, True
-    )
-    plain_batches = _plain_loader(path, data.stream.plan, setup.batch_size, spec.task_obj)
-    ray_rows: list[float] = []
-    plain_rows: list[float] = []
+    train, cpu = data.stream.datasets["train"], torch.device("cpu")
+    contenders = {
+        "ray": data.stream.batches(train, setup.batch_size, spec.task_obj, cpu, 0, False),
+        "plain": _plain_loader(path, data.stream.plan, setup.batch_size, spec.task_obj),
+        "ray shuffled": data.stream.batches(train, setup.batch_size, spec.task_obj, cpu, 0, True),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
     for repeat in range(setup.repeats + 1):
-        for batches, out in ((ray_batches, ray_rows), (plain_batches, plain_rows)):
+        for name, batches in contenders.items():
             rate = _train_pass(batches, data)
             if repeat:  # the first pass of each warms up processes and caches
-                out.append(rate)
-    return ray_rows, plain_rows
+                rates[name].append(rate)
+    return rates
 
 
 def _train_pass(batches: Any, data: Any) -> float:
