@@ -138,3 +138,58 @@ def test_pin_header_sticky_routing_and_feedback(served: Any, tmp_path: Path) -> 
         print(canary.abort(settings, "iris"))
         runner.join(timeout=90)
     assert store.pointer("iris").version == champion
+
+
+def test_a_rollout_survives_a_serve_controller_restart(served: Any) -> None:
+    """The rollout lives in the deployment's user_config, which Serve's controller checkpoints:
+    killed and restarted, the controller still holds it, and a replica it starts afterwards
+    (the old ones killed too) routes by it."""
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    from raylife.serve.rollout import Rollout
+    from raylife.waiting import poll
+
+    settings, local, store = served
+    champion = store.pointer("iris").version
+    other = store.register(quick_artifact("iris", epochs=5))
+    rollout = Rollout(id="controller-restart", challenger=other, mode="canary", weight=50.0)
+    canary.set_rollout(settings, local, "iris", rollout)
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        ray.kill(controller, no_restart=False)
+        killed = {r.actor_id for r in _iris_replicas()}
+        assert killed
+        for replica in _iris_replicas():
+            ray.kill(ray.get_actor(replica.name, namespace=SERVE_NAMESPACE))
+
+        def running_again() -> bool:
+            states = serve.status().applications["iris"].deployments["ModelServer"].replica_states
+            return states.get("RUNNING", 0) >= 1 and not states.get("STARTING", 0)
+
+        assert poll(running_again, 180, interval_s=1, ignore=(Exception,))
+
+        def both_versions() -> bool:
+            row = {"row": [5.1, 3.5, 1.4, 0.2]}
+            with httpx.Client(timeout=10) as client:
+                answers = [client.post(f"{local.url}/iris", json=row) for _ in range(40)]
+            return {a.json()["version"] for a in answers if a.status_code == 200} == {
+                champion,
+                other,
+            }
+
+        assert poll(both_versions, 60, interval_s=1, ignore=(httpx.HTTPError,))
+        assert not killed & {r.actor_id for r in _iris_replicas()}, (
+            "the answers came from new replicas"
+        )
+        assert canary.figures(local.url, "iris")["rollout"]["id"] == "controller-restart"
+    finally:
+        canary.set_rollout(settings, local, "iris", None)
+
+
+def _iris_replicas() -> list[Any]:
+    from ray.util.state import list_actors
+
+    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a for a in alive if a.class_name.startswith("ServeReplica:iris:")]
