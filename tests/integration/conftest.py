@@ -68,3 +68,11 @@ def serving_quick_models(home: Path, models: list[str]) -> Iterator[tuple[Any, A
 def wait_for(condition: Any, timeout_s: float) -> bool:
     """Poll `condition` every 0.5 s until it holds (True) or `timeout_s` passes (False)."""
     return bool(poll(condition, timeout_s))
+
+
+def alive_replicas(app: str) -> list[Any]:
+    """The ALIVE replica actors of a Serve application (Ray's state API)."""
+    from ray.util.state import list_actors
+
+    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return [a for a in alive if a.class_name.startswith(f"ServeReplica:{app}:")]

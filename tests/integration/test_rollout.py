@@ -16,7 +16,7 @@ from raylife.serve import canary
 from raylife.serve.rollout import PIN_HEADER, REQUEST_ID_HEADER
 from raylife.store import ModelStore
 from tests.conftest import prepared, quick_artifact
-from tests.integration.conftest import serving_quick_models
+from tests.integration.conftest import alive_replicas, serving_quick_models
 
 QUICK_GATES = canary.Gates(min_requests=5, min_feedback=10**6, min_latency_samples=10**6)
 """Short dwell times carry too few requests for the latency and metric gates (the bench has them)."""
@@ -159,9 +159,9 @@ def test_a_rollout_survives_a_serve_controller_restart(served: Any) -> None:
     try:
         controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
         ray.kill(controller, no_restart=False)
-        killed = {r.actor_id for r in _iris_replicas()}
+        killed = {r.actor_id for r in alive_replicas("iris")}
         assert killed
-        for replica in _iris_replicas():
+        for replica in alive_replicas("iris"):
             ray.kill(ray.get_actor(replica.name, namespace=SERVE_NAMESPACE))
 
         def running_again() -> bool:
@@ -180,16 +180,9 @@ def test_a_rollout_survives_a_serve_controller_restart(served: Any) -> None:
             }
 
         assert poll(both_versions, 60, interval_s=1, ignore=(httpx.HTTPError,))
-        assert not killed & {r.actor_id for r in _iris_replicas()}, (
+        assert not killed & {r.actor_id for r in alive_replicas("iris")}, (
             "the answers came from new replicas"
         )
         assert canary.figures(local.url, "iris")["rollout"]["id"] == "controller-restart"
     finally:
         canary.set_rollout(settings, local, "iris", None)
-
-
-def _iris_replicas() -> list[Any]:
-    from ray.util.state import list_actors
-
-    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return [a for a in alive if a.class_name.startswith("ServeReplica:iris:")]

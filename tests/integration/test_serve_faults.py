@@ -25,7 +25,7 @@ from raylife.serve import config as serve_config
 from raylife.serve import local as serving
 from raylife.tools.loadtest import run_load
 from tests.conftest import prepared
-from tests.integration.conftest import serving_quick_models, wait_for
+from tests.integration.conftest import alive_replicas, serving_quick_models, wait_for
 
 pytestmark = pytest.mark.slow
 MODELS = ["iris", "mnist"]
@@ -67,16 +67,9 @@ def _running(app: str) -> dict[str, int]:
     return {state: count for state, count in states.items() if count}
 
 
-def _replicas(app: str) -> list[Any]:
-    from ray.util.state import list_actors
-
-    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return [a for a in alive if a.class_name.startswith(f"ServeReplica:{app}:")]
-
-
 def test_replica_killed_under_load_loses_no_request(served):
     _, url = served
-    victim = _replicas("iris")[0]
+    victim = alive_replicas("iris")[0]
     results: dict[str, Any] = {}
 
     def load() -> None:
@@ -103,8 +96,10 @@ def test_replica_killed_under_load_loses_no_request(served):
     )
     assert result.ok_final == result.requests, result.errors  # nothing lost
     assert result.ok_first_try >= 0.99 * result.requests
-    assert wait_for(lambda: len(_replicas("iris")) == 2, 90), "Serve did not replace the replica"
-    assert victim.pid not in {a.pid for a in _replicas("iris")}
+    assert wait_for(lambda: len(alive_replicas("iris")) == 2, 90), (
+        "Serve did not replace the replica"
+    )
+    assert victim.pid not in {a.pid for a in alive_replicas("iris")}
 
 
 async def _burst(url: str, body: bytes, n: int) -> list[tuple[str, float]]:
@@ -164,10 +159,10 @@ def test_fuzzing_every_route_of_the_live_app(served, model, schema_share):
 
     _, url = served
     _settle()  # a replica replaced by an earlier test would otherwise look like a restart here
-    before = {a.pid for a in _replicas(model)}
+    before = {a.pid for a in alive_replicas(model)}
     report = fuzz_routes(f"{url}/{model}", per_route=300, schema_share=schema_share)
     total = sum(stats["requests"] for stats in report.values())
     print(f"\nfuzzed {model}: {total} requests over {len(report)} routes")
     assert not problems(report), "\n".join(problems(report))
     assert all(stats["requests"] >= 300 for stats in report.values())
-    assert {a.pid for a in _replicas(model)} == before, "a replica was replaced during fuzzing"
+    assert {a.pid for a in alive_replicas(model)} == before, "a replica was replaced during fuzzing"
