@@ -353,7 +353,7 @@ class Scorer:
         written here, so the answers never travel through the object store."""
         import pyarrow.parquet as pq
 
-        rows = []
+        rows, started = [], time.time()
         for index, item in zip(batch["index"], batch["chunk"], strict=True):
             chunk, written, writer = Chunk(**json.loads(item)), 0, None
             path = f"{self.staging}/part-{int(index):05d}.parquet"
@@ -372,7 +372,13 @@ class Scorer:
                 if writer is not None:
                     writer.close()
             rows.append(written)
-        return {"rows": np.asarray(rows, dtype=np.int64)}
+        # Wall-clock bounds of the work (time.time: comparable across the actors' processes), for
+        # the scoring window the Summary reports beside the whole call.
+        return {
+            "rows": np.asarray(rows, dtype=np.int64),
+            "started": np.full(len(rows), started),
+            "ended": np.full(len(rows), time.time()),
+        }
 
     def _read(self, chunk: Chunk) -> Iterator[tuple[pa.Array, np.ndarray]]:
         if self.plan.kind == "images":
@@ -518,6 +524,10 @@ class Summary:
     rows: int
     files: int
     seconds: float
+    """The whole call: loading and planning, actor start, scoring, publishing."""
+    scoring_seconds: float
+    """From the first chunk's start to the last chunk's end on the actors: the part that grows
+    with the rows (seconds - scoring_seconds is the fixed cost)."""
 
 
 def actor_options(cfg: BatchConfig) -> dict[str, Any]:
@@ -540,7 +550,7 @@ def batch_predict(cfg: BatchConfig) -> Summary:
     planned = plan(cfg.input, artifact.schema, cfg.id_column)
     staging = staging_of(output)
     try:
-        written = _score(cfg, version, planned, artifact.schema.feature_names, staging)
+        written, scoring = _score(cfg, version, planned, artifact.schema.feature_names, staging)
         if written != planned.rows:  # a file changed after planning: publish nothing
             raise InputError(
                 f"input {source.uri} changed while scoring ({planned.rows} rows planned, "
@@ -560,13 +570,15 @@ def batch_predict(cfg: BatchConfig) -> Summary:
         publish(staging, output, marker)
     finally:
         _remove(staging)
-    return Summary(output.uri, cfg.model, version, planned.rows, files, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return Summary(output.uri, cfg.model, version, planned.rows, files, seconds, scoring)
 
 
 def _score(
     cfg: BatchConfig, version: str, planned: Plan, features: list[str], staging: Location
-) -> int:
-    """Rows written into `staging` by the actor pool, one part file per chunk."""
+) -> tuple[int, float]:
+    """Rows written into `staging` by the actor pool, one part file per chunk, and the scoring
+    window in seconds (first chunk started to last chunk ended)."""
     import ray.data
 
     from raylife.cluster import ensure_ray
@@ -583,12 +595,14 @@ def _score(
         **actor_options(cfg),
     )
     try:
-        return sum(int(row["rows"]) for row in scored.iter_rows())
+        done = list(scored.iter_rows())
     except Exception as exc:
         user_error = _user_error(exc)
         if user_error is None:
             raise
         raise user_error from None
+    window = max(r["ended"] for r in done) - min(r["started"] for r in done)
+    return sum(int(r["rows"]) for r in done), float(window)
 
 
 def _user_error(exc: BaseException) -> RaylifeError | None:

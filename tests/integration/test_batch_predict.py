@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,11 @@ def test_a_parquet_table_round_trip_equals_predict(store, tmp_path, capsys):
         str(tmp_path / "in"),
     ]
     assert main([*argv, "--output", str(out), "--actors", "2", "--batch-size", "8"]) == 0
-    assert f"{len(X)} rows" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"{len(X)} rows" in said
+    # The whole call and, inside it, the actors' scoring window (the part that grows with rows).
+    whole, scoring = re.search(r" in ([\d.]+) s .*scoring ([\d.]+) s", said).groups()
+    assert 0 < float(scoring) <= float(whole)
     assert json.loads((out / COMPLETE_MARKER).read_text())["rows"] == len(X)
     table = pq.read_table(out).sort_by("row_id")
     pd.DataFrame(X, columns=names).to_csv(tmp_path / "rows.csv", index=False)
@@ -104,3 +109,15 @@ def test_a_bad_row_found_by_an_actor_is_one_line_and_no_output(store, tmp_path, 
     [err] = [line for line in capsys.readouterr().err.splitlines() if "raylife: error" in line]
     assert "part-0.parquet: row with id 5 has" in err and "fix or drop such rows" in err
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["in"]
+
+
+def test_the_batch_bench_section_at_smoke_size(home):
+    # The section's own code path (`raylife bench --sections batch --quick`), with its figures.
+    from raylife.settings import Settings
+    from raylife.tools.bench import batch_bench
+
+    section = batch_bench.run(Settings.from_env(), quick=True, say=lambda _: None)
+    for contender in ("plain", "ray 1 actor", "ray 2 actors"):
+        assert section.figures[f"{contender} rows_per_s"].median > 0
+    assert section.figures["ray 2 actors fixed_seconds"].median > 0
+    assert [c.name for c in section.checks][-1].startswith("batch-predict (2 actors) scoring")

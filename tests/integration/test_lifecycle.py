@@ -118,6 +118,16 @@ def test_quality_report_shape(home, tmp_path, capsys):
     # rarely give the same accuracy with the same recipe, but they may: no equality check).
 
 
+def test_quality_through_the_streaming_path(home, tmp_path, capsys):
+    # The recipe trained from Iris written out as a Parquet folder (Ray Data, hashed splits): a
+    # broken stream (wrong labels, unscaled features, rows lost) scores near chance (0.33).
+    output = tmp_path / "quality.json"
+    assert raylife(f"quality --models iris --seeds 0 --via stream --output {output}") == 0
+    entry = json.loads(output.read_text())["iris"]
+    assert entry["via"] == "stream" and entry["values"][0] >= 0.8
+    assert (home / "quality-stream" / "iris" / "part-000.parquet").exists()
+
+
 @pytest.mark.parametrize("selection", ["best", "last"])
 def test_epoch_selection_picks_the_run_checkpoint(home, capsys, selection):
     # Every epoch reported with a checkpoint, so both choices are among the kept checkpoints.

@@ -364,7 +364,9 @@ def test_bench_table_and_plain_loop_without_ray(tmp_path, monkeypatch):
     monkeypatch.delenv("RAYLIFE_STORE", raising=False)
     settings = Settings.from_env()
     store_uri, names = batch_bench.bench_artifact(settings)
-    setup = batch_bench.BatchBenchSetup(rows=1000, parts=2, repeats=1, batch_size=256)
+    setup = batch_bench.BatchBenchSetup(
+        rows=1000, parts=2, repeats=1, batch_size=256, scale_factor=0
+    )
     batch_bench.write_table(tmp_path / "in", setup, names)
     measured = batch_bench.plain_loop(store_uri, tmp_path / "in", tmp_path / "out", 256)
     assert measured["rows_per_s"] > 0
@@ -372,3 +374,25 @@ def test_bench_table_and_plain_loop_without_ray(tmp_path, monkeypatch):
     assert sorted(table.column("id").to_pylist()) == list(range(1000))
     assert set(table.column("prediction").to_pylist()) <= {"b", "g"}
     assert batch_bench.setup_for(quick=False).rows == 1_000_000
+
+
+def test_bench_splits_the_whole_call_into_fixed_cost_and_rate():
+    from raylife.tools.bench import batch_bench
+    from raylife.tools.bench.stats import Section
+
+    # Plain: 200k rows/s. Actors: 400k rows/s once up, after 5 s of start. Both take
+    # 5 + n/400k = n/200k s at n = 2M rows: the break-even.
+    section = Section("batch", {})
+    section.add("plain rows_per_s", [200_000.0], "rows/s")
+    section.add("ray 2 actors scoring_rows_per_s", [400_000.0], "rows/s")
+    section.add("ray 2 actors fixed_seconds", [5.0], "s")
+    batch_bench._fixed_and_rate(section)
+    assert section.figures["break-even rows (2 actors)"].median == pytest.approx(2_000_000)
+    (check,) = section.checks
+    assert check.value == pytest.approx(2.0) and check.met
+    slower = Section("batch", {})  # actors slower than the plain loop even when up: no break-even
+    slower.add("plain rows_per_s", [200_000.0], "rows/s")
+    slower.add("ray 2 actors scoring_rows_per_s", [100_000.0], "rows/s")
+    slower.add("ray 2 actors fixed_seconds", [5.0], "s")
+    batch_bench._fixed_and_rate(slower)
+    assert "break-even rows (2 actors)" not in slower.figures and not slower.checks[0].met

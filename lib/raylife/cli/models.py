@@ -178,7 +178,9 @@ def cmd_batch_predict(args: argparse.Namespace) -> None:
     done = batch_predict(cfg)
     print(
         f"{done.model} {done.version}: {done.rows} rows -> {done.output} ({done.files} Parquet "
-        f"files + {COMPLETE_MARKER}) in {done.seconds:.1f} s ({done.rows / done.seconds:,.0f} rows/s)"
+        f"files + {COMPLETE_MARKER}) in {done.seconds:.1f} s ({done.rows / done.seconds:,.0f} rows/s; "
+        f"scoring {done.scoring_seconds:.1f} s at {done.rows / done.scoring_seconds:,.0f} rows/s, "
+        f"the rest is planning, starting {cfg.actors} actor(s) and publishing)"
     )
 
 

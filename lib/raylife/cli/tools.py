@@ -24,6 +24,13 @@ def register(verbs: Any) -> None:
         default=None,
         help="Ray Train workers per run (default: decided per model by measurement)",
     )
+    quality.add_argument(
+        "--via",
+        choices=("memory", "stream"),
+        default="memory",
+        help="memory: the embedded datasets' in-memory path (default); stream: the same "
+        "datasets written as files and trained through the Ray Data streaming path (--data)",
+    )
     quality.add_argument("--output", default="reports/quality.json")
     quality.set_defaults(func=cmd_quality)
 
@@ -137,6 +144,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
         seed_list(args.seeds),
         settings_from(args),
         num_workers=args.num_workers,
+        via=args.via,
     )
     path = quality.write_report(report, Path(args.output))
     print(quality.format_report(report))

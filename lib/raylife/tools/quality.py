@@ -2,7 +2,12 @@
 split. Writes {"<model>": {"metric", "mean", "std", "ci95", "seeds", "values"}}.
 
 A model's seeds run as one FIFO Tune grid (tune.run_sweep with `seeds`): trials sized like the
-main job's (raylife.sizing), side by side, each with its own split and initialisation."""
+main job's (raylife.sizing), side by side, each with its own split and initialisation.
+
+`via="stream"` trains the same recipes through the streaming path instead (raylife.streaming, as
+`--data FOLDER` does): each embedded dataset is written out as files (raylife.dataset_export) and
+split by its hashed row ids, so the two paths' figures differ by their splits, not by their
+maths."""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ import json
 import math
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from raylife.config import DataConfig, TrainConfig, TuneConfig
 from raylife.data import prepare
+from raylife.dataset_export import export_embedded
 from raylife.evaluate import evaluate_artifact
 from raylife.register import local_checkpoint
 from raylife.registry import get_spec
@@ -22,6 +29,9 @@ from raylife.settings import Settings
 from raylife.store import load_artifact_dir
 from raylife.train import new_run_name
 from raylife.tune import SEED, run_sweep
+
+VIA = ("memory", "stream")
+"""How the rows reach training: the in-memory path of the embedded datasets, or streaming."""
 
 QUALITY_BARS = {"ionosphere": 0.93, "iris": 0.95, "boston": 3.8, "mnist": 0.965}
 """Floors on the mean over seeds: accuracy at least, or RMSE at most."""
@@ -45,15 +55,23 @@ def measure(
     settings: Settings,
     num_workers: int | None = None,
     say: Callable[[str], None] = print,
+    via: str = "memory",
 ) -> dict[str, dict[str, Any]]:
     """num_workers: Ray Train workers per run; None: raylife.sizing decides (as in sweeps)."""
+    if via not in VIA:
+        raise ValueError(f"via must be one of {VIA}, not {via!r}")
     report: dict[str, dict[str, Any]] = {}
     for model in models:
         spec = get_spec(model)
         metric = spec.task_obj.metric
+        data_cfg = (
+            export_embedded(spec, Path(settings.home) / "quality-stream" / model)
+            if via == "stream"
+            else DataConfig()
+        )
         # The seed moves both the split and the initialisation: variation of the whole recipe.
         grid = run_sweep(
-            TrainConfig(model=model, hparams=spec.defaults),
+            TrainConfig(model=model, hparams=spec.defaults, data=data_cfg),
             TuneConfig(
                 num_samples=len(seeds),
                 scheduler="fifo",
@@ -66,7 +84,7 @@ def measure(
         by_seed = {int(row[SEED]): str(row["trial"]) for _, row in grid.trials.iterrows()}
         values = []
         for seed in seeds:
-            data = prepare(spec, DataConfig(seed=seed))
+            data = prepare(spec, replace(data_cfg, seed=seed))
             with local_checkpoint(grid.chosen[by_seed[seed]]) as folder:
                 scores = evaluate_artifact(load_artifact_dir(folder), data)
             values.append(scores[f"test_{metric}"])
@@ -78,6 +96,7 @@ def measure(
             "ci95": ci95(values),
             "seeds": list(seeds),
             "values": values,
+            **({"via": via} if via != "memory" else {}),
         }
     return report
 

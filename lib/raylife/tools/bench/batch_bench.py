@@ -3,8 +3,15 @@ Predictor over pyarrow batches, on one generated Parquet table; and 1 vs 2 actor
 
 Both sides do the same work per row: read the feature columns, `Predictor.predict_batch`, build the
 same output rows (`raylife.batch_predict.answer_table`) and write them as Parquet. The plain loop
-is one process with torch's default threads; batch-predict's time is the whole call (planning,
-actor start and model load, scoring, publishing), so its fixed costs count against it.
+is one process with torch's default threads, already warm (torch imported, in the bench's own
+process); batch-predict's time is the whole call (planning, actor start and model load, scoring,
+publishing), so its fixed costs count against it.
+
+The whole call is a fixed cost (two new processes importing torch: seconds on 2 cores) plus a rate,
+so one table size cannot tell them apart. The section also reports the scoring window (first chunk
+started to last chunk ended, on the actors), the fixed cost, the table size from which the whole
+call beats the plain loop (fixed cost / (1/plain rate - 1/scoring rate)), and one alternated round
+on a table `scale_factor` times larger to check that prediction.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ class BatchBenchSetup:
     parts: int
     repeats: int
     batch_size: int
+    scale_factor: int
+    """The larger table's rows / rows (0: no larger table)."""
 
 
 def setup_for(quick: bool) -> BatchBenchSetup:
     if quick:
-        return BatchBenchSetup(rows=20_000, parts=2, repeats=1, batch_size=4096)
-    return BatchBenchSetup(rows=1_000_000, parts=8, repeats=3, batch_size=4096)
+        return BatchBenchSetup(rows=20_000, parts=2, repeats=1, batch_size=4096, scale_factor=0)
+    return BatchBenchSetup(rows=1_000_000, parts=8, repeats=3, batch_size=4096, scale_factor=10)
 
 
 def bench_artifact(settings: Settings) -> tuple[str, list[str]]:
@@ -123,7 +132,12 @@ def ray_run(
         overwrite=True,
     )
     done = batch_predict(cfg)
-    return {"rows_per_s": done.rows / done.seconds, "seconds": done.seconds}
+    return {
+        "rows_per_s": done.rows / done.seconds,
+        "seconds": done.seconds,
+        "scoring_rows_per_s": done.rows / done.scoring_seconds,
+        "fixed_seconds": done.seconds - done.scoring_seconds,
+    }
 
 
 def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> Section:
@@ -150,8 +164,8 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
     }
     measured = alternate(contenders, setup.repeats, say)
     for contender, values in measured.items():
-        section.add(f"{contender} rows_per_s", values["rows_per_s"], "rows/s")
-        section.add(f"{contender} seconds", values["seconds"], "s")
+        for key, series in values.items():
+            section.add(f"{contender} {key}", series, "rows/s" if "rows_per_s" in key else "s")
     section.check(
         "batch-predict (2 actors) / plain loop, rows/s",
         section.ratio("ray 2 actors rows_per_s", "plain rows_per_s"),
@@ -165,5 +179,66 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
         1.3,
         "scaling on 2 cores",
     )
+    _fixed_and_rate(section)
+    if setup.scale_factor:
+        _at_scale(section, setup, store_uri, names, work, say)
     section.seconds = time.monotonic() - started
     return section
+
+
+def _fixed_and_rate(section: Section) -> None:
+    """The whole call split into its fixed cost and its scoring rate, and where it breaks even."""
+    plain = section.figures["plain rows_per_s"].median
+    scoring = section.figures["ray 2 actors scoring_rows_per_s"].median
+    fixed = section.figures["ray 2 actors fixed_seconds"].median
+    section.check(
+        "batch-predict (2 actors) scoring window / plain loop, rows/s",
+        scoring / plain,
+        ">=",
+        1.0,
+        "the rate once the actors are up; the fixed cost is reported beside it",
+    )
+    if scoring > plain:
+        section.add("break-even rows (2 actors)", [fixed / (1 / plain - 1 / scoring)], "rows")
+
+
+def _at_scale(
+    section: Section,
+    setup: BatchBenchSetup,
+    store_uri: str,
+    names: list[str],
+    work: Path,
+    say: Callable[[str], None],
+) -> None:
+    """One alternated round on a table scale_factor times larger: the break-even, tested."""
+    large = BatchBenchSetup(
+        rows=setup.rows * setup.scale_factor,
+        parts=setup.parts * setup.scale_factor,
+        repeats=1,
+        batch_size=setup.batch_size,
+        scale_factor=0,
+    )
+    write_table(work / "input-large", large, names)
+    say(f"  batch: plain loop vs batch-predict (2 actors), {large.rows:,} rows")
+    measured = alternate(
+        {
+            "plain": lambda _: plain_loop(
+                store_uri, work / "input-large", work / "plain", large.batch_size
+            ),
+            "ray 2 actors": lambda _: ray_run(
+                store_uri, work / "input-large", work / "ray", 2, large.batch_size
+            ),
+        },
+        1,
+        say,
+    )
+    rows = f"{large.rows // 1_000_000}M"
+    for contender, values in measured.items():
+        section.add(f"{rows} rows: {contender} rows_per_s", values["rows_per_s"], "rows/s")
+    section.check(
+        f"batch-predict (2 actors) / plain loop at {rows} rows, rows/s",
+        section.ratio(f"{rows} rows: ray 2 actors rows_per_s", f"{rows} rows: plain rows_per_s"),
+        ">=",
+        1.0,
+        "one round: above the break-even the actors' rate pays for their start",
+    )
