@@ -12,7 +12,7 @@ SEEDS ?= 0,1,2
 QUALITY_SEEDS ?= 0,1,2,3,4,5,6,7,8,9
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ui test test-fast test-ha test-unit test-integration test-manifests quality selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
+.PHONY: help install run ui test test-fast test-ha test-unit test-integration test-manifests quality quality-stream selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ test-integration: $(INSTALLED) ## Integration tests only (shared local Ray clust
 
 quality: $(RUNTIME) ## Registry defaults x 10 seeds, mean/std/95% CI -> reports/quality.json (QUALITY_SEEDS=)
 	$(RAYLIFE) quality --models $(MODELS) --seeds $(QUALITY_SEEDS)
+
+quality-stream: $(RUNTIME) ## The same recipes through the Ray Data streaming path -> reports/quality-stream.json (~30 min)
+	$(RAYLIFE) quality --models $(MODELS) --seeds $(QUALITY_SEEDS) --via stream --output reports/quality-stream.json
 
 selection-study: $(RUNTIME) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
 	$(RAYLIFE) selection-study --models ionosphere,iris,boston --seeds $(SEEDS)

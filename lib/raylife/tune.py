@@ -91,11 +91,14 @@ def trial_train_config(
     return cfg.replace(seed=seed, data=dataclasses.replace(cfg.data, seed=seed))
 
 
-def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], storage: str) -> None:
+def _trial(
+    config: dict[str, Any], base: TrainConfig, data_box: tuple[Any, dict[int, Any]], storage: str
+) -> None:
     """Function trainable: the trial's run, its reports forwarded to Tune.
 
-    data_box holds the ObjectRef of the prepared data; the tuple keeps tune.with_parameters from
-    resolving it, so every trial's workers read the one shared copy.
+    data_box holds the ObjectRef of the prepared data, and those of the other splits the driver
+    prepared (by split seed, see `split_refs`); the tuple keeps tune.with_parameters from
+    resolving them, so every trial's workers read the one shared copy.
     """
     import ray
     from ray import tune
@@ -106,10 +109,15 @@ def _trial(config: dict[str, Any], base: TrainConfig, data_box: tuple[Any], stor
     context = tune.get_context()
     run_name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
     cfg = trial_train_config(base, config[HPARAMS], run_name, config.get(SEED))
-    # A trial of another split (a grid over seeds) prepares its own; the rest share one copy.
-    data_ref = (
-        data_box[0] if cfg.data == base.data else ray.put(prepare(get_spec(cfg.model), cfg.data))
-    )
+    # A trial of another split (a grid over seeds) takes the driver's copy of it, or prepares its
+    # own; the rest share one copy.
+    base_ref, split_refs = data_box
+    if cfg.data == base.data:
+        data_ref = base_ref
+    elif cfg.data.seed in split_refs:
+        data_ref = split_refs[cfg.data.seed]
+    else:
+        data_ref = ray.put(prepare(get_spec(cfg.model), cfg.data))
     if cfg.num_workers == 1:
         run_worker(cfg, ray.get(data_ref), TrialSession(run_name, cfg.use_gpu))
         return
@@ -326,7 +334,12 @@ def run_sweep(
         **({"GPU": 1} if plan.in_process and base.use_gpu else {}),
     }
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base, data_box=(ray.put(data),), storage=storage),
+        tune.with_parameters(
+            _trial,
+            base=base,
+            data_box=(ray.put(data), split_refs(spec, base, seeds)),
+            storage=storage,
+        ),
         resources,
     )
     path = f"{storage.rstrip('/')}/{name}"
@@ -386,6 +399,27 @@ def run_sweep(
     )
     outcome.plan = plan
     return outcome
+
+
+def split_refs(spec: ModelSpec, base: TrainConfig, seeds: list[int] | None) -> dict[int, Any]:
+    """The other seeds' splits of a streamed source, prepared here before any trial starts.
+
+    Preparing reads the source, and Ray Data's Parquet reader samples the files in a task that
+    needs a whole logical CPU: inside a trial, with the trials holding every CPU, that task never
+    runs and the sweep hangs (a seeds grid of 2 one-process trials on 2 CPUs did). An in-memory
+    source is prepared in the trial (empty here): no Ray task, and the trials work side by side.
+    """
+    import ray
+
+    from raylife.streaming import wants_streaming
+
+    if not seeds or not wants_streaming(base.data.source):
+        return {}
+    return {
+        seed: ray.put(prepare(spec, dataclasses.replace(base.data, seed=seed)))
+        for seed in seeds
+        if seed != base.data.seed
+    }
 
 
 def _param_space(

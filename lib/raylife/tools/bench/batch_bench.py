@@ -179,6 +179,13 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
         1.3,
         "scaling on 2 cores",
     )
+    section.check(
+        "2 actors / 1 actor, scoring window rows/s",
+        section.ratio("ray 2 actors scoring_rows_per_s", "ray 1 actor scoring_rows_per_s"),
+        ">=",
+        1.3,
+        "scaling once the actors are up",
+    )
     _fixed_and_rate(section)
     if setup.scale_factor:
         _at_scale(section, setup, store_uri, names, work, say)
