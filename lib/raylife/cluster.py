@@ -21,6 +21,11 @@ LOCAL_CLUSTER_TRAIN_ENV = {
     # the per-run watcher actor and metric callbacks (measured: ~1.8 s off each 2-worker fit).
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_METRICS_ENABLED": "0",
+    # Ray kills an idle worker after 1 s once the node's workers outnumber its CPUs, and the actors
+    # (trials, Train workers, Ray Data's own) alone do: every epoch of a streamed table then
+    # started a new process for its read task (importing Ray Data and pyarrow), ~5 s of CPU per
+    # epoch on 2 cores. Keeping a few idle workers made an Iris epoch through Ray Data 0.8 s.
+    "RAY_num_workers_soft_limit": "12",
 }
 
 PRELOAD_ENV = {
