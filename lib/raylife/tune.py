@@ -111,11 +111,11 @@ def _trial(
     cfg = trial_train_config(base, config[HPARAMS], run_name, config.get(SEED))
     # A trial of another split (a grid over seeds) takes the driver's copy of it, or prepares its
     # own; the rest share one copy.
-    base_ref, split_refs = data_box
+    base_ref, by_seed = data_box
     if cfg.data == base.data:
         data_ref = base_ref
-    elif cfg.data.seed in split_refs:
-        data_ref = split_refs[cfg.data.seed]
+    elif cfg.data.seed in by_seed:
+        data_ref = by_seed[cfg.data.seed]
     else:
         data_ref = ray.put(prepare(get_spec(cfg.model), cfg.data))
     if cfg.num_workers == 1:

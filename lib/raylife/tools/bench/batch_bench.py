@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -153,15 +154,7 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
     )
     started = time.monotonic()
     say(f"  batch: plain loop vs batch-predict (1 and 2 actors), {setup.rows:,} rows")
-    contenders: dict[str, Callable[[int], dict[str, float]]] = {
-        "plain": lambda _: plain_loop(store_uri, work / "input", work / "plain", setup.batch_size),
-        "ray 1 actor": lambda _: ray_run(
-            store_uri, work / "input", work / "ray", 1, setup.batch_size
-        ),
-        "ray 2 actors": lambda _: ray_run(
-            store_uri, work / "input", work / "ray", 2, setup.batch_size
-        ),
-    }
+    contenders = _contenders(store_uri, work, "input", setup.batch_size, actors=(1, 2))
     measured = alternate(contenders, setup.repeats, say)
     for contender, values in measured.items():
         for key, series in values.items():
@@ -191,6 +184,27 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
         _at_scale(section, setup, store_uri, names, work, say)
     section.seconds = time.monotonic() - started
     return section
+
+
+def _contenders(
+    store_uri: str, work: Path, table: str, batch_size: int, actors: tuple[int, ...]
+) -> dict[str, Callable[[int], dict[str, float]]]:
+    """The plain loop and batch-predict with each pool size, on the table work/<table>."""
+    source = work / table
+    contenders: dict[str, Callable[[int], dict[str, float]]] = {
+        "plain": lambda _: plain_loop(store_uri, source, work / "plain", batch_size)
+    }
+    for n in actors:
+        contenders[f"ray {n} actor{'s' if n > 1 else ''}"] = partial(
+            _ray_round, store_uri, source, work / "ray", n, batch_size
+        )
+    return contenders
+
+
+def _ray_round(
+    store_uri: str, source: Path, out: Path, actors: int, batch_size: int, _round: int
+) -> dict[str, float]:
+    return ray_run(store_uri, source, out, actors, batch_size)
 
 
 def _fixed_and_rate(section: Section) -> None:
@@ -228,16 +242,7 @@ def _at_scale(
     write_table(work / "input-large", large, names)
     say(f"  batch: plain loop vs batch-predict (2 actors), {large.rows:,} rows")
     measured = alternate(
-        {
-            "plain": lambda _: plain_loop(
-                store_uri, work / "input-large", work / "plain", large.batch_size
-            ),
-            "ray 2 actors": lambda _: ray_run(
-                store_uri, work / "input-large", work / "ray", 2, large.batch_size
-            ),
-        },
-        1,
-        say,
+        _contenders(store_uri, work, "input-large", large.batch_size, actors=(2,)), 1, say
     )
     rows = f"{large.rows // 1_000_000}M"
     for contender, values in measured.items():
