@@ -18,10 +18,12 @@ from ray import serve
 from ray.serve import Application
 
 from raylife.registry import MODEL_SPECS
-from raylife.serve.api import MAX_ROWS, build_model_api
-from raylife.serve.capture import CaptureWriter
-from raylife.serve.model_service import ModelService
-from raylife.serve.rollout import Rollout, Rollouts
+from raylife.serve.http import MAX_ROWS
+from raylife.serve.rollout import Rollout
+
+# What only a replica runs (torch, the model, the API) is imported in the replica: the Serve
+# controller builds each application from this module in a process of its own, and importing
+# torch there cost ~4 s of CPU per application (measured on 2 cores).
 
 OFFLOAD_MIN_VALUES = 2048
 """Requests with at least this many input values (160 Boston rows, 3 MNIST images) run off-loop."""
@@ -91,6 +93,10 @@ class ModelUserConfig(BaseModel):
 @serve.ingress()
 class ModelServer:
     def __init__(self, args: dict[str, Any]) -> None:
+        from raylife.serve.capture import CaptureWriter
+        from raylife.serve.model_service import ModelService
+        from raylife.serve.rollout import Rollouts
+
         self.args = ModelAppArgs.model_validate(args)
         self.service = ModelService(
             self.args.model,
@@ -104,6 +110,8 @@ class ModelServer:
         self.rollouts = Rollouts(self.args.model, self.service.device, self.service.load_version)
 
     def __serve_build_asgi_app__(self) -> Any:
+        from raylife.serve.api import build_model_api
+
         return build_model_api(
             self.service,
             self.predict,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from raylife.serve.api import error_response
+from raylife.serve.http import error_response
 
 MODEL_DEPLOYMENT = "ModelServer"
 

@@ -28,15 +28,6 @@ LOCAL_CLUSTER_TRAIN_ENV = {
     "RAY_num_workers_soft_limit": "12",
 }
 
-PRELOAD_ENV = {
-    # The worker processes Ray prestarts (one per logical CPU) import what a trial runs before
-    # any work arrives: importing raylife.tune (torch, Ray Tune, pandas) takes ~6 s on 2 cores,
-    # which the first trial actors then skip (measured: an actor ready in 0.1-0.7 s, not 4-6 s).
-    "RAY_preload_python_modules": "raylife.tune",
-}
-"""Only for a cluster with no more logical CPUs than cores: with more (a test cluster sized for
-DDP trials), the extra prestarted processes would import torch at once and starve the cores."""
-
 
 def apply_local_cluster_env(cluster_env: dict[str, str] | None = None) -> None:
     """Before a local cluster starts (every Ray process inherits it): Train's local settings plus
@@ -80,8 +71,10 @@ def ensure_ray(
     # here, after `import ray`, would bypass the config refresh Ray does when it turns it on).
     # tests/integration/test_job_submission.py checks that anonymous calls to it are refused.
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
-    preload = PRELOAD_ENV if cpus <= (os.cpu_count() or 1) else {}
-    apply_local_cluster_env({**preload, **(cluster_env or {})})
+    # No RAY_preload_python_modules: Ray applies it to every worker it starts, not only the
+    # prestarted ones, so each Serve build task, replica and proxy imported torch and Ray Tune
+    # (~4 s of CPU each on 2 cores) to save the first sweep's two trials their own import.
+    apply_local_cluster_env(cluster_env)
     _started_here = True
     ray.init(
         num_cpus=int(cpus + 0.999),

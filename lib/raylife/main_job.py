@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylife import plots
+from raylife import plots, tracking
 from raylife.cluster import ensure_ray, free_port, link_ray_logs
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data import prepare
@@ -67,6 +67,8 @@ def run_all(
     tune_cfg = TuneConfig(
         num_samples=samples, max_concurrent_trials=max_concurrent, workers_per_trial=num_workers
     )
+    if settings.mlflow_uri is not None:  # opened while the cluster starts (mostly waiting)
+        tracking.open_in_background(settings.mlflow_uri)
     if serve:  # the cluster the sweeps start will serve too: give it Serve's environment now
         ensure_ray(
             num_cpus=max(

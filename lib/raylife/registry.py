@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from raylife import data
 from raylife.config import Hyperparams
 from raylife.data import InputKind, RawData
 from raylife.errors import RaylifeError
-from raylife.tasks import TASKS, Task, TaskName
+
+if TYPE_CHECKING:  # raylife.tasks imports torch: a Serve app's build task needs only the names
+    from raylife.tasks import Task, TaskName
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class ModelSpec:
 
     @property
     def task_obj(self) -> Task:
+        from raylife.tasks import TASKS
+
         return TASKS[self.task_name]
 
     def preset(self, name: str) -> Hyperparams:

@@ -18,10 +18,12 @@ free.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,9 +91,29 @@ def client(uri: str) -> MlflowClient:
 
 
 _CLIENTS: dict[str, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+"""One opening per URI even with open_in_background's thread racing the caller."""
+
+
+def open_in_background(uri: str) -> None:
+    """Open the store of `uri` in a thread, so that the first use finds it open. A new local
+    store takes seconds of schema migrations (~8 s on 2 cores) that would otherwise hold up the
+    first sweep; `raylife run` starts this before its Ray cluster, whose start mostly waits.
+    A failure here is left for the caller's own client() to meet and report."""
+
+    def open_quietly() -> None:
+        with contextlib.suppress(Exception):
+            client(uri)
+
+    threading.Thread(target=open_quietly, name="mlflow-open", daemon=True).start()
 
 
 def _client(uri: str) -> Any:
+    with _CLIENTS_LOCK:
+        return _open(uri)
+
+
+def _open(uri: str) -> Any:
     if uri not in _CLIENTS:
         import logging
 

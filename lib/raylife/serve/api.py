@@ -22,13 +22,13 @@ from raylife.data import InputSchema, validate_rows
 from raylife.errors import RaylifeError
 from raylife.predict import image_to_array
 from raylife.serve.capture import CaptureWriter, new_request_id
+from raylife.serve.http import MAX_ROWS, error_response
 from raylife.serve.model_service import ModelService
 from raylife.serve.oip import oip_router
 from raylife.serve.rollout import RequestIds, Rollouts, add_rollout_routes, current_request
 from raylife.tasks import TASKS
 
 MAX_BODY_BYTES = 1024 * 1024
-MAX_ROWS = 256
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite JSON number: strings, booleans, NaN and Infinity are refused, never coerced."""
@@ -136,13 +136,6 @@ def rows_to_array(request: BaseModel, schema: InputSchema) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# Errors: JSON bodies {"error": <kind>, "message": <what is wrong and how to fix it>}
-
-
-def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": kind, "message": message, **extra}, status_code=status)
-
-
 def _describe(errors: list[Any]) -> str:
     """Readable pydantic errors. An input that matches none of a union's forms (named features, flat
     list, nested pixels) yields one error per element per form; keep the first error of each form."""

@@ -26,13 +26,15 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from raylife.errors import RaylifeError
-from raylife.predict import Predictor
+
+if TYPE_CHECKING:  # Predictor imports torch; a Rollout config must parse without it
+    from raylife.predict import Predictor
 
 PIN_HEADER = "x-raylife-version"
 """A request with this header is answered by the version it names (debugging; 422 if not served)."""
