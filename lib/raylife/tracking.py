@@ -95,7 +95,7 @@ _CLIENTS_LOCK = threading.Lock()
 """One opening per URI even with open_in_background's thread racing the caller."""
 
 
-def open_in_background(uri: str) -> None:
+def open_in_background(uri: str) -> threading.Thread:
     """Open the store of `uri` in a thread, so that the first use finds it open. A new local
     store takes seconds of schema migrations (~8 s on 2 cores) that would otherwise hold up the
     first sweep; `raylife run` starts this before its Ray cluster, whose start mostly waits.
@@ -105,29 +105,27 @@ def open_in_background(uri: str) -> None:
         with contextlib.suppress(Exception):
             client(uri)
 
-    threading.Thread(target=open_quietly, name="mlflow-open", daemon=True).start()
+    thread = threading.Thread(target=open_quietly, name="mlflow-open", daemon=True)
+    thread.start()
+    return thread
 
 
 def _client(uri: str) -> Any:
     with _CLIENTS_LOCK:
-        return _open(uri)
+        if uri not in _CLIENTS:
+            import logging
 
+            from mlflow import MlflowClient
 
-def _open(uri: str) -> Any:
-    if uri not in _CLIENTS:
-        import logging
-
-        from mlflow import MlflowClient
-
-        # MLflow logs each schema migration and model validation at INFO: not a run's output.
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        if uri.startswith("sqlite:///"):
-            database = Path(uri.removeprefix("sqlite:///"))
-            if not database.exists():
-                _say(f"creating the local MLflow store {database} (first use: ~10 s)")
-            database.parent.mkdir(parents=True, exist_ok=True)
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return _CLIENTS[uri]
+            # MLflow logs each schema migration and model validation at INFO: not a run's output.
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            if uri.startswith("sqlite:///"):
+                database = Path(uri.removeprefix("sqlite:///"))
+                if not database.exists():
+                    _say(f"creating the local MLflow store {database} (first use: ~10 s)")
+                database.parent.mkdir(parents=True, exist_ok=True)
+            _CLIENTS[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return _CLIENTS[uri]
 
 
 def prepare(cfg: TrainConfig) -> TrainConfig:

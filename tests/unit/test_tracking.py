@@ -441,3 +441,31 @@ def test_a_sweep_and_its_trials_show_in_the_mlflow_ui_in_a_headless_browser(trac
                 target.mkdir(parents=True, exist_ok=True)
                 for path in shots:
                     shutil.copy(path, target / path.name)
+
+
+def test_a_store_opened_in_the_background_is_the_one_the_run_uses(tmp_path):
+    """raylife run opens the MLflow store while its cluster starts; the run's own client() must
+    get that same client (one opening, one set of schema migrations), racing or not."""
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    thread = tracking.open_in_background(uri)
+    racing = tracking.client(uri)  # while the thread may still be opening it
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert tracking.client(uri) is racing
+    assert (tmp_path / "mlflow" / "mlflow.db").exists()
+
+
+def test_a_store_that_fails_in_the_background_still_fails_the_run_in_one_line(home):
+    """The thread swallows its failure; the run meets the same failure itself, with the message
+    that names the URI and the off switch."""
+    from raylife.cluster import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    tracking.open_in_background(url).join(timeout=60)
+    with pytest.raises(RaylifeError, match="unreachable") as failure:
+        tracking.prepare(
+            TrainConfig(
+                model="iris", hparams=get_spec("iris").debug, tracking=TrackingConfig(uri=url)
+            )
+        )
+    assert "--no-tracking" in str(failure.value)
