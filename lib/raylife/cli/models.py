@@ -178,10 +178,18 @@ def cmd_batch_predict(args: argparse.Namespace) -> None:
     done = batch_predict(cfg)
     print(
         f"{done.model} {done.version}: {done.rows} rows -> {done.output} ({done.files} Parquet "
-        f"files + {COMPLETE_MARKER}) in {done.seconds:.1f} s ({done.rows / done.seconds:,.0f} rows/s; "
-        f"scoring {done.scoring_seconds:.1f} s at {done.rows / done.scoring_seconds:,.0f} rows/s, "
+        f"files + {COMPLETE_MARKER}) in {_seconds(done.seconds)} s "
+        f"({done.rows / max(done.seconds, 1e-6):,.0f} rows/s; "
+        f"scoring {_seconds(done.scoring_seconds)} s at "
+        f"{done.rows / max(done.scoring_seconds, 1e-6):,.0f} rows/s, "
         f"the rest is planning, starting {cfg.actors} actor(s) and publishing)"
     )
+
+
+def _seconds(value: float) -> str:
+    """Seconds to print: one decimal from a second up, milliseconds below (a small table scores
+    in a few of them, and "0.0 s" would read as nothing done)."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.3f}"
 
 
 def _registered_predictor(args: argparse.Namespace) -> Any:
