@@ -154,4 +154,9 @@ def test_batch_timings_never_print_a_positive_window_as_zero():
     from raylife.cli.models import _seconds
 
     # A 30-row table scores in milliseconds; "0.0 s" would read as no work (and CI once saw it).
-    assert [_seconds(v) for v in (0.0123, 0.9994, 5.88, 1234.5)] == ["0.012", "0.999", "5.9", "1234.5"]
+    assert [_seconds(v) for v in (0.0123, 0.9994, 5.88, 1234.5)] == [
+        "0.012",
+        "0.999",
+        "5.9",
+        "1234.5",
+    ]
