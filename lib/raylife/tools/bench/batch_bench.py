@@ -136,7 +136,7 @@ def ray_run(
     return {
         "rows_per_s": done.rows / done.seconds,
         "seconds": done.seconds,
-        "scoring_rows_per_s": done.rows / done.scoring_seconds,
+        "scoring_rows_per_s": done.rows / max(done.scoring_seconds, 1e-6),
         "fixed_seconds": done.seconds - done.scoring_seconds,
     }
 
