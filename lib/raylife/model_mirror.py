@@ -17,6 +17,7 @@ verified. Imports mlflow at import: only the modules that need it import this on
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import tempfile
 import warnings
@@ -46,6 +47,11 @@ VERSION_TAG = "raylife.version"
 class RaylifeModel(PythonModel):
     """pyfunc flavor of a raylife artifact: rows in (a DataFrame of the schema's features, or an
     array of images), one label (classification) or value (regression) per row out."""
+
+    # MLflow wraps a subclass's predict to validate inputs by its type hints, and without hints
+    # it warns at class definition (in every run that trains). There is nothing to validate by:
+    # the logged signature is the schema's, and the Predictor checks every row itself.
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         self.predictor = predictor_from_files(
@@ -197,13 +203,31 @@ def save_pyfunc(artifact: Artifact, version: str, folder: Path) -> Path:
     for name, payload in files.items():
         (source / name).write_bytes(payload)
     target = folder / "model"
-    with warnings.catch_warnings():
-        # Advice about predict's type hints (the signature is given) and a pandas deprecation
-        # inside MLflow: noise in a training run's output.
-        warnings.filterwarnings("ignore", message="Add type hints", category=UserWarning)
-        warnings.filterwarnings("ignore", message="Operation with range is deprecated")
-        _save(artifact, source, target)
+    quiet = _WithoutMessage("Passing a Python object as `python_model`")
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            # A pandas deprecation inside MLflow: noise in a training run's output.
+            warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+            _save(artifact, source, target)
+    finally:
+        pyfunc_log.removeFilter(quiet)
     return target
+
+
+class _WithoutMessage(logging.Filter):
+    """Drops log records that start with `prefix`. Here: MLflow's advice, logged at WARNING on
+    every save, to log models from code instead of a Python object. Our object pickles by
+    reference (raylife.model_mirror.RaylifeModel, importable wherever raylife is installed, a
+    pip requirement of the model) and holds no state; its weights load with weights_only."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 def _save(artifact: Artifact, source: Path, target: Path) -> None:

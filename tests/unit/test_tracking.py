@@ -282,6 +282,39 @@ def test_store_versions_mirror_as_mlflow_models_and_champion_follows_the_pointer
     assert list(answer["label"]) == [expected]
 
 
+def test_mirroring_a_version_prints_no_mlflow_advice(tmp_path):
+    # Every trained version is mirrored, so MLflow's advice would print in every `make run`
+    # (issue 14: expected events print nothing). Importing the module defines the pyfunc class,
+    # where MLflow warns about predict's type hints: a fresh interpreter shows it.
+    import logging
+    import subprocess
+    import sys
+    import warnings
+
+    from raylife.model_mirror import save_pyfunc
+
+    imported = subprocess.run(
+        [sys.executable, "-W", "always", "-c", "import raylife.model_mirror"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "type hints" not in imported.stderr, imported.stderr[-2000:]
+    records: list[logging.LogRecord] = []
+    catcher = logging.Handler(logging.WARNING)
+    catcher.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("mlflow").addHandler(catcher)
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            model = save_pyfunc(quick_artifact("iris", epochs=0), "v1", tmp_path)
+    finally:
+        logging.getLogger("mlflow").removeHandler(catcher)
+    assert (model / "MLmodel").is_file()
+    assert [r.getMessage()[:80] for r in records] == []
+    assert [str(w.message)[:80] for w in warned if "mlflow" in w.filename] == []
+
+
 def test_a_failing_mirror_never_blocks_a_promotion_and_sync_repairs_it(tracked_home, capsys):
     from raylife.cluster import free_port
     from raylife.model_mirror import Mirror
