@@ -77,7 +77,7 @@ def run_all(
                 )
                 for m in models
             ),
-            cluster_env=serving.serving_cluster_env(),
+            cluster_env=serving.serving_cluster_env(own_ports=True),
         )
     for index, model in enumerate(models, start=1):
         say(f"\n[{index}/{len(models)}] {model}: {get_spec(model).description}")

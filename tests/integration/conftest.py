@@ -8,6 +8,7 @@ the previous trial's placement group, which is released asynchronously (see tune
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,34 @@ def ray_cluster():
     from raylife.serve import local
     from raylife.serve.rollout import FAULTS_ENV
 
-    # Exactly as a raylife command that serves starts its local cluster.
+    # Exactly as `raylife run` starts its local cluster, HAProxy on ports of its own: HAProxy's
+    # default ports stay taken for the whole session, as a `raylife serve` left running takes
+    # them, so every Serve test fails if the cluster ever falls back to them.
     # FAULTS_ENV: the rollout tests' challengers may misbehave on purpose (never set elsewhere).
-    cluster_env = {**local.serving_cluster_env(), FAULTS_ENV: "1"}
-    cluster.ensure_ray(num_cpus=6, cluster_env=cluster_env)
-    # The session owns this cluster: commands the tests run in-process must not stop it.
-    cluster._started_here = False
-    yield ray
-    ray.shutdown()
+    cluster_env = {**local.serving_cluster_env(own_ports=True), FAULTS_ENV: "1"}
+    with contextlib.ExitStack() as held:
+        for port in (8404, 9101):
+            held.enter_context(_listening(port))
+        cluster.ensure_ray(num_cpus=6, cluster_env=cluster_env)
+        # The session owns this cluster: commands the tests run in-process must not stop it.
+        cluster._started_here = False
+        yield ray
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _listening(port: int) -> Iterator[None]:
+    """A listener on `port` (all interfaces, as HAProxy binds), or nothing if it is taken."""
+    sock = socket.socket()
+    try:
+        sock.bind(("0.0.0.0", port))
+        sock.listen()
+    except OSError:  # already taken (by a `raylife serve` on this machine, say): the same test
+        pass
+    try:
+        yield
+    finally:
+        sock.close()
 
 
 def pytest_collection_modifyitems(items):

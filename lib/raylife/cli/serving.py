@@ -78,7 +78,9 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
         url = args.url.rstrip("/")
     else:
         batching = None if args.batching is None else args.batching == "on"
-        started = local.start(settings, [args.model], port=free_port(), batching=batching)
+        started = local.start(
+            settings, [args.model], port=free_port(), batching=batching, own_ports=True
+        )
         url = started.url
     try:
         if args.baseline:

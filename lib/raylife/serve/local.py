@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raylife.cluster import free_port
 from raylife.errors import RaylifeError
 from raylife.serve import config as serve_config
 from raylife.settings import Settings
@@ -83,8 +84,10 @@ def start(
     timeout_s: float = 180.0,
     batching: bool | None = None,
     num_gpus: float = 0.0,
+    own_ports: bool = False,
 ) -> LocalServe:
-    """Deploy the promoted versions of `models` on the local (or RAY_ADDRESS) cluster and wait."""
+    """Deploy the promoted versions of `models` on the local (or RAY_ADDRESS) cluster and wait.
+    own_ports: see serving_cluster_env (a cluster already running keeps what it has)."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     from raylife.cluster import dashboard_url, ensure_ray
@@ -97,7 +100,7 @@ def start(
             f"{settings.store_uri}; run `raylife run` or `raylife promote MODEL VERSION` first"
         )
     config = local_config(settings, serving, port, host, batching=batching, num_gpus=num_gpus)
-    ensure_ray(cluster_env=serving_cluster_env())
+    ensure_ray(cluster_env=serving_cluster_env(own_ports))
     dashboard = dashboard_url()
     try:
         ServeSubmissionClient(dashboard).deploy_applications(config)
@@ -112,10 +115,23 @@ def start(
     return local
 
 
-def serving_cluster_env() -> dict[str, str]:
+HAPROXY_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+"""HAProxy's stats page and Prometheus metrics listeners: fixed ports (8404, 9101) by default."""
+
+
+def serving_cluster_env(own_ports: bool = False) -> dict[str, str]:
     """What a local cluster that will serve needs in its processes' environment: the `local`
-    overlay's cluster_env (Serve's fast paths). Only for clusters started by raylife."""
-    return serve_config.cluster_env("local")
+    overlay's cluster_env (Serve's fast paths). Only for clusters started by raylife.
+
+    own_ports: a short-lived cluster (the main job's demo, a load test, the test suite) whose
+    HAProxy takes free ports for its stats and metrics listeners. With the fixed ones, a
+    `raylife serve` left running made `raylife run` fail at its very end, after every sweep, on
+    "cannot bind socket ... 0.0.0.0:9101". `raylife serve` keeps 8404 and 9101, where a
+    Prometheus scrape config expects them."""
+    env = serve_config.cluster_env("local")
+    if own_ports:
+        env.update({name: str(free_port()) for name in HAPROXY_PORT_VARIABLES})
+    return env
 
 
 def _client_host(host: str) -> str:

@@ -86,7 +86,7 @@ def run_bench(
     done: list[Section] = []
     in_cluster = [s for s in sections if s not in OWN_PROCESS]
     if in_cluster:
-        ensure_ray(num_cpus=cluster_cpus(), cluster_env=serving.serving_cluster_env())
+        ensure_ray(num_cpus=cluster_cpus(), cluster_env=serving.serving_cluster_env(own_ports=True))
         runners = {
             "train": train_bench.run,
             "trials": trials_bench.run,
