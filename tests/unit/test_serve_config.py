@@ -93,3 +93,14 @@ def test_building_an_application_does_not_import_torch(module):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert found == "[]", f"importing {module} pulled in {found}; import them in the replica"
+
+
+def test_a_refused_deployment_quotes_whole_words():
+    from raylife.serve.local import _tail
+
+    message = (
+        "Traceback (most recent call last):\n" + "x" * 50 + "\n[ALERT] cannot bind socket 9101"
+    )
+    assert _tail(message, 40) == "... [ALERT] cannot bind socket 9101"
+    assert _tail("short", 40) == "short"
+    assert _tail("a" * 60, 40) == "... " + "a" * 40

@@ -106,8 +106,8 @@ def start(
         ServeSubmissionClient(dashboard).deploy_applications(config)
     except RuntimeError as exc:
         raise RaylifeError(
-            f"Serve refused the deployment: {str(exc)[-600:]}. A process left from an earlier run "
-            "may hold a port (check `pgrep -a haproxy`, `ss -ltnp`)"
+            f"Serve refused the deployment: {_tail(str(exc), 600)}. A process left from an "
+            "earlier run may hold a port (check `pgrep -a haproxy`, `ss -ltnp`)"
         ) from exc
     wait_running([app["name"] for app in config["applications"]], timeout_s)
     local = LocalServe(f"http://{_client_host(host)}:{port}", dashboard, config, serving)
@@ -132,6 +132,17 @@ def serving_cluster_env(own_ports: bool = False) -> dict[str, str]:
     if own_ports:
         env.update({name: str(free_port()) for name in HAPROXY_PORT_VARIABLES})
     return env
+
+
+def _tail(text: str, limit: int) -> str:
+    """The end of a long message, cut at a line or word boundary (not mid-word)."""
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    for boundary in ("\n", " "):
+        if boundary in tail:
+            return "... " + tail.split(boundary, 1)[1].lstrip()
+    return "... " + tail
 
 
 def _client_host(host: str) -> str:
