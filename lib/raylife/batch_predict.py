@@ -529,6 +529,15 @@ class Summary:
     """From the first chunk's start to the last chunk's end on the actors: the part that grows
     with the rows (seconds - scoring_seconds is the fixed cost)."""
 
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / max(self.seconds, 1e-6)
+
+    @property
+    def scoring_rows_per_s(self) -> float:
+        """The actors' rate. A small table can score within the clock's resolution: never / 0."""
+        return self.rows / max(self.scoring_seconds, 1e-6)
+
 
 def actor_options(cfg: BatchConfig) -> dict[str, Any]:
     """map_batches' resources: a fixed pool of cfg.actors, each 1 CPU (and 1 GPU with use_gpu)."""

@@ -179,9 +179,8 @@ def cmd_batch_predict(args: argparse.Namespace) -> None:
     print(
         f"{done.model} {done.version}: {done.rows} rows -> {done.output} ({done.files} Parquet "
         f"files + {COMPLETE_MARKER}) in {_seconds(done.seconds)} s "
-        f"({done.rows / max(done.seconds, 1e-6):,.0f} rows/s; "
-        f"scoring {_seconds(done.scoring_seconds)} s at "
-        f"{done.rows / max(done.scoring_seconds, 1e-6):,.0f} rows/s, "
+        f"({done.rows_per_s:,.0f} rows/s; "
+        f"scoring {_seconds(done.scoring_seconds)} s at {done.scoring_rows_per_s:,.0f} rows/s, "
         f"the rest is planning, starting {cfg.actors} actor(s) and publishing)"
     )
 

@@ -134,9 +134,9 @@ def ray_run(
     )
     done = batch_predict(cfg)
     return {
-        "rows_per_s": done.rows / done.seconds,
+        "rows_per_s": done.rows_per_s,
         "seconds": done.seconds,
-        "scoring_rows_per_s": done.rows / max(done.scoring_seconds, 1e-6),
+        "scoring_rows_per_s": done.scoring_rows_per_s,
         "fixed_seconds": done.seconds - done.scoring_seconds,
     }
 
