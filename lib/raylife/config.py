@@ -164,6 +164,9 @@ class TrackingConfig:
     """The model's experiment, created by the driver before any worker starts."""
     parent_run_id: str | None = None
     """The sweep's MLflow run: a trial's run is nested under it."""
+    by_driver: bool = False
+    """A sweep's trial: the sweep's driver logs its run from the trial's reports (each report
+    carries its epochs' rows), so the trial's processes never import MLflow."""
 
     def replace(self, **changes: Any) -> TrackingConfig:
         return dataclasses.replace(self, **changes)

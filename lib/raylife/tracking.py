@@ -1,11 +1,16 @@
 """MLflow tracking: a Ray Train run is one MLflow run, a sweep a parent run with a nested run per
 trial. Ray Train V2 has no MLflow integration (its RunConfig refuses Tune's MLflowLoggerCallback),
-so the worker loop logs through a small tracker instead:
+so a run logs through a small tracker instead:
 
     tracker = worker_tracker(cfg, rank)       # a no-op unless rank 0 of a tracked run
-    tracker.start(cfg, data, run_name, history_so_far)
+    tracker.start(cfg, data.provenance, run_name, history_so_far)
     tracker.log_epoch(row, flush=due)         # buffered; flushed before every ray.train.report
     tracker.finish(make_artifact)             # final artifact files + learning curves, status
+
+A sweep's trials are logged by the same tracker in the sweep's driver (`tune.TrialTracking`, as
+Tune's own MLflowLoggerCallback does): each trial's reports carry the rows of its epochs since the
+previous report (`EPOCH_ROWS`), so a trial's process never imports MLflow nor opens its store
+(about 4 s of CPU per trial process, paid by each of a sweep's first trials).
 
 Runs are found again by their Ray run name (tag `raylife.run_name`): a resumed run, a worker
 group restarted by FailureConfig or a restored sweep continues THE SAME MLflow run, and only
@@ -58,6 +63,9 @@ RETRY_AFTER_S = 10.0
 """After a failed flush, wait this long before trying the server again (rows stay buffered)."""
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 """MLflow's HTTP client retries for minutes by default; a training run must not wait on it."""
+EPOCH_ROWS = "epoch_rows"
+"""Key of a trial's report that carries the rows of its epochs since its previous report, for the
+sweep's driver to log (taken out of the result before Tune's own loggers see it)."""
 
 
 def experiment_name(model: str) -> str:
@@ -186,14 +194,14 @@ def find_or_create_run(
     return run, False
 
 
-def run_params(cfg: TrainConfig, data: PreparedData) -> dict[str, str]:
-    """Every hyperparameter, the resources, seeds, data source and sha256, code and versions."""
+def run_params(cfg: TrainConfig, provenance: dict[str, Any]) -> dict[str, str]:
+    """Every hyperparameter, the resources, seeds, data source and sha256 (the prepared data's
+    provenance), code and versions."""
     import ray
     import torch
 
     from raylife.artifact import git_commit
 
-    provenance = data.provenance
     params: dict[str, Any] = {
         **{k: v for k, v in cfg.hparams.to_dict().items()},
         "model": cfg.model,
@@ -216,7 +224,11 @@ class NoTracker:
     """What a worker that does not log runs (tracking off, or a rank other than 0)."""
 
     def start(
-        self, cfg: TrainConfig, data: PreparedData, run_name: str, history: list[dict[str, float]]
+        self,
+        cfg: TrainConfig,
+        provenance: dict[str, Any],
+        run_name: str,
+        history: list[dict[str, float]],
     ) -> None:
         pass
 
@@ -240,17 +252,21 @@ class Tracker(NoTracker):
         self.error: str | None = None
         self.retry_at = 0.0
         self.metric = "accuracy"
-        self.opening: tuple[TrainConfig, PreparedData, str] | None = None
+        self.opening: tuple[TrainConfig, dict[str, Any], str] | None = None
 
     def start(
-        self, cfg: TrainConfig, data: PreparedData, run_name: str, history: list[dict[str, float]]
+        self,
+        cfg: TrainConfig,
+        provenance: dict[str, Any],
+        run_name: str,
+        history: list[dict[str, float]],
     ) -> None:
         """Find or create the run; queue the restored epochs the run has not logged yet."""
         from raylife.registry import get_spec
 
         self.run_name, self.model = run_name, cfg.model
         self.metric = get_spec(cfg.model).task_obj.metric
-        self.opening = (cfg, data, run_name)
+        self.opening = (cfg, provenance, run_name)
         self.pending = [dict(row) for row in history]
         self._connect(force=True)
 
@@ -270,7 +286,7 @@ class Tracker(NoTracker):
         self.pending = [row for row in self.pending if int(row["epoch"]) > self.last_epoch]
         return True
 
-    def _open(self, cfg: TrainConfig, data: PreparedData, run_name: str) -> None:
+    def _open(self, cfg: TrainConfig, provenance: dict[str, Any], run_name: str) -> None:
         from mlflow.entities import Param
 
         mlflow = client(self.tracking.uri)
@@ -283,7 +299,7 @@ class Tracker(NoTracker):
         run, created = find_or_create_run(mlflow, experiment, run_name, tags)
         self.run_id = run.info.run_id
         if created:
-            params = [Param(k, v) for k, v in run_params(cfg, data).items()]
+            params = [Param(k, v) for k, v in run_params(cfg, provenance).items()]
             mlflow.log_batch(self.run_id, params=params)
         else:
             self.last_epoch = int(run.data.tags.get(LAST_EPOCH_TAG, 0))
@@ -376,8 +392,9 @@ class Tracker(NoTracker):
 
 
 def worker_tracker(cfg: TrainConfig, rank: int) -> NoTracker:
-    """Rank 0 of a tracked run logs; every other worker does nothing."""
-    if cfg.tracking is None or rank != 0:
+    """Rank 0 of a tracked run logs; every other worker does nothing, and so does every worker of
+    a sweep's trial (its sweep's driver logs it)."""
+    if cfg.tracking is None or cfg.tracking.by_driver or rank != 0:
         return NoTracker()
     return Tracker(cfg.tracking)
 
@@ -410,7 +427,9 @@ def start_sweep(base: TrainConfig, tune_cfg: TuneConfig, data: PreparedData) -> 
         if created:
             sweep = {f"tune_{k}": v for k, v in dataclasses.asdict(tune_cfg).items() if k != "name"}
             # Workers per trial are decided later (raylife.sizing): each trial's run says.
-            params = {k: v for k, v in run_params(base, data).items() if k != "num_workers"}
+            params = {
+                k: v for k, v in run_params(base, data.provenance).items() if k != "num_workers"
+            }
             params |= {k: str(v) for k, v in sweep.items()}
             mlflow.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     except Exception as exc:  # the trials are still tracked, just not nested

@@ -45,7 +45,7 @@ from raylife.loop import (
 from raylife.models import build_model
 from raylife.registry import get_spec
 from raylife.settings import Settings
-from raylife.tracking import worker_tracker
+from raylife.tracking import EPOCH_ROWS, worker_tracker
 
 TRAIN_STATE_FILE = "train_state.pt"
 
@@ -172,7 +172,9 @@ class WorkerSession(Protocol):
 
     def latest_checkpoint(self) -> Any: ...
 
-    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None: ...
+    def report(self, row: dict[str, Any], checkpoint_folder: Path | None) -> None:
+        """One epoch's metrics (a trial's also carry its epochs' rows: tracking.EPOCH_ROWS)."""
+        ...
 
 
 class RayTrainSession:
@@ -210,7 +212,7 @@ class RayTrainSession:
 
         return ray.train.get_checkpoint()  # [4]
 
-    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None:
+    def report(self, row: dict[str, Any], checkpoint_folder: Path | None) -> None:
         import ray.train
 
         checkpoint = (
@@ -244,6 +246,9 @@ class _WorkerRun:
         )
         self.last_report = time.monotonic()
         self.best_unreported: _Snapshot | None = None
+        # A sweep's trial hands its epochs' rows to the sweep's driver, which logs them to MLflow.
+        self.rows_for_driver = bool(cfg.tracking and cfg.tracking.by_driver and self.rank == 0)
+        self.rows_reported = self.epochs_done  # restored epochs were reported before the restart
         val_X, val_y = (
             t[self.rank :: world].to(self.device) for t in as_tensors(data.val, self.task)
         )
@@ -348,12 +353,17 @@ class _WorkerRun:
 
     def _report(self, snapshot: _Snapshot) -> None:
         started = time.monotonic()
+        metrics: dict[str, Any] = snapshot.row
+        if self.rows_for_driver:
+            epoch = int(snapshot.row["epoch"])
+            rows = [r for r in self.history if self.rows_reported < r["epoch"] <= epoch]
+            metrics, self.rows_reported = {**metrics, EPOCH_ROWS: rows}, epoch
         if snapshot.weights is None:
-            self.session.report(snapshot.row, None)
+            self.session.report(metrics, None)
         else:
             with tempfile.TemporaryDirectory() as folder:
                 self._write_checkpoint(Path(folder), snapshot)
-                self.session.report(snapshot.row, Path(folder))
+                self.session.report(metrics, Path(folder))
         self.last_report = time.monotonic()
         self.timings["reports"].append(self.last_report - started)
 
@@ -401,7 +411,7 @@ def run_worker(cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> 
     objective, when report_interval_s has passed, at ASHA's rung epochs and at the end."""
     run = _WorkerRun(cfg, data, session)
     tracker = worker_tracker(cfg, session.rank)  # MLflow: rank 0 of a tracked run, else no-op
-    tracker.start(cfg, data, session.run_name, run.history)
+    tracker.start(cfg, data.provenance, session.run_name, run.history)
     if run.epochs_done >= cfg.hparams.epochs and run.history:
         # Resumed after its last epoch (the process that drove it died before recording the
         # end, e.g. a killed sweep): report the final epoch again so the caller gets its result.

@@ -162,7 +162,7 @@ class TrialSession:
 
         return tune.get_checkpoint()
 
-    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None:
+    def report(self, row: dict[str, Any], checkpoint_folder: Path | None) -> None:
         from ray import tune
 
         checkpoint = (
@@ -224,6 +224,67 @@ class TrialProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.say(f"    trial {trial.trial_id} FAILED; see its error.txt under {trial.local_path}")
+
+
+class TrialTracking(Callback):
+    """Each trial's MLflow run, logged from the sweep's driver (the pattern of Tune's own
+    MLflowLoggerCallback): a trial's reports carry its epochs' rows (tracking.EPOCH_ROWS), its last
+    checkpoint is its final artifact. The trials' processes never import MLflow or open its store:
+    about 4 s of CPU that each first trial of a sweep paid, two at once on 2 cores.
+
+    The same `tracking.Tracker` as a Ray Train run's rank 0, so a trial's run holds what a train
+    run holds (params, every epoch, final artifact files, learning curves) and is found again by
+    its Ray run name when a trial restarts or the sweep is resumed.
+    """
+
+    def __init__(self, base: TrainConfig, provenance: dict[str, Any], experiment: str) -> None:
+        # The provenance, not the data: Tune pickles its callbacks with the sweep's state.
+        self.base, self.provenance, self.experiment = base, provenance, experiment
+        self.trackers: dict[str, Any] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from raylife.tracking import Tracker
+
+        run_name = f"{self.experiment}-{trial.trial_id}"
+        cfg = trial_train_config(self.base, trial.config[HPARAMS], run_name, trial.config.get(SEED))
+        assert cfg.tracking is not None, "a tracked sweep's trials are tracked"
+        provenance = {**self.provenance, "split_seed": cfg.data.seed}
+        tracker = self.trackers[trial.trial_id] = Tracker(cfg.tracking)
+        tracker.start(cfg, provenance, run_name, [])
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        from raylife.tracking import EPOCH_ROWS
+
+        rows = result.pop(EPOCH_ROWS, [])  # Tune allows this: its CSV/JSON loggers come after
+        tracker = self.trackers.get(trial.trial_id)
+        if tracker is None:
+            return
+        for row in rows:
+            tracker.log_epoch(row)
+        tracker.flush()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tracker = self.trackers.pop(trial.trial_id, None)
+        if tracker is None:
+            return
+        checkpoint = trial.checkpoint  # the latest: Tune keeps it whatever num_to_keep says
+        tracker.finish(None if checkpoint is None else lambda: _checkpoint_artifact(checkpoint))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Its epochs so far are logged; the sweep's end marks the run FAILED (finish_sweep).
+        tracker = self.trackers.pop(trial.trial_id, None)
+        if tracker is not None:
+            tracker.flush(force=True)
+
+
+def _checkpoint_artifact(checkpoint: Any) -> Any:
+    """The artifact a trial's checkpoint folder holds (weights checksum-verified)."""
+    from raylife.store import load_artifact_dir
+
+    with checkpoint.as_directory() as folder:
+        return load_artifact_dir(Path(folder))
 
 
 @dataclass
@@ -318,6 +379,8 @@ def run_sweep(
     data = data or prepare(spec, base.data)  # bad data fails before Ray starts
     plan = plan_sweep(base, tune_cfg, data)
     base = base.replace(num_workers=plan.num_workers)
+    if base.tracking is not None:  # the trials' runs are logged here (TrialTracking)
+        base = base.replace(tracking=base.tracking.replace(by_driver=True))
     ensure_ray(num_cpus=required_cpus(base, tune_cfg))
     _check_capacity(base)
     concurrent = concurrent_trials(base, tune_cfg, ray.cluster_resources().get("CPU", 0.0))
@@ -375,7 +438,8 @@ def run_sweep(
                 storage_path=storage,
                 verbose=0,
                 callbacks=[
-                    TrialProgress(f"val_{task.metric}", task.mode, base.hparams.epoch_selection)
+                    TrialProgress(f"val_{task.metric}", task.mode, base.hparams.epoch_selection),
+                    *([TrialTracking(base, data.provenance, name)] if base.tracking else []),
                 ],
                 # Used by one-process trials (a DDP trial's checkpoints and restarts are Ray
                 # Train's, configured by build_trainer from the same fields).

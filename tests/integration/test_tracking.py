@@ -14,7 +14,8 @@ from raylife.settings import Settings
 
 
 def snapshot() -> dict[str, dict[str, Any]]:
-    """Every run of the iris experiment: id, kind, parent, status and its val_loss steps."""
+    """Every run of the iris experiment: id, kind, parent, status, its val_loss steps, params and
+    top-level artifact files."""
     uri = Settings.from_env().mlflow_uri
     assert uri is not None
     client = tracking.client(uri)
@@ -28,6 +29,7 @@ def snapshot() -> dict[str, dict[str, Any]]:
             "status": run.info.status,
             "steps": sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")),
             "params": run.data.params,
+            "files": {f.path for f in client.list_artifacts(run.info.run_id)},
         }
         for run in runs
     }
@@ -50,6 +52,9 @@ def test_a_sweep_is_a_parent_run_with_nested_trials_and_a_resume_duplicates_noth
         assert run["parent"] == parent["id"] and run["status"] == "FINISHED"
         assert run["steps"] == list(range(1, len(run["steps"]) + 1)) and run["steps"], run
         assert run["params"]["epochs"] == "2"
+        # Logged by the sweep's driver from the trial's last checkpoint: a trial stopped at a
+        # report (ASHA, or its last epoch) never reaches code after that report.
+        assert {"artifact", "learning_curves.png"} <= run["files"], run["files"]
 
     version = re.search(r"registered iris version (\S+):", out)
     assert version, out

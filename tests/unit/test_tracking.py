@@ -152,18 +152,50 @@ def test_a_resumed_run_continues_the_same_mlflow_run_without_duplicate_steps(
     assert steps(cfg, run.info.run_id) == [1, 2, 3, 4, 5]
 
 
-def test_a_trial_run_nests_under_its_sweep_and_asha_stops_are_tagged(tracked_home, tmp_path):
+class TuneSession(FakeSession):
+    """A one-process trial: each report goes through the sweep driver's TrialTracking callback
+    as Tune hands it over (a copy of the metrics; the checkpoint registered first)."""
+
+    def __init__(self, root: Path, run_name: str, callback: Any, trial: Any) -> None:
+        super().__init__(root, run_name)
+        self.callback, self.trial = callback, trial
+        self.logged_results: list[dict[str, Any]] = []
+
+    def report(self, row: dict[str, float], checkpoint_folder: Path | None) -> None:
+        super().report(row, checkpoint_folder)
+        self.trial.checkpoint = self.latest_checkpoint()
+        result = dict(row)
+        self.callback.on_trial_result(0, [], self.trial, result=result)
+        self.logged_results.append(result)  # what Tune's own loggers then see
+
+
+def test_a_sweeps_trials_are_logged_by_its_driver_nested_and_asha_stops_are_tagged(
+    tracked_home, tmp_path
+):
+    import types
+
     import pandas as pd
 
     from raylife.config import TuneConfig
+    from raylife.tune import HPARAMS, TrialTracking
 
     base = tracked_config(tracked_home, epochs=2)
     sweep = tracking.start_sweep(base, TuneConfig(name="tune-iris-unit"), prepared("iris"))
     assert sweep.run_id is not None
-    trial = base.replace(tracking=sweep.tracking)
-    for trial_id in ("t1", "t2"):
-        session = FakeSession(tmp_path / trial_id, f"tune-iris-unit-{trial_id}")
-        run_worker(trial, prepared("iris"), session)
+    assert sweep.tracking is not None
+    trial_base = base.replace(tracking=sweep.tracking.replace(by_driver=True))
+    assert isinstance(tracking.worker_tracker(trial_base, 0), tracking.NoTracker)
+    callback = TrialTracking(trial_base, prepared("iris").provenance, "tune-iris-unit")
+    for trial_id, lr in (("t1", 0.01), ("t2", 0.02)):
+        trial = types.SimpleNamespace(trial_id=trial_id, config={HPARAMS: {"lr": lr}})
+        callback.on_trial_start(0, [], trial)
+        session = TuneSession(tmp_path / trial_id, f"tune-iris-unit-{trial_id}", callback, trial)
+        cfg = trial_base.replace(hparams=trial_base.hparams.replace(lr=lr))
+        run_worker(cfg, prepared("iris"), session)
+        # Each report carried its epochs' rows; the callback took them out before Tune's loggers.
+        assert session.reported == [1, 2]
+        assert all(tracking.EPOCH_ROWS not in r for r in session.logged_results)
+        callback.on_trial_complete(0, [], trial)
     trials = pd.DataFrame(
         [{"trial": "t1", "status": "done"}, {"trial": "t2", "status": "stopped early"}]
     )
@@ -172,10 +204,15 @@ def test_a_trial_run_nests_under_its_sweep_and_asha_stops_are_tagged(tracked_hom
     assert again.run_id == sweep.run_id  # a restored sweep reuses its parent run
     runs = {r.info.run_name: r for r in runs_of(base)}
     assert set(runs) == {"tune-iris-unit", "tune-iris-unit-t1", "tune-iris-unit-t2"}
-    for trial_id in ("t1", "t2"):
+    client = tracking.client(base.tracking.uri)
+    for trial_id, lr in (("t1", 0.01), ("t2", 0.02)):
         child = runs[f"tune-iris-unit-{trial_id}"]
         assert child.data.tags[tracking.PARENT_TAG] == sweep.run_id
+        assert child.data.tags[tracking.KIND_TAG] == "trial" and child.info.status == "FINISHED"
+        assert child.data.params["lr"] == str(lr)
         assert steps(base, child.info.run_id) == [1, 2]
+        files = {f.path for f in client.list_artifacts(child.info.run_id)}
+        assert files == {"artifact", "learning_curves.png"}
     assert runs["tune-iris-unit-t2"].data.tags[tracking.STOPPED_TAG] == "asha"
     assert tracking.STOPPED_TAG not in runs["tune-iris-unit-t1"].data.tags
     assert runs["tune-iris-unit"].data.metrics["best_val_accuracy"] == 0.9
