@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,7 +230,8 @@ class TrialProgress(Callback):
 class TrialTracking(Callback):
     """Each trial's MLflow run, logged from the sweep's driver (the pattern of Tune's own
     MLflowLoggerCallback): a trial's reports carry its epochs' rows (tracking.EPOCH_ROWS), its last
-    checkpoint is its final artifact. The trials' processes never import MLflow or open its store:
+    checkpoint is its final artifact (Tune's for a one-process trial; for a DDP trial, Ray Train's,
+    whose path rides in the report). The trials' processes never import MLflow or open its store:
     about 4 s of CPU that each first trial of a sweep paid, two at once on 2 cores.
 
     The same `tracking.Tracker` as a Ray Train run's rank 0, so a trial's run holds what a train
@@ -241,6 +243,8 @@ class TrialTracking(Callback):
         # The provenance, not the data: Tune pickles its callbacks with the sweep's state.
         self.base, self.provenance, self.experiment = base, provenance, experiment
         self.trackers: dict[str, Any] = {}
+        self.train_checkpoints: dict[str, str] = {}
+        """A DDP trial's latest checkpoint: Ray Train keeps it, Tune only sees its path."""
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from raylife.tracking import Tracker
@@ -255,9 +259,13 @@ class TrialTracking(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
         from raylife.tracking import EPOCH_ROWS
 
         rows = result.pop(EPOCH_ROWS, [])  # Tune allows this: its CSV/JSON loggers come after
+        if result.get(CHECKPOINT_PATH_KEY):
+            self.train_checkpoints[trial.trial_id] = str(result[CHECKPOINT_PATH_KEY])
         tracker = self.trackers.get(trial.trial_id)
         if tracker is None:
             return
@@ -266,25 +274,34 @@ class TrialTracking(Callback):
         tracker.flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from ray.train import Checkpoint
+
         tracker = self.trackers.pop(trial.trial_id, None)
+        train_checkpoint = self.train_checkpoints.pop(trial.trial_id, None)
         if tracker is None:
             return
-        checkpoint = trial.checkpoint  # the latest: Tune keeps it whatever num_to_keep says
-        tracker.finish(None if checkpoint is None else lambda: _checkpoint_artifact(checkpoint))
+        # The latest checkpoint: Tune and Ray Train keep it whatever num_to_keep says.
+        checkpoint = trial.checkpoint or (train_checkpoint and Checkpoint(path=train_checkpoint))
+        tracker.finish(_checkpoint_artifact(checkpoint) if checkpoint else None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Its epochs so far are logged; the sweep's end marks the run FAILED (finish_sweep).
         tracker = self.trackers.pop(trial.trial_id, None)
+        self.train_checkpoints.pop(trial.trial_id, None)
         if tracker is not None:
             tracker.flush(force=True)
 
 
-def _checkpoint_artifact(checkpoint: Any) -> Any:
-    """The artifact a trial's checkpoint folder holds (weights checksum-verified)."""
+def _checkpoint_artifact(checkpoint: Any) -> Callable[[], Any]:
+    """A loader of the artifact a trial's checkpoint folder holds (weights checksum-verified),
+    called by the tracker when it logs the final files."""
     from raylife.store import load_artifact_dir
 
-    with checkpoint.as_directory() as folder:
-        return load_artifact_dir(Path(folder))
+    def load() -> Any:
+        with checkpoint.as_directory() as folder:
+            return load_artifact_dir(Path(folder))
+
+    return load
 
 
 @dataclass

@@ -71,3 +71,17 @@ def test_a_sweep_is_a_parent_run_with_nested_trials_and_a_resume_duplicates_noth
     assert {k: (v["id"], v["steps"]) for k, v in again.items()} == {
         k: (v["id"], v["steps"]) for k, v in runs.items()
     }
+
+
+def test_a_ddp_trial_is_tracked_from_rank_0s_reports(tracked_home: Path):
+    """A trial of 2 Ray Train workers: rank 0's reports reach the sweep's driver through Ray
+    Train and Tune (TuneReportCallback), epochs' rows and last checkpoint included."""
+    name = "tune-iris-ddp-mlflow"
+    args = ["tune", "--model", "iris", "--preset", "debug", "--epochs", "2", "--samples", "1"]
+    assert main([*args, "--num-workers", "2", "--name", name]) == 0
+    runs = snapshot()
+    parent = runs.pop(name)
+    (trial,) = [run for run_name, run in runs.items() if run_name.startswith(f"{name}-")]
+    assert trial["kind"] == "trial" and trial["parent"] == parent["id"]
+    assert trial["params"]["num_workers"] == "2" and trial["steps"] == [1, 2], trial
+    assert {"artifact", "learning_curves.png"} <= trial["files"], trial["files"]
