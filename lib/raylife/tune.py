@@ -33,6 +33,7 @@ from raylife.loop import OBJECTIVE
 from raylife.registry import LogUniform, ModelSpec, get_spec
 from raylife.settings import Settings
 from raylife.sizing import TrialPlan, plan_trials
+from raylife.tracking import EPOCH_ROWS, Tracker
 from raylife.train import (
     build_trainer,
     new_run_name,
@@ -242,13 +243,11 @@ class TrialTracking(Callback):
     def __init__(self, base: TrainConfig, provenance: dict[str, Any], experiment: str) -> None:
         # The provenance, not the data: Tune pickles its callbacks with the sweep's state.
         self.base, self.provenance, self.experiment = base, provenance, experiment
-        self.trackers: dict[str, Any] = {}
+        self.trackers: dict[str, Tracker] = {}
         self.train_checkpoints: dict[str, str] = {}
         """A DDP trial's latest checkpoint: Ray Train keeps it, Tune only sees its path."""
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from raylife.tracking import Tracker
-
         run_name = f"{self.experiment}-{trial.trial_id}"
         cfg = trial_train_config(self.base, trial.config[HPARAMS], run_name, trial.config.get(SEED))
         assert cfg.tracking is not None, "a tracked sweep's trials are tracked"
@@ -260,8 +259,6 @@ class TrialTracking(Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
-
-        from raylife.tracking import EPOCH_ROWS
 
         rows = result.pop(EPOCH_ROWS, [])  # Tune allows this: its CSV/JSON loggers come after
         if result.get(CHECKPOINT_PATH_KEY):
