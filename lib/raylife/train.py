@@ -45,6 +45,7 @@ from raylife.loop import (
 from raylife.models import build_model
 from raylife.registry import get_spec
 from raylife.settings import Settings
+from raylife.storage import root_cause
 from raylife.tracking import EPOCH_ROWS, worker_tracker
 
 TRAIN_STATE_FILE = "train_state.pt"
@@ -510,7 +511,7 @@ def run_training(
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; surface the user-facing cause in one line
-        raise RaylifeError(f"training run {run_name} failed: {_root_cause(exc)}") from exc
+        raise RaylifeError(f"training run {run_name} failed: {root_cause(exc)}") from exc
     return outcome_from_result(result, cfg, run_name)
 
 
@@ -565,10 +566,3 @@ def storage_path(settings: Settings) -> str:
     if "://" not in settings.runs_uri:
         Path(settings.runs_uri).mkdir(parents=True, exist_ok=True)
     return settings.runs_uri
-
-
-def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
