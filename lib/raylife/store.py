@@ -7,7 +7,7 @@ Layout (local folder or s3://bucket/prefix):
     <store>/<model>/PROMOTED                 {"version": ..., "generation": n, "promoted_at": ...}
     <store>/<model>/HISTORY.jsonl            promotions, refusals, rollbacks (see history.py)
 
-Visibility: locally a version is written into a hidden temp folder and renamed into place (atomic);
+Visibility (raylife.storage.write_folder): locally a version is written into a hidden temp folder and renamed into place (atomic);
 on S3, where there is no rename, the files go first and the _COMPLETE marker last. Promotions take a
 file lock locally and replace the pointer atomically (os.replace); on S3 a PUT is atomic, so
 concurrent promotions resolve to one of the requested versions, never to a torn pointer.
@@ -17,21 +17,19 @@ Per-model files beside the versions (the history) are replaced the same way, und
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from raylife import storage
 from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
 from raylife.errors import ArtifactError, RaylifeError
+from raylife.storage import COMPLETE_MARKER
 
-COMPLETE_MARKER = "_COMPLETE"
 POINTER_FILE = "PROMOTED"
 _VERSION_RE = re.compile(r"^\d{8}-\d{6}-\d{6}$")
 
@@ -49,127 +47,21 @@ class Pointer:
     promoted_at: str
 
 
-class _Backend:
-    """Minimal file operations the store needs, over a local folder or pyarrow's S3 filesystem."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri.rstrip("/")
-        self.is_local = "://" not in uri or uri.startswith("file://")
-        if self.is_local:
-            self.root = Path(uri.removeprefix("file://")).expanduser()
-            if self.root.exists() and not self.root.is_dir():
-                raise RaylifeError(
-                    f"model store {uri!r} is a file, not a folder; pass a folder or "
-                    "s3://bucket/prefix (--store or $RAYLIFE_STORE)"
-                )
-        else:
-            from pyarrow import fs as pafs
-
-            try:
-                self.fs, self.prefix = pafs.FileSystem.from_uri(self.uri)
-            except Exception as exc:
-                raise RaylifeError(
-                    f"cannot open model store {uri!r}: {exc}; check the URI and credentials"
-                ) from exc
-
-    def _remote(self, rel: str) -> str:
-        return f"{self.prefix}/{rel}"
-
-    def read(self, rel: str) -> bytes:
-        try:
-            if self.is_local:
-                return (self.root / rel).read_bytes()
-            with self.fs.open_input_stream(self._remote(rel)) as handle:
-                return handle.read()
-        except (FileNotFoundError, IsADirectoryError) as exc:
-            raise FileNotFoundError(rel) from exc
-        except OSError as exc:
-            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-                raise FileNotFoundError(rel) from exc
-            raise
-
-    def exists(self, rel: str) -> bool:
-        if self.is_local:
-            return (self.root / rel).exists()
-        from pyarrow import fs as pafs
-
-        return self.fs.get_file_info(self._remote(rel)).type != pafs.FileType.NotFound
-
-    def list_dirs(self, rel: str) -> list[str]:
-        if self.is_local:
-            folder = self.root / rel
-            return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-        from pyarrow import fs as pafs
-
-        infos = self.fs.get_file_info(pafs.FileSelector(self._remote(rel), allow_not_found=True))
-        return sorted(Path(i.path).name for i in infos if i.type == pafs.FileType.Directory)
-
-    def write_version(self, rel: str, files: dict[str, bytes]) -> None:
-        """Make `rel` appear complete or not at all."""
-        if self.is_local:
-            final = self.root / rel
-            staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
-            staging.mkdir(parents=True)
-            try:
-                for name, payload in files.items():
-                    _write_synced(staging / name, payload)
-                _write_synced(staging / COMPLETE_MARKER, b"")
-                os.rename(staging, final)  # atomic on one filesystem; fails if final exists
-            except BaseException:
-                _remove_tree(staging)
-                raise
-            return
-        for name, payload in files.items():
-            with self.fs.open_output_stream(self._remote(f"{rel}/{name}")) as handle:
-                handle.write(payload)
-        with self.fs.open_output_stream(self._remote(f"{rel}/{COMPLETE_MARKER}")) as handle:
-            handle.write(b"")
-
-    def replace_file(self, rel: str, payload: bytes) -> None:
-        """Atomically replace one small file (the promotion pointer)."""
-        if self.is_local:
-            target = self.root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}"
-            _write_synced(temp, payload)
-            os.replace(temp, target)
-            return
-        with self.fs.open_output_stream(self._remote(rel)) as handle:
-            handle.write(payload)
-
-    @contextlib.contextmanager
-    def lock(self, rel: str) -> Iterator[None]:
-        """Serialises promotions of one model on a local store (no-op on S3: PUT is atomic)."""
-        if not self.is_local:
-            yield
-            return
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_synced(path: Path, payload: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class ModelStore:
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        self._backend = _Backend(uri)
+        self.root = storage.locate(uri, "model store")
+        if self.root.is_local and Path(self.root.path).is_file():
+            raise RaylifeError(
+                f"model store {uri!r} is a file, not a folder; pass a folder or "
+                "s3://bucket/prefix (--store or $RAYLIFE_STORE)"
+            )
+
+    def _read(self, rel: str) -> bytes:
+        try:
+            return storage.read_bytes(self.root, rel)
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise FileNotFoundError(rel) from exc
 
     # ---- versions ----------------------------------------------------------------------------
 
@@ -179,7 +71,7 @@ class ModelStore:
         for _ in range(3):  # two registrations in the same microsecond: retry with a fresh id
             version = new_version_id()
             try:
-                self._backend.write_version(f"{artifact.model}/{version}", files)
+                storage.write_folder(self.root.joined(f"{artifact.model}/{version}"), files)
                 return version
             except FileExistsError:
                 continue
@@ -190,14 +82,14 @@ class ModelStore:
         raise RaylifeError("could not allocate a unique version id; try again")
 
     def models(self) -> list[str]:
-        return [name for name in self._backend.list_dirs("") if not name.startswith(".")]
+        return storage.list_dirs(self.root)
 
     def versions(self, model: str) -> list[str]:
         """Complete versions, oldest first. Staging folders and unfinished uploads are invisible."""
         return [
             v
-            for v in self._backend.list_dirs(model)
-            if _VERSION_RE.match(v) and self._backend.exists(f"{model}/{v}/{COMPLETE_MARKER}")
+            for v in storage.list_dirs(self.root, model)
+            if _VERSION_RE.match(v) and storage.exists(self.root, f"{model}/{v}/{COMPLETE_MARKER}")
         ]
 
     def resolve(self, model: str, version: str | None = None) -> str:
@@ -228,8 +120,8 @@ class ModelStore:
         version = self.resolve(model, version)
         where = f"{model}/{version}"
         try:
-            meta = self._backend.read(f"{where}/{META_FILE}")
-            weights = self._backend.read(f"{where}/{WEIGHTS_FILE}")
+            meta = self._read(f"{where}/{META_FILE}")
+            weights = self._read(f"{where}/{WEIGHTS_FILE}")
         except FileNotFoundError as exc:
             raise ArtifactError(
                 f"{where}: file {exc} is missing; the version is corrupt, promote another"
@@ -239,7 +131,7 @@ class ModelStore:
     def metadata(self, model: str, version: str) -> dict[str, Any]:
         """artifact.json of a version, without loading weights (for listings)."""
         try:
-            meta: dict[str, Any] = json.loads(self._backend.read(f"{model}/{version}/{META_FILE}"))
+            meta: dict[str, Any] = json.loads(self._read(f"{model}/{version}/{META_FILE}"))
             return meta
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{model}/{version}: unreadable {META_FILE} ({exc})") from exc
@@ -249,13 +141,13 @@ class ModelStore:
     def read_model_file(self, model: str, name: str) -> bytes | None:
         """A file beside the versions of `model`; None when it does not exist."""
         try:
-            return self._backend.read(f"{model}/{name}")
+            return self._read(f"{model}/{name}")
         except FileNotFoundError:
             return None
 
     def replace_model_file(self, model: str, name: str, payload: bytes) -> None:
         """Atomically replace a file beside the versions (hold promotion_lock while editing it)."""
-        self._backend.replace_file(f"{model}/{name}", payload)
+        storage.replace_file(self.root, f"{model}/{name}", payload)
 
     def location(self, model: str, name: str) -> str:
         """Where a per-model file lives, for messages (an s3:// URI loses its query string)."""
@@ -265,7 +157,7 @@ class ModelStore:
 
     def pointer(self, model: str) -> Pointer | None:
         try:
-            data = json.loads(self._backend.read(f"{model}/{POINTER_FILE}"))
+            data = json.loads(self._read(f"{model}/{POINTER_FILE}"))
         except FileNotFoundError:
             return None
         except json.JSONDecodeError as exc:
@@ -276,8 +168,9 @@ class ModelStore:
 
     @contextlib.contextmanager
     def promotion_lock(self, model: str) -> Iterator[None]:
-        """Serialises pointer moves and history edits of one model (local stores; see _Backend)."""
-        with self._backend.lock(f"{model}/.promote.lock"):
+        """Serialises pointer moves and history edits of one model (a file lock locally; on S3 a
+        PUT is atomic: see storage.lock)."""
+        with storage.lock(self.root, f"{model}/.promote.lock"):
             yield
 
     def move_pointer(self, model: str, version: str) -> Pointer:
@@ -289,7 +182,8 @@ class ModelStore:
             generation=(current.generation + 1) if current else 1,
             promoted_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
-        self._backend.replace_file(f"{model}/{POINTER_FILE}", json.dumps(pointer.__dict__).encode())
+        payload = json.dumps(pointer.__dict__).encode()
+        storage.replace_file(self.root, f"{model}/{POINTER_FILE}", payload)
         return pointer
 
     def promote(self, model: str, version: str) -> Pointer:

@@ -62,9 +62,9 @@ def test_promotion_moves_the_pointer(tmp_path, iris_artifact):
 def test_crash_during_write_leaves_no_visible_version(tmp_path, iris_artifact, monkeypatch):
     store = ModelStore(str(tmp_path))
     calls = {"n": 0}
-    import raylife.store as store_module
+    import raylife.storage as storage_module
 
-    real = store_module._write_synced
+    real = storage_module._write_synced
 
     def failing(path, payload):
         calls["n"] += 1
@@ -72,7 +72,7 @@ def test_crash_during_write_leaves_no_visible_version(tmp_path, iris_artifact, m
             raise OSError("disk full")
         real(path, payload)
 
-    monkeypatch.setattr(store_module, "_write_synced", failing)
+    monkeypatch.setattr(storage_module, "_write_synced", failing)
     with pytest.raises(OSError, match="disk full"):
         store.register(iris_artifact)
     assert store.versions("iris") == []
