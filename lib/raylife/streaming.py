@@ -19,8 +19,6 @@ and `raylife evaluate` use them as they use the in-memory splits.
 
 from __future__ import annotations
 
-import fnmatch
-import glob as globlib
 import hashlib
 import json
 import os
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from raylife import storage
 from raylife.data import InputSchema, PreparedData, Preprocessing, Split
 from raylife.errors import InputError, RaylifeError
 
@@ -92,13 +91,13 @@ def wants_streaming(source: str) -> bool:
     """Whether a --data value streams: a folder, a glob, or a big file (local or s3://)."""
     if source in ("embedded", "torchvision") or source.startswith(("http://", "https://")):
         return False
-    filesystem, path = _filesystem(source)
-    if _is_glob(path):
+    loc = storage.locate(source, "data")
+    if storage.is_glob(loc.path):
         return True
     from pyarrow import fs as pafs
 
     try:
-        info = filesystem.get_file_info(path)
+        info = loc.info()
     except OSError as exc:  # S3: no such bucket, no credentials, endpoint down
         raise RaylifeError(f"cannot read {source}: {exc}; check the URI and credentials") from exc
     return info.type == pafs.FileType.Directory or (
@@ -110,10 +109,10 @@ _SHOWN = {"parquet": "Parquet", "csv": "CSV", "images": "PNG"}
 
 
 def resolve(uri: str, flag: str = "--data") -> Files:
-    """The data files under a file, folder or glob (hidden and `_`-prefixed files skipped), for
+    """The data files under a file, folder or glob (hidden and `_` entries skipped), for
     training (`--data`) and batch inference (`--input`) alike."""
-    filesystem, path = _filesystem(uri)
-    listed = _list(filesystem, path, uri)
+    loc = storage.locate(uri, "data")
+    listed = _list(loc, uri)
     formats = {_SUFFIXES.get(os.path.splitext(p)[1].lower()) for p, _ in listed} - {None}
     if not formats:
         raise InputError(
@@ -127,68 +126,16 @@ def resolve(uri: str, flag: str = "--data") -> Files:
         )
     kind: Format = formats.pop()  # type: ignore[assignment]
     chosen = [(p, s) for p, s in listed if _SUFFIXES.get(os.path.splitext(p)[1].lower()) == kind]
-    return Files(uri, filesystem, [p for p, _ in chosen], kind, sum(s for _, s in chosen))
+    return Files(uri, loc.fs, [p for p, _ in chosen], kind, sum(s for _, s in chosen))
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
-    from pyarrow import fs as pafs
-
-    if uri.startswith("s3://"):
-        try:
-            filesystem, path = pafs.FileSystem.from_uri(uri)
-        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad URIs
-            raise RaylifeError(f"cannot open {uri}: {exc}; check the s3:// URI") from exc
-        return _with_env_keys(filesystem, uri), path
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
-
-
-def _with_env_keys(filesystem: Any, uri: str) -> Any:
-    """The S3 filesystem with the driver's static AWS keys, if it has some: Ray Data pickles the
-    filesystem into its tasks, whose processes may not have them (a pod's IRSA role needs none)."""
-    from urllib.parse import parse_qs, urlsplit
-
-    from pyarrow import fs as pafs
-
-    if not os.environ.get("AWS_ACCESS_KEY_ID"):
-        return filesystem
-    query = {k: v[-1] for k, v in parse_qs(urlsplit(uri).query).items()}
-    return pafs.S3FileSystem(
-        access_key=os.environ["AWS_ACCESS_KEY_ID"],
-        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-        session_token=os.environ.get("AWS_SESSION_TOKEN"),
-        region=filesystem.region,
-        endpoint_override=query.get("endpoint_override"),
-        scheme=query.get("scheme", "https"),
-    )
-
-
-def _is_glob(path: str) -> bool:
-    return any(ch in path for ch in "*?[")
-
-
-def _list(filesystem: Any, path: str, uri: str) -> list[tuple[str, int]]:
-    from pyarrow import fs as pafs
-
-    if _is_glob(path):
-        root = os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0])
-        infos = filesystem.get_file_info(
-            pafs.FileSelector(root, recursive=True, allow_not_found=True)
-        )
-        found = [(i.path, i.size or 0) for i in infos if fnmatch.fnmatch(i.path, path)]
-        if not found and not uri.startswith("s3://"):  # a local glob may be relative to the cwd
-            found = [(p, os.path.getsize(p)) for p in globlib.glob(path)]
-    else:
-        info = filesystem.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            raise InputError(f"data path {uri!r} not found; pass an existing file, folder or glob")
-        if info.type == pafs.FileType.File:
-            return [(info.path, info.size or 0)]
-        infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-        found = [(i.path, i.size or 0) for i in infos if i.type == pafs.FileType.File]
-    found = [(p, s) for p, s in found if not os.path.basename(p).startswith((".", "_"))]
+def _list(loc: storage.Location, uri: str) -> list[tuple[str, int]]:
+    found = storage.find_files(loc)
+    if found is None:
+        raise InputError(f"data path {uri!r} not found; pass an existing file, folder or glob")
     if not found:
         raise InputError(f"no files at {uri}; pass a folder or glob that holds the data")
-    return sorted(found)
+    return found
 
 
 @dataclass(frozen=True)
@@ -705,7 +652,9 @@ def _fit(dataset: Any, plan: Plan, uri: str) -> Stats:
             **_task_args(),
         ).take_all()
     except Exception as exc:  # Ray wraps errors of its tasks
-        raise RaylifeError(f"cannot read {uri}: {_cause(exc)}; check the files there") from exc
+        raise RaylifeError(
+            f"cannot read {uri}: {storage.root_cause(exc)}; check the files there"
+        ) from exc
     stats = merge_stats([str(r["summary"]) for r in rows])
     if stats.bad_rows:
         raise RaylifeError(
@@ -719,13 +668,6 @@ def _fit(dataset: Any, plan: Plan, uri: str) -> Stats:
             f"target {plan.target!r} has one class only; a classifier needs two or more"
         )
     return stats
-
-
-def _cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    lines = str(exc).strip().splitlines()
-    return lines[-1] if lines else type(exc).__name__
 
 
 def _collect(dataset: Any, plan: Plan, limits: list[int]) -> list[Split]:
