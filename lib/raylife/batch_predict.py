@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from raylife import storage
 from raylife.errors import InputError, RaylifeError
 from raylife.predict import Predictions, Predictor
-from raylife.store import COMPLETE_MARKER
+from raylife.storage import Location, locate
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 IMAGE_SUFFIXES = (".png",)
@@ -77,65 +76,6 @@ class BatchConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Locations: a local path or an s3:// URI (its query string configures the endpoint), one API
-
-
-@dataclass(frozen=True)
-class Location:
-    fs: Any
-    """A pyarrow FileSystem (local or S3)."""
-    path: str
-    uri: str
-    """For messages: the user's spelling without the query string."""
-
-    def child(self, path: str) -> Location:
-        return Location(self.fs, path, self.uri_of(path))
-
-    def uri_of(self, path: str) -> str:
-        if isinstance(self.fs, _local_fs_type()):
-            return path
-        return f"s3://{path}"
-
-    def info(self, path: str | None = None) -> Any:
-        return self.fs.get_file_info(path or self.path)
-
-
-def _local_fs_type() -> type:
-    from pyarrow import fs as pafs
-
-    return pafs.LocalFileSystem
-
-
-def locate(uri: str) -> Location:
-    from pyarrow import fs as pafs
-
-    shown = uri.split("?")[0]
-    if "://" not in uri or uri.startswith("file://"):
-        from pathlib import Path
-
-        path = str(Path(uri.removeprefix("file://")).expanduser().absolute())
-        return Location(pafs.LocalFileSystem(), path, path)
-    try:
-        filesystem, path = pafs.FileSystem.from_uri(uri)
-    except Exception as exc:
-        raise RaylifeError(f"cannot open {shown} ({exc}); check the URI and credentials") from exc
-    return Location(filesystem, path.rstrip("/"), shown.rstrip("/"))
-
-
-def _listing(loc: Location, folder: str) -> list[str]:
-    """Files under `folder`, recursively, in name order; hidden and `_` entries skipped."""
-    from pyarrow import fs as pafs
-
-    infos = loc.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
-    files = []
-    for info in infos:
-        parts = PurePosixPath(info.path[len(folder) :]).parts
-        if info.type == pafs.FileType.File and not any(p.startswith((".", "_")) for p in parts):
-            files.append(info.path)
-    return sorted(files)
-
-
-# --------------------------------------------------------------------------------------------------
 # Planning: what the input is, checked before any actor starts
 
 
@@ -169,7 +109,7 @@ def plan(uri: str, schema: Any, id_column: str | None) -> Plan:
     schemas read as training's streaming ingest does (`streaming.resolve`, `common_schema`)."""
     from raylife.streaming import common_schema, resolve
 
-    files, source = resolve(uri, flag="--input"), locate(uri)
+    files, source = resolve(uri, flag="--input"), locate(uri, "input")
     if files.format == "images":
         return _plan_images(source, files.paths, schema, id_column)
     if schema.is_image:
@@ -344,8 +284,8 @@ class Scorer:
         if cfg.use_gpu and device == "cpu":
             raise RaylifeError("--use-gpu, but this actor sees no CUDA device; drop --use-gpu")
         self.predictor = Predictor.from_store(ModelStore(cfg.store_uri), cfg.model, version, device)
-        self.input = locate(cfg.input)
-        self.output_fs, self.staging = locate(cfg.output).fs, staging
+        self.input = locate(cfg.input, "input")
+        self.output_fs, self.staging = locate(cfg.output, "output").fs, staging
         self.cfg, self.plan, self.features = cfg, plan_, features
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -437,12 +377,11 @@ class Scorer:
 
 def marker_of(loc: Location) -> dict[str, Any] | None:
     """The _COMPLETE marker of an output (None: no complete output there)."""
-    try:
-        with loc.fs.open_input_stream(f"{loc.path}/{COMPLETE_MARKER}") as handle:
-            data: dict[str, Any] = json.loads(handle.read() or b"{}")
-            return data
-    except (FileNotFoundError, OSError):
+    payload = storage.read_marker(loc)
+    if payload is None:
         return None
+    data: dict[str, Any] = json.loads(payload or b"{}")
+    return data
 
 
 def check_output(loc: Location, overwrite: bool) -> None:
@@ -460,7 +399,7 @@ def check_output(loc: Location, overwrite: bool) -> None:
             f"output {loc.uri} is already complete ({done.get('model')} {done.get('version')}, "
             f"{done.get('rows')} rows); pass --overwrite to replace it or choose another --output"
         )
-    strangers = [f for f in _listing(loc, loc.path) if not f.endswith(".parquet")]
+    strangers = [p for p, _ in storage.list_files(loc) if not p.endswith(".parquet")]
     if done is None and strangers:
         raise RaylifeError(
             f"output {loc.uri} holds other files ({loc.uri_of(strangers[0])}); "
@@ -468,48 +407,10 @@ def check_output(loc: Location, overwrite: bool) -> None:
         )
 
 
-def staging_of(loc: Location) -> Location:
-    """A sibling the parts are written to: hidden locally, and never under the output itself."""
-    if "/" not in loc.path.strip("/"):
-        raise RaylifeError(
-            f"output {loc.uri} is a bucket; pass a prefix in it (s3://bucket/scores)"
-        )
-    parent, name = loc.path.rsplit("/", 1)
-    return loc.child(f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}")
-
-
 def publish(staging: Location, final: Location, marker: dict[str, Any]) -> None:
-    """Make the staged parts the output, the marker last (see the module docstring)."""
-    from pyarrow import fs as pafs
-
-    payload = json.dumps(marker, indent=1).encode()
-    if isinstance(final.fs, pafs.LocalFileSystem):
-        _write(staging, COMPLETE_MARKER, payload)
-        old = final.child(f"{staging.path}.old")
-        if final.info().type != pafs.FileType.NotFound:
-            final.fs.move(final.path, old.path)  # the output is missing, never half, meanwhile
-        final.fs.move(staging.path, final.path)
-        _remove(old)
-        return
-    if marker_of(final) is not None:  # stop looking complete before anything else changes
-        final.fs.delete_file(f"{final.path}/{COMPLETE_MARKER}")
-    final.fs.delete_dir_contents(final.path, missing_dir_ok=True)
-    for path in _listing(staging, staging.path):
-        final.fs.copy_file(path, final.path + path[len(staging.path) :])
-    _write(final, COMPLETE_MARKER, payload)
-    _remove(staging)
-
-
-def _write(loc: Location, name: str, payload: bytes) -> None:
-    with loc.fs.open_output_stream(f"{loc.path}/{name}") as handle:
-        handle.write(payload)
-
-
-def _remove(loc: Location) -> None:
-    from pyarrow import fs as pafs
-
-    if loc.info().type != pafs.FileType.NotFound:
-        loc.fs.delete_dir(loc.path)
+    """Make the staged parts the output, replacing what check_output let through (a complete
+    output with --overwrite, or a failed publish's parts), the marker last."""
+    storage.publish(staging, final, json.dumps(marker, indent=1).encode(), replace=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -554,10 +455,10 @@ def batch_predict(cfg: BatchConfig) -> Summary:
 
     started = time.monotonic()
     version, artifact = ModelStore(cfg.store_uri).load(cfg.model, cfg.version)
-    source, output = locate(cfg.input), locate(cfg.output)
+    source, output = locate(cfg.input, "input"), locate(cfg.output, "output")
     check_output(output, cfg.overwrite)
     planned = plan(cfg.input, artifact.schema, cfg.id_column)
-    staging = staging_of(output)
+    staging = storage.staging_of(output)
     try:
         written, scoring = _score(cfg, version, planned, artifact.schema.feature_names, staging)
         if written != planned.rows:  # a file changed after planning: publish nothing
@@ -565,7 +466,7 @@ def batch_predict(cfg: BatchConfig) -> Summary:
                 f"input {source.uri} changed while scoring ({planned.rows} rows planned, "
                 f"{written} scored); run again on a stable input"
             )
-        files = len(_listing(staging, staging.path))
+        files = len(storage.list_files(staging))
         marker = {
             "model": cfg.model,
             "version": version,
@@ -578,7 +479,7 @@ def batch_predict(cfg: BatchConfig) -> Summary:
         check_output(output, cfg.overwrite)  # another run may have finished meanwhile
         publish(staging, output, marker)
     finally:
-        _remove(staging)
+        storage.remove(staging)
     seconds = time.monotonic() - started
     return Summary(output.uri, cfg.model, version, planned.rows, files, seconds, scoring)
 
@@ -606,34 +507,9 @@ def _score(
     try:
         done = list(scored.iter_rows())
     except Exception as exc:
-        user_error = _user_error(exc)
+        user_error = storage.user_error(exc)
         if user_error is None:
             raise
         raise user_error from None
     window = max(r["ended"] for r in done) - min(r["started"] for r in done)
     return sum(int(r["rows"]) for r in done), float(window)
-
-
-def _user_error(exc: BaseException) -> RaylifeError | None:
-    """The RaylifeError an actor raised, out of Ray's wrappers (one line for the CLI)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, RaylifeError):
-            return current
-        cause = getattr(current, "cause", None)
-        if not isinstance(cause, BaseException):
-            cause = current.__cause__ or current.__context__
-        current = cause
-    # Ray Data re-raises an actor's error as RayTaskError(UserCodeException) without the original
-    # in its chain (it crossed a process); its text keeps the original's "module.Class: message".
-    import re
-
-    from raylife import errors
-
-    found = re.search(r"raylife\.errors\.(\w+): ([^\n]+)", str(exc))
-    if found is None:
-        return None
-    kind = getattr(errors, found.group(1), RaylifeError)
-    return kind(found.group(2)) if isinstance(kind, type) else RaylifeError(found.group(2))

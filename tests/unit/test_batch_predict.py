@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from raylife import batch_predict as bp
+from raylife import storage
 from raylife.errors import InputError, RaylifeError
 from raylife.predict import Predictor
 from raylife.store import COMPLETE_MARKER, ModelStore
@@ -49,9 +50,9 @@ def write_parts(folder: Path, X: np.ndarray, names: list[str], parts: int, **ext
 def run_in_process(cfg: bp.BatchConfig, store: ModelStore) -> pa.Table:
     """batch_predict's steps with the Scorer called here instead of on Ray actors."""
     version, artifact = store.load(cfg.model, cfg.version)
-    output = bp.locate(cfg.output)
+    output = storage.locate(cfg.output)
     planned = bp.plan(cfg.input, artifact.schema, cfg.id_column)
-    staging = bp.staging_of(output)
+    staging = storage.staging_of(output)
     staging.fs.create_dir(staging.path)
     threads = torch.get_num_threads()  # an actor takes one thread: give this process its own back
     try:
@@ -246,8 +247,8 @@ def test_a_complete_output_is_refused_unless_overwrite(store, tmp_path):
     write_parts(tmp_path / "in", X, names, parts=2)
     run_in_process(config(store, tmp_path), store)
     with pytest.raises(RaylifeError, match="already complete.*pass --overwrite"):
-        bp.check_output(bp.locate(str(tmp_path / "out")), overwrite=False)
-    bp.check_output(bp.locate(str(tmp_path / "out")), overwrite=True)
+        bp.check_output(storage.locate(str(tmp_path / "out")), overwrite=False)
+    bp.check_output(storage.locate(str(tmp_path / "out")), overwrite=True)
     (tmp_path / "out" / "part-00000.parquet").write_bytes(b"stale")
     run_in_process(config(store, tmp_path, overwrite=True), store)  # replaced whole
     assert pq.read_table(tmp_path / "out").num_rows == len(X)
@@ -257,10 +258,10 @@ def test_a_folder_of_other_files_is_never_an_output(store, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(RaylifeError, match="holds other files.*notes.txt"):
-        bp.check_output(bp.locate(str(tmp_path / "mine")), overwrite=True)
+        bp.check_output(storage.locate(str(tmp_path / "mine")), overwrite=True)
     (tmp_path / "half").mkdir()  # a failed publish: parts without the marker may be replaced
     (tmp_path / "half" / "part-00000.parquet").write_bytes(b"")
-    bp.check_output(bp.locate(str(tmp_path / "half")), overwrite=False)
+    bp.check_output(storage.locate(str(tmp_path / "half")), overwrite=False)
 
 
 def test_a_failing_run_leaves_no_output_and_no_staging(store, tmp_path, monkeypatch):
@@ -286,13 +287,13 @@ def test_actor_errors_come_out_of_rays_wrappers():
         except InputError as exc:
             raise RuntimeError("UserCodeException") from exc
     except RuntimeError as wrapped:
-        assert bp._user_error(wrapped) is original
-    assert bp._user_error(RuntimeError("a crash")) is None
+        assert storage.user_error(wrapped) is original
+    assert storage.user_error(RuntimeError("a crash")) is None
     remote = RuntimeError(  # what reaches the driver: the actor's error only as text
         "ray::MapWorker(MapBatches(Scorer)).submit()\n  File ...\n"
         "raylife.errors.InputError: x.parquet: row with id 3 has a = nan; fix it\n\nThe above"
     )
-    found = bp._user_error(remote)
+    found = storage.user_error(remote)
     assert (
         isinstance(found, InputError)
         and str(found) == "x.parquet: row with id 3 has a = nan; fix it"
@@ -342,7 +343,7 @@ def test_s3_input_and_output_round_trip(store, tmp_path, s3):  # noqa: F811
     from pyarrow import fs as pafs
 
     assert run_in_process(cfg, store).num_rows == len(X)
-    marker = bp.marker_of(bp.locate(cfg.output))
+    marker = bp.marker_of(storage.locate(cfg.output))
     assert marker is not None and marker["rows"] == len(X)
     everything = filesystem.get_file_info(
         pafs.FileSelector(f"{BUCKET}/predictions", recursive=True)
@@ -353,7 +354,7 @@ def test_s3_input_and_output_round_trip(store, tmp_path, s3):  # noqa: F811
         for n in ("_COMPLETE", "part-00000.parquet", "part-00001.parquet")
     ]
     with pytest.raises(RaylifeError, match="already complete"):
-        bp.check_output(bp.locate(cfg.output), overwrite=False)
+        bp.check_output(storage.locate(cfg.output), overwrite=False)
 
 
 def test_bench_table_and_plain_loop_without_ray(tmp_path, monkeypatch):
