@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from raylife import storage
 from raylife.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -251,14 +252,13 @@ def read_captures(
     """Every captured row of `model` (the columns above), optionally from `since` (inclusive) to
     `until` (exclusive) and of one version. `.to_pandas()` gives a DataFrame. No captures: 0 rows."""
     import pyarrow.dataset as ds
-    from pyarrow import fs as pafs
 
-    filesystem, root = _filesystem(store_uri)
-    folder = f"{root}/{model}/{CAPTURE_DIR}"
-    if filesystem.get_file_info(folder).type == pafs.FileType.NotFound:
+    captures = storage.locate(store_uri, "model store").joined(f"{model}/{CAPTURE_DIR}")
+    if not storage.exists(captures):
         return SCHEMA.empty_table()
-    # Hidden names (".name.xxxx", a local write in progress) are skipped by the dataset.
-    dataset = ds.dataset(folder, schema=SCHEMA, format="parquet", filesystem=filesystem)
+    # The dataset skips hidden and `_` names (".name.xxxx": a local write in progress), as
+    # storage.visible does.
+    dataset = ds.dataset(captures.path, schema=SCHEMA, format="parquet", filesystem=captures.fs)
     condition = None
     for term in (
         ds.field("time") >= pa.scalar(since, pa.timestamp("us", tz="UTC")) if since else None,
@@ -268,13 +268,3 @@ def read_captures(
         if term is not None:
             condition = term if condition is None else condition & term
     return dataset.to_table(filter=condition).sort_by([("time", "ascending")])
-
-
-def _filesystem(store_uri: str) -> tuple[Any, str]:
-    from pyarrow import fs as pafs
-
-    if "://" not in store_uri or store_uri.startswith("file://"):
-        root = os.path.abspath(os.path.expanduser(store_uri.removeprefix("file://")))
-        return pafs.LocalFileSystem(), root.rstrip("/")
-    filesystem, prefix = pafs.FileSystem.from_uri(store_uri.rstrip("/"))
-    return filesystem, prefix.rstrip("/")
