@@ -175,14 +175,10 @@ def test_write_folder_never_shows_a_half_folder(tmp_path):
 
 def test_root_cause_and_user_error_see_through_wrappers():
     original = InputError("bad row; fix it")
-    try:
-        try:
-            raise original
-        except InputError as exc:
-            raise RuntimeError("TrainingFailedError\n  traceback...") from exc
-    except RuntimeError as wrapped:
-        assert storage.root_cause(wrapped) == "bad row; fix it"
-        assert storage.user_error(wrapped) is original
+    wrapped = RuntimeError("TrainingFailedError\n  traceback...")
+    wrapped.__cause__ = original  # as `raise RuntimeError(...) from original` leaves it
+    assert storage.root_cause(wrapped) == "bad row; fix it"
+    assert storage.user_error(wrapped) is original
     assert storage.root_cause(RuntimeError()) == "RuntimeError"
     assert storage.root_cause(ValueError("first\nlast line ")) == "last line"
     assert storage.user_error(ValueError("raylife.errors.NotAClass: x")).__class__ is RaylifeError
