@@ -168,3 +168,13 @@ format: $(INSTALLED) ## ruff format + import sorting
 
 clean: ## Remove the working folder (.raylife: store, runs, plots); keeps .venv
 	rm -rf .raylife
+
+# ---- images and manifests, checked before they reach AWS (docs/deploy-eks.md) -----------------------
+.PHONY: image-rehearsal eks-preflight
+FILES ?= kuberay/*.yaml
+
+image-rehearsal: $(RUNTIME) ## Each Dockerfile's Python layer, verbatim, in a clean Python 3.11 venv, then the images' smoke (~6 min, no Docker)
+	$(PY) -m raylife.deploy.image_rehearsal --python $(PYTHON)
+
+eks-preflight: $(RUNTIME) ## Refuse kuberay/ files that still name a placeholder (account, commit, Redis, digest) before kubectl apply (FILES=)
+	$(PY) -m raylife.deploy.preflight $(FILES)

@@ -31,6 +31,10 @@ EKS_STANDARD_SUPPORT_ENDS = {
 IMMUTABLE_TAG = re.compile(r":\d+\.\d+\.\d+-ray\d+\.\d+\.\d+-g[0-9a-f]{12}-(cpu|gpu)$")
 """<raylife version>-ray<Ray version>-g<12-digit git commit>-<variant>: one tag, one build."""
 PINNED_TAG = re.compile(r":v?\d+\.\d+(\.\d+)?(-[\w.]+)?$")
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+PROXY_HEALTH_PATH = "/-/healthz"
+"""What a Ray Serve proxy answers by itself, routed to no application: 200 while it is healthy, 503
+once it drains (ray/serve/_private/proxy.py); KubeRay's readiness probe of Serve pods uses it too."""
 
 
 def _all(objects: Objects) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -161,12 +165,12 @@ def image_problems(objects: Objects) -> list[str]:
             for container in template["spec"]["containers"]:
                 image = container["image"]
                 raylife_image = container["name"].startswith("ray")
-                ok = IMMUTABLE_TAG.search(image) if raylife_image else PINNED_TAG.search(image)
+                ok = IMMUTABLE_TAG.search(image) if raylife_image else DIGEST.search(image)
                 if not ok or image.endswith(":latest"):
                     fix = (
                         "tag raylife images <version>-ray<ray>-g<commit>-<variant> (make image)"
                         if raylife_image
-                        else "pin a release tag"
+                        else "pin it by digest (<image>:<tag>@sha256:...), pulled through ECR"
                     )
                     problems.append(f"kuberay/{name}: {role}: mutable image {image}; {fix}")
     return problems
@@ -364,7 +368,8 @@ def serving_problems(objects: Objects) -> list[str]:
         problems.append(
             "RayService: no GCS fault tolerance with an external Redis whose password comes from a Secret"
         )
-    workers = [g["groupName"] for g in cluster["workerGroupSpecs"]]
+    # A budget keeps all but one of a group's minimum pods up; below 2 it would block drains.
+    workers = [g["groupName"] for g in cluster["workerGroupSpecs"] if g["minReplicas"] >= 2]
     budgets = [o for _, o in _all(objects) if o.get("kind") == "PodDisruptionBudget"]
     covered = {b["spec"]["selector"]["matchLabels"].get("ray.io/group") for b in budgets}
     if set(workers) - covered:
@@ -383,11 +388,30 @@ def serving_problems(objects: Objects) -> list[str]:
                     f"Serve app {app['name']!r}: no max_replicas_per_node (replicas may share a node)"
                 )
     problems += _graceful_stop_problems(objects, service, config)
+    problems += health_check_problems(objects)
+    return problems
+
+
+def health_check_problems(objects: Objects) -> list[str]:
+    """The ALB judges each target (a Serve proxy) by what that proxy answers by itself. A path
+    routed to an application is answered by whichever replica the proxy picks: one global signal,
+    so one unhealthy replica fails every target at once and the ALB fails open."""
+    service = _service(objects)
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    prefixes = [app.get("route_prefix") or "/" for app in config["applications"]]
+    problems = []
     for _, ingress in ((n, o) for n, o in _all(objects) if o.get("kind") == "Ingress"):
         path = ingress["metadata"]["annotations"].get("alb.ingress.kubernetes.io/healthcheck-path")
-        if path != "/readyz":
+        if path != PROXY_HEALTH_PATH:
+            routed = [p for p in prefixes if path and path.startswith(p)]
             problems.append(
-                f"Ingress: ALB health check {path!r} reflects one replica; use /readyz (every application)"
+                f"Ingress {ingress['metadata']['name']}: ALB health check {path!r} is "
+                + (
+                    f"routed to the application at {max(routed, key=len)!r}"
+                    if routed
+                    else "no proxy path"
+                )
+                + f", not what each proxy answers itself; use {PROXY_HEALTH_PATH}"
             )
     return problems
 
@@ -632,6 +656,239 @@ def tracking_iam_problems(
     return problems
 
 
+# ---- 11. drains, logs, accounts: what Kubernetes, KubeRay and Fluent Bit do with the pods -------
+
+
+def has_scale_subresource(crd: dict[str, Any], version: str = "v1") -> bool:
+    """Whether a CustomResourceDefinition serves /scale for `version` (a PDB's owner needs it)."""
+    for served in crd["spec"]["versions"]:
+        if served["name"] == version:
+            return "scale" in (served.get("subresources") or {})
+    return False
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def _pod_labels(obj: dict[str, Any], role: str, template: dict[str, Any]) -> dict[str, str]:
+    """The labels KubeRay gives the pod of `template` (its own plus ray.io/group, node-type)."""
+    labels = dict((template.get("metadata") or {}).get("labels") or {})
+    if role.startswith("worker group"):
+        labels |= {"ray.io/group": role.split("'")[1], "ray.io/node-type": "worker"}
+    elif role == "head":
+        labels |= {"ray.io/group": "headgroup", "ray.io/node-type": "head"}
+    return labels
+
+
+def disruption_budget_problems(objects: Objects, owner_scales: bool) -> list[str]:
+    """A PDB over pods whose owner has no scale subresource (a RayCluster) must say `minAvailable`
+    as an integer: Kubernetes' disruption controller cannot count the expected pods for
+    `maxUnavailable` or a percentage and then allows 0 disruptions, so every drain hangs."""
+    problems = []
+    ray_pods = [
+        (name, _pod_labels(obj, role, template), obj)
+        for name, obj in _all(objects)
+        for role, template in pod_templates(obj)
+        if role != "submitter"
+    ]
+    for name, budget in _all(objects):
+        if budget.get("kind") != "PodDisruptionBudget":
+            continue
+        spec = budget["spec"]
+        owned = [n for n, labels, _ in ray_pods if _selects(spec["selector"], labels)]
+        where = f"kuberay/{name}: PodDisruptionBudget {budget['metadata']['name']}"
+        if not owned:
+            problems.append(f"{where}: selects no Ray pod of kuberay/; fix its selector")
+            continue
+        if owner_scales:
+            continue
+        min_available = spec.get("minAvailable")
+        if "maxUnavailable" in spec or not isinstance(min_available, int):
+            form = (
+                f"maxUnavailable: {spec['maxUnavailable']}"
+                if "maxUnavailable" in spec
+                else f"minAvailable: {min_available!r}"
+            )
+            problems.append(
+                f"{where}: {form}, but its pods' owner (RayCluster) has no scale subresource "
+                "(vendored CRD), so Kubernetes allows 0 disruptions and every drain hangs; use an "
+                "integer minAvailable below the group's minReplicas"
+            )
+    for _, obj in _all(objects):
+        cluster = ray_cluster(obj) or {}
+        for group in cluster.get("workerGroupSpecs", []):
+            labels = _pod_labels(obj, f"worker group {group['groupName']!r}", group["template"])
+            for name, budget in _all(objects):
+                spec = budget.get("spec") or {}
+                if budget.get("kind") == "PodDisruptionBudget" and _selects(
+                    spec["selector"], labels
+                ):
+                    floor = spec.get("minAvailable")
+                    if isinstance(floor, int) and floor >= group["minReplicas"]:
+                        problems.append(
+                            f"kuberay/{name}: minAvailable {floor} >= minReplicas "
+                            f"{group['minReplicas']} of group {group['groupName']!r}: a drain at "
+                            "the minimum can never evict; use minReplicas - 1"
+                        )
+    return problems
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """glob(3) as Fluent Bit's tail uses it: `*` and `?` never cross a `/` (not recursive)."""
+    out = ""
+    for char in pattern:
+        out += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+    return re.compile(out + r"\Z")
+
+
+RAY_LOGS = "/tmp/ray/session_latest/logs"
+RAY_LOG_FILES = (
+    "raylet.out",
+    "raylet.err",
+    "gcs_server.out",
+    "monitor.log",  # the autoscaler (KubeRay's autoscaler container, on the head)
+    "dashboard.log",
+    "worker-0123abcd-01000000-4242.out",
+    "python-core-worker-0123abcd_4242.log",
+    "job-driver-raysubmit_AbCdEf.log",
+    "serve/controller_4242.log",
+    "serve/proxy_10.0.1.17.log",
+    "serve/replica_iris_ModelServer_a1b2c3d4.log",
+    "events/event_GCS.log",
+)
+"""Where Ray 2.60 writes a pod's logs, under RAY_LOGS: its processes in the folder itself, Serve's
+controller, proxies and replicas (access lines included) in serve/, events in events/."""
+
+
+def _fluent_bit_inputs(objects: Objects) -> list[dict[str, str]]:
+    """The [INPUT] sections of every Fluent Bit config in kuberay/ (key -> value)."""
+    inputs: list[dict[str, str]] = []
+    for _, obj in _all(objects):
+        if obj.get("kind") != "ConfigMap":
+            continue
+        for text in (obj.get("data") or {}).values():
+            section = None
+            for line in text.splitlines():
+                if line.strip().startswith("["):
+                    section = line.strip().upper()
+                    if section == "[INPUT]":
+                        inputs.append({})
+                elif section == "[INPUT]" and line.strip():
+                    key, _, value = line.strip().partition(" ")
+                    inputs[-1][key.lower()] = value.strip()
+    return inputs
+
+
+def log_shipping_problems(objects: Objects) -> list[str]:
+    """Every file Ray writes is matched by a shipped tail path, read from its first line, and lies
+    on the volume the sidecar reads (the autoscaler's included)."""
+    tails = [i for i in _fluent_bit_inputs(objects) if i.get("name") == "tail"]
+    patterns = [p.strip() for i in tails for p in i.get("path", "").split(",") if p.strip()]
+    regexes = [_glob_regex(p) for p in patterns]
+    problems = [
+        f"kuberay/fluent-bit.yaml: {RAY_LOGS}/{f} is matched by no tail Path {patterns} (the "
+        "globs are not recursive); add the folder's own glob"
+        for f in RAY_LOG_FILES
+        if not any(r.match(f"{RAY_LOGS}/{f}") for r in regexes)
+    ]
+    for tail in tails:
+        if "db" in tail and tail.get("read_from_head", "off").lower() not in ("on", "true"):
+            problems.append(
+                "kuberay/fluent-bit.yaml: tail input with a DB but Read_from_Head off: a file found "
+                "by a later scan is read from its end (a crash at start-up never ships); set "
+                "Read_from_Head On"
+            )
+    for name, obj in _all(objects):
+        cluster = ray_cluster(obj) or {}
+        for role, template in pod_templates(obj):
+            if role != "head" or not cluster.get("enableInTreeAutoscaling"):
+                continue
+            [ray] = [c for c in template["spec"]["containers"] if c["name"].startswith("ray-")]
+            mounted = {m["mountPath"]: m["name"] for m in ray.get("volumeMounts", [])}
+            if mounted.get("/tmp/ray") != "ray-logs":
+                problems.append(
+                    f"kuberay/{name}: head mounts /tmp/ray from {mounted.get('/tmp/ray')!r}; "
+                    "KubeRay mounts a volume named 'ray-logs' into its autoscaler container, so "
+                    "the autoscaler's logs land on another volume than the one shipped; name "
+                    "the volume ray-logs"
+                )
+    return problems
+
+
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def access_log_problems(objects: Objects) -> list[str]:
+    """Serve writes access lines at INFO: a logger set above INFO drops every one of them. Checked
+    for the proxies (the config's logging_config) and each deployment (what its replicas use)."""
+    config = yaml.safe_load(_service(objects)["spec"]["serveConfigV2"])
+    ray_defaults = {"log_level": "INFO", "enable_access_log": True}
+    proxies = {**ray_defaults, **(config.get("logging_config") or {})}
+    scopes = [("the proxies (logging_config)", proxies)]
+    for app in config["applications"]:
+        per_app = {**proxies, **(app.get("logging_config") or {})}
+        for d in app.get("deployments") or [{"name": "*"}]:
+            scopes.append(
+                (f"app {app['name']!r} {d['name']}", {**per_app, **(d.get("logging_config") or {})})
+            )
+    problems = []
+    for where, logging in scopes:
+        level = str(logging["log_level"]).upper()
+        if logging["enable_access_log"] and LEVELS.get(level, 20) > LEVELS["INFO"]:
+            problems.append(
+                f"RayService serveConfigV2: {where}: enable_access_log with log_level {level} "
+                "drops the INFO access lines; set logging_config.log_level: INFO "
+                "(serve_apps/config/eks.yaml)"
+            )
+    return problems
+
+
+def service_account_problems(objects: Objects) -> list[str]:
+    """KubeRay binds the autoscaler's Role (patch pods, patch the RayCluster) to the head's
+    service account. Pods other than the head that run as that account must not mount its token;
+    the head (the one pod holding it) stays out of the internet-facing Serve Service."""
+    problems = []
+    for name, obj in _all(objects):
+        cluster = ray_cluster(obj)
+        if not cluster:
+            continue
+        templates = pod_templates(obj)
+        head = dict(templates)["head"]["spec"]
+        account = head.get("serviceAccountName", "default")
+        for role, template in templates:
+            pod = template["spec"]
+            if role == "head" or pod.get("serviceAccountName", "default") != account:
+                continue
+            if pod.get("automountServiceAccountToken") is not False:
+                problems.append(
+                    f"kuberay/{name}: {role} runs as {account!r}, the head's account KubeRay "
+                    "grants the autoscaler's RBAC, with its token mounted; set "
+                    "automountServiceAccountToken: false (IRSA still works)"
+                )
+        if obj["kind"] == "RayService" and not obj["spec"].get("excludeHeadPodFromServeSvc"):
+            problems.append(
+                f"kuberay/{name}: the head (holding the autoscaler's token) is in the Serve "
+                "Service behind the ALB; set excludeHeadPodFromServeSvc: true"
+            )
+    return problems
+
+
+def spread_problems(objects: Objects) -> list[str]:
+    """During a NewCluster upgrade two Ray clusters carry the same labels: each spreads its own
+    pods only if the constraint also keys on ray.io/cluster."""
+    problems = []
+    for name, obj in _all(objects):
+        for role, template in pod_templates(obj):
+            for c in template["spec"].get("topologySpreadConstraints", []):
+                if "ray.io/cluster" not in (c.get("matchLabelKeys") or []):
+                    problems.append(
+                        f"kuberay/{name}: {role}: topology spread over {c['topologyKey']} counts "
+                        "both clusters' pods during an upgrade; add matchLabelKeys: [ray.io/cluster]"
+                    )
+    return problems
+
+
 def generation_problems(
     objects: Objects,
     groups: dict[str, nodes.NodeGroup],
@@ -646,6 +903,13 @@ def generation_problems(
         *chart_problems(texts, charts),
         *workload_problems(objects),
         *tracking_problems(objects),
+        # KubeRay's RayCluster CRD has no scale subresource (tests/manifests reads the CRDs).
+        *disruption_budget_problems(objects, owner_scales=False),
+        *health_check_problems(objects),
+        *log_shipping_problems(objects),
+        *access_log_problems(objects),
+        *service_account_problems(objects),
+        *spread_problems(objects),
     ]
 
 

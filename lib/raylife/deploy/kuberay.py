@@ -59,6 +59,21 @@ DEREGISTRATION_DELAY_S = 30
 """The ALB stops sending new requests to a deregistered pod and waits this long for open ones."""
 WORKERS_PER_NODE = {"cpu": 2, "gpu": 1}
 FLUENT_BIT_IMAGE = "fluent/fluent-bit:4.2.2"
+"""The log sidecar on Docker Hub; pods pull it through the ECR pull-through cache (`docker-hub/`
+prefix of the registry's host, docs/deploy-eks.md step 4), by digest."""
+FLUENT_BIT_DIGEST = "sha256:" + "0" * 64
+"""The digest of FLUENT_BIT_IMAGE's multi-arch index: the same in the cache as on Docker Hub. Look
+it up once (`docker buildx imagetools inspect fluent/fluent-bit:4.2.2`), set it here, regenerate;
+`make eks-preflight` refuses this all-zero placeholder."""
+PULL_THROUGH_PREFIX = "docker-hub"
+RAY_LOGS_VOLUME = "ray-logs"
+"""KubeRay's own name for the volume at /tmp/ray (RayLogVolumeName): the autoscaler container it
+adds to the head mounts the pod's volume of that name, so its logs land where Fluent Bit reads."""
+REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
+"""The CA bundle of the rayproject/ray images (Ubuntu's ca-certificates, Amazon's roots included):
+the GCS's Redis client (hiredis) verifies ElastiCache's TLS certificate against it. Unset, hiredis
+falls back to the default locations compiled into the TLS library Ray's wheel links, not
+necessarily the image's (docs/deploy-eks.md step 8)."""
 FLUENT_BIT = nodes.Resources(100, 128)
 HEAD = nodes.Resources(2000, 8192)
 SUBMITTER = nodes.Resources(500, 1024)
@@ -139,6 +154,8 @@ class Site:
     commit: str = PLACEHOLDER_COMMIT
     """The git commit the images are built from (12 hex digits): their tag, never reused."""
     redis_address: str = REDIS_ADDRESS
+    fluent_bit_digest: str = FLUENT_BIT_DIGEST
+    """Digest of the log sidecar's image (FLUENT_BIT_IMAGE) as the pull-through cache serves it."""
     train_token: int = 1
     """Rotation number of the training clusters' token Secret raylife-ray-token-train-<N>."""
     serve_token: int = 1
@@ -195,7 +212,7 @@ def _container(name: str, img: str, size: nodes.Resources, ports: dict[str, int]
         "resources": _resources(size),
         "env": [{"name": k, "value": v} for k, v in STORAGE_ENV.items()],
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "ray-tmp", "mountPath": "/tmp/ray"}],
+        "volumeMounts": [{"name": RAY_LOGS_VOLUME, "mountPath": "/tmp/ray"}],
     }
     if ports:
         container["ports"] = [{"containerPort": p, "name": n} for n, p in ports.items()]
@@ -204,7 +221,13 @@ def _container(name: str, img: str, size: nodes.Resources, ports: dict[str, int]
     return container
 
 
-def _fluent_bit(prestop_s: int) -> dict[str, Any]:
+def fluent_bit_image(site: Site) -> str:
+    """<registry host>/docker-hub/fluent/fluent-bit:<tag>@<digest>: cached in ECR, immutable."""
+    host = site.registry.split("/", 1)[0]
+    return f"{host}/{PULL_THROUGH_PREFIX}/{FLUENT_BIT_IMAGE}@{site.fluent_bit_digest}"
+
+
+def _fluent_bit(site: Site, prestop_s: int) -> dict[str, Any]:
     """Ships the pod's Ray logs to S3, so they outlive the pod (KubeRay's sidecar pattern)."""
     field = {
         "POD_NAME": "metadata.name",
@@ -212,7 +235,7 @@ def _fluent_bit(prestop_s: int) -> dict[str, Any]:
     }
     container: dict[str, Any] = {
         "name": "fluent-bit",
-        "image": FLUENT_BIT_IMAGE,
+        "image": fluent_bit_image(site),
         "imagePullPolicy": "IfNotPresent",
         "resources": _resources(FLUENT_BIT),
         "env": [
@@ -221,7 +244,7 @@ def _fluent_bit(prestop_s: int) -> dict[str, Any]:
         ],
         "securityContext": container_security(),
         "volumeMounts": [
-            {"name": "ray-tmp", "mountPath": "/tmp/ray", "readOnly": True},
+            {"name": RAY_LOGS_VOLUME, "mountPath": "/tmp/ray", "readOnly": True},
             {"name": "fluent-bit-config", "mountPath": "/fluent-bit/etc/"},
             {"name": "fluent-bit-state", "mountPath": "/tmp/fluent-bit"},
         ],
@@ -241,9 +264,18 @@ class Stop:
 
 
 def _pod(
-    containers: list[dict], node_group: str, account: str, stop: Stop, labels: dict[str, str]
+    containers: list[dict],
+    node_group: str,
+    account: str,
+    stop: Stop,
+    labels: dict[str, str],
+    api_token: bool = False,
 ) -> dict[str, Any]:
-    volumes: list[dict[str, Any]] = [{"name": "ray-tmp", "emptyDir": {}}]
+    """`api_token`: mount the service account's Kubernetes API token. Only the head needs it (the
+    autoscaler container KubeRay adds there patches pods and the RayCluster, through a Role that
+    KubeRay binds to the head's account); workers and submitters share that account for its IRSA
+    role, so they must not carry the token (IRSA's own web identity token is mounted regardless)."""
+    volumes: list[dict[str, Any]] = [{"name": RAY_LOGS_VOLUME, "emptyDir": {}}]
     if any(c["name"] == "fluent-bit" for c in containers):
         volumes += [
             {"name": "fluent-bit-config", "configMap": {"name": "fluent-bit-ray"}},
@@ -251,6 +283,7 @@ def _pod(
         ]
     spec: dict[str, Any] = {
         "serviceAccountName": account,
+        "automountServiceAccountToken": api_token,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 1000,
@@ -289,17 +322,18 @@ def _head(site: Site, account: str, stop: Stop, labels: dict[str, str]) -> dict[
     head = _with_prestop(_container("ray-head", image(site, "cpu"), HEAD, ports), stop)
     # Ray's dashboard embeds the Grafana panels of the kube-prometheus-stack release.
     head["env"] += [
+        {"name": "RAY_REDIS_CA_CERT", "value": REDIS_CA_CERT},
         {"name": "RAY_GRAFANA_HOST", "value": "http://prometheus-grafana.monitoring.svc:80"},
         {
             "name": "RAY_PROMETHEUS_HOST",
             "value": "http://prometheus-kube-prometheus-prometheus.monitoring.svc:9090",
         },
     ]
-    containers = [head, _fluent_bit(stop.prestop_s + _drain_s() if stop.prestop_s else 0)]
+    containers = [head, _fluent_bit(site, stop.prestop_s + _drain_s() if stop.prestop_s else 0)]
     return {
         # num-cpus 0: the head runs Ray's control plane, no tasks or replicas.
         "rayStartParams": {"num-cpus": "0"},
-        "template": _pod(containers, "cpu", account, stop, labels),
+        "template": _pod(containers, "cpu", account, stop, labels, api_token=True),
     }
 
 
@@ -320,7 +354,7 @@ def _worker_group(
         _container("ray-worker", image(site, variant), size, {"metrics": 8080}), stop
     )
     pod = _pod(
-        [ray, _fluent_bit(stop.prestop_s + _drain_s() if stop.prestop_s else 0)],
+        [ray, _fluent_bit(site, stop.prestop_s + _drain_s() if stop.prestop_s else 0)],
         group,
         account,
         stop,
@@ -334,6 +368,8 @@ def _worker_group(
                 "topologyKey": key,
                 "whenUnsatisfiable": "ScheduleAnyway",
                 "labelSelector": selector,
+                # During an upgrade two Ray clusters share the labels: spread each on its own.
+                "matchLabelKeys": ["ray.io/cluster"],
             }
             for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
         ]
@@ -500,6 +536,9 @@ def ray_service(site: Site) -> dict[str, Any]:
             # The rendered `eks` Serve config (serve_apps/config/base.yaml + eks.yaml), verbatim.
             "serveConfigV2": yaml.safe_dump(serve_config.render("eks"), sort_keys=False),
             "upgradeStrategy": {"type": "NewCluster"},
+            # The head holds the autoscaler's Kubernetes token and no replica (num-cpus 0): keep it
+            # out of the Serve Service, so the ALB never sends it internet traffic.
+            "excludeHeadPodFromServeSvc": True,
             "rayClusterConfig": cluster,
         },
     }
@@ -551,8 +590,10 @@ def ingress(site: Site) -> dict[str, Any]:
             "annotations": {
                 f"{alb}/scheme": "internet-facing",
                 f"{alb}/target-type": "ip",
-                # /readyz answers 200 only when every application serves a version.
-                f"{alb}/healthcheck-path": "/readyz",
+                # What each Serve proxy answers by itself (200 unless it drains): a target's health
+                # is its own. /readyz would be one global signal, forwarded to the single Ops
+                # replica (one restarting replica anywhere would fail every target at once).
+                f"{alb}/healthcheck-path": checks.PROXY_HEALTH_PATH,
                 f"{alb}/healthcheck-interval-seconds": "10",
                 f"{alb}/healthy-threshold-count": "2",
                 f"{alb}/unhealthy-threshold-count": "3",
@@ -631,6 +672,12 @@ def network_policy() -> dict[str, Any]:
     }
 
 
+LOG_PATHS = ("/tmp/ray/session_latest/logs/*", "/tmp/ray/session_latest/logs/*/*")
+"""Fluent Bit's tail globs are not recursive: Ray writes the logs of its processes in logs/, and
+those of Serve (controller, proxies, replicas and their access lines), events, Ray Data and the
+dead workers' (old/) one folder down."""
+
+
 def fluent_bit_config() -> dict[str, Any]:
     """Tail every Ray log file of the pod; upload to s3://<bucket>/logs/<cluster>/<pod>/."""
     conf = "\n".join(
@@ -641,10 +688,13 @@ def fluent_bit_config() -> dict[str, Any]:
             "    Log_Level        warn",
             "[INPUT]",
             "    Name             tail",
-            "    Path             /tmp/ray/session_latest/logs/*",
+            f"    Path             {','.join(LOG_PATHS)}",
             "    Path_Key         file",
             "    Tag              ray",
             "    DB               /tmp/fluent-bit/tail.db",
+            # A file found by a later scan (a replica started after the sidecar) is read from its
+            # first line, not its end; the DB keeps a restarted sidecar from shipping it twice.
+            "    Read_from_Head   On",
             "    Refresh_Interval 5",
             "    Skip_Long_Lines  On",
             "[OUTPUT]",
@@ -669,18 +719,26 @@ def fluent_bit_config() -> dict[str, Any]:
 
 
 def disruption_budgets(site: Site) -> list[dict[str, Any]]:
-    """At most one worker pod per group of the serving cluster evicted at a time (node drains)."""
+    """Node drains keep all but one of a serving worker group's minimum pods up.
+
+    The pods' owner is a RayCluster, whose CRD has no `scale` subresource: Kubernetes then honours
+    only an integer `minAvailable` (for `maxUnavailable` or a percentage it cannot count the
+    expected pods and allows no disruption at all, so every drain would hang). minAvailable is the
+    group's minReplicas - 1: a drain at the minimum evicts one pod at a time. A group whose
+    minimum is below 2 gets no budget (one would block every drain of its node)."""
+    groups = ray_service(site)["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     return [
         {
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
-            "metadata": _meta(f"rayservice-models-{group}"),
+            "metadata": _meta(f"rayservice-models-{group['groupName']}"),
             "spec": {
-                "maxUnavailable": 1,
-                "selector": {"matchLabels": {**SERVICE_LABEL, "ray.io/group": group}},
+                "minAvailable": group["minReplicas"] - 1,
+                "selector": {"matchLabels": {**SERVICE_LABEL, "ray.io/group": group["groupName"]}},
             },
         }
-        for group in ("cpu", "gpu")
+        for group in groups
+        if group["minReplicas"] >= 2
     ]
 
 
