@@ -64,6 +64,10 @@ class Location:
         """The filesystem path of `rel` below this location."""
         return f"{self.path.rstrip('/')}/{rel}" if rel else self.path
 
+    def joined(self, rel: str) -> Location:
+        """The location of `rel` below this one."""
+        return self.child(self.at(rel))
+
     def child(self, path: str) -> Location:
         """Another place on the same filesystem (`path` is a filesystem path)."""
         return Location(self.fs, path, self.uri_of(path))
