@@ -176,11 +176,14 @@ def test_kubernetes_version_is_in_standard_support_and_the_guide_says_so():
 
 
 def test_the_idle_cost_follows_the_instance_table():
-    cpu = next(g for g in CLUSTER["managedNodeGroups"] if g["name"] == "cpu")
-    price = nodes.INSTANCE_TYPES[cpu["instanceType"]].usd_per_hour
+    # Every node group at its minimum, each node with its 80 GiB root volume (0.009 USD/h).
+    nodes_cost = sum(
+        g["minSize"] * (nodes.INSTANCE_TYPES[g["instanceType"]].usd_per_hour + 0.009)
+        for g in CLUSTER["managedNodeGroups"]
+    )
     # The control plane costs 0.10 USD/h in standard support, 0.60 in extended support.
     standard = not checks.version_problems(CLUSTER, TODAY)
-    idle = (0.10 if standard else 0.60) + cpu["minSize"] * (price + 0.009) + 0.045
+    idle = (0.10 if standard else 0.60) + nodes_cost + 0.045
     assert f"${idle:.2f}/h" in DOCS, f"docs/deploy-eks.md: the idle cost is ${idle:.2f}/h"
 
 

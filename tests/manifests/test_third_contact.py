@@ -162,6 +162,11 @@ def test_topology_spread_counts_one_ray_cluster_at_a_time():
     _no(checks.spread_problems(OBJECTS))
 
 
+def test_the_tracking_volume_and_its_node_group_share_one_zone():
+    cluster = yaml.safe_load((ROOT / "kuberay" / "eks" / "cluster.yaml").read_text())
+    _no(checks.volume_zone_problems(OBJECTS, cluster))
+
+
 # ---- 2. the guide: rotation and placeholders ---------------------------------------------------
 
 

@@ -889,6 +889,58 @@ def spread_problems(objects: Objects) -> list[str]:
     return problems
 
 
+def volume_zone_problems(objects: Objects, cluster_config: dict[str, Any]) -> list[str]:
+    """A pod on a zonal (EBS) ReadWriteOnce volume runs on a node group of that one zone: else after
+    a node loss no autoscaler can promise a node where the volume is."""
+    groups = {g["name"]: g for g in cluster_config.get("managedNodeGroups") or []}
+    classes = {
+        o["metadata"]["name"]: o for _, o in _all(objects) if o.get("kind") == "StorageClass"
+    }
+    claims = {
+        o["metadata"]["name"]: o
+        for _, o in _all(objects)
+        if o.get("kind") == "PersistentVolumeClaim"
+    }
+    problems = []
+    for name, obj in _all(objects):
+        if obj.get("kind") != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        for volume in pod.get("volumes", []):
+            claim = claims.get((volume.get("persistentVolumeClaim") or {}).get("claimName", ""))
+            storage = classes.get(((claim or {}).get("spec") or {}).get("storageClassName", ""))
+            if not storage or storage.get("provisioner") != "ebs.csi.aws.com":
+                continue
+            selector = pod.get("nodeSelector") or {}
+            chosen = [
+                g
+                for g in groups.values()
+                if all((g.get("labels") or {}).get(k) == v for k, v in selector.items())
+            ]
+            zones = {z for g in chosen for z in g.get("availabilityZones") or ["(every zone)"]}
+            allowed = {
+                v
+                for t in storage.get("allowedTopologies") or []
+                for e in t.get("matchLabelExpressions") or []
+                if e.get("key") == "topology.kubernetes.io/zone"
+                for v in e.get("values") or []
+            }
+            where = f"kuberay/{name}: {obj['kind']} {obj['metadata']['name']}"
+            if len(zones) != 1 or "(every zone)" in zones:
+                problems.append(
+                    f"{where}: its EBS volume is zonal, but its node groups "
+                    f"{sorted(g['name'] for g in chosen)} span {sorted(zones)}: no autoscaler can "
+                    "promise a node in the volume's zone; select a node group of one zone"
+                )
+            elif allowed != zones:
+                problems.append(
+                    f"{where}: StorageClass {storage['metadata']['name']} may make the volume in "
+                    f"{sorted(allowed) or 'any zone'}, its node group lives in {sorted(zones)}; "
+                    "set allowedTopologies to that zone"
+                )
+    return problems
+
+
 def generation_problems(
     objects: Objects,
     groups: dict[str, nodes.NodeGroup],

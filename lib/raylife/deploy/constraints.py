@@ -131,7 +131,20 @@ def pin_errors(text: str, closure: dict[str, Package] | None = None) -> list[str
     pinned = parse(text)
     where = "kuberay/docker/constraints.txt"
     fix = "regenerate: python -m raylife.deploy.constraints > kuberay/docker/constraints.txt"
-    errors = [
+    errors: list[str] = []
+    # What pip would refuse first, then what the image should not or does not pin.
+    for package in closure.values():
+        for requirement in package.requires:
+            version = pinned.get(canonicalize_name(requirement.name))
+            if version is not None and not requirement.specifier.contains(
+                version, prereleases=True
+            ):
+                errors.append(
+                    f"{where}: {requirement.name}=={version} violates {package.name} "
+                    f"{package.version}'s requirement '{requirement}' (pip: ResolutionImpossible); "
+                    f"{fix}"
+                )
+    errors += [
         f"{where}: pins {name}=={version}, which raylife does not install at runtime (a dev tool?); {fix}"
         for name, version in pinned.items()
         if name not in closure
@@ -146,17 +159,6 @@ def pin_errors(text: str, closure: dict[str, Package] | None = None) -> list[str
                 f"{where}: {package.name}=={pinned[key]}, but the tested environment has "
                 f"{package.version}; {fix}"
             )
-    for package in closure.values():
-        for requirement in package.requires:
-            version = pinned.get(canonicalize_name(requirement.name))
-            if version is not None and not requirement.specifier.contains(
-                version, prereleases=True
-            ):
-                errors.append(
-                    f"{where}: {requirement.name}=={version} violates {package.name} "
-                    f"{package.version}'s requirement '{requirement}' (pip: ResolutionImpossible); "
-                    f"{fix}"
-                )
     return errors
 
 

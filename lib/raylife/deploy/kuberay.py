@@ -86,6 +86,8 @@ TRAINING_ENV = {**STORAGE_ENV, "RAYLIFE_MLFLOW_URI": tracking_server.uri(NAMESPA
 """The RayJobs' runtime env: runs are tracked by the cluster's MLflow server (kuberay/mlflow.yaml),
 which must be up before a job starts (an unreachable one stops the run before training)."""
 MLFLOW = nodes.Resources(500, 1536)
+TRACKING_GROUP = "tracking"
+"""The MLflow server's node group (kuberay/eks/cluster.yaml): one zone, like its EBS volume."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -544,6 +546,20 @@ def ray_service(site: Site) -> dict[str, Any]:
     }
 
 
+def _single_zone(site: Site, group: str) -> str:
+    """The one zone of node group `group`; a group spanning zones cannot host a zonal volume."""
+    [config] = [
+        g for g in site.cluster_config.get("managedNodeGroups") or [] if g["name"] == group
+    ][:1] or [{}]
+    zones = config.get("availabilityZones") or []
+    if len(zones) != 1:
+        raise RaylifeError(
+            f"kuberay/eks/cluster.yaml: node group {group!r} has availabilityZones {zones}; the "
+            "MLflow server's EBS volume attaches in one zone only: give the group exactly one"
+        )
+    return str(zones[0])
+
+
 def mlflow_server(site: Site) -> list[dict[str, Any]]:
     """kuberay/mlflow.yaml: the tracking server the RayJobs log to (raylife.deploy.tracking_server)."""
     training_pods = {
@@ -560,7 +576,8 @@ def mlflow_server(site: Site) -> list[dict[str, Any]]:
         security=container_security(),
         resources=_resources(MLFLOW),
         clients=training_pods,
-        node_selector={nodes.NODE_GROUP_LABEL: "cpu"},
+        node_selector={nodes.NODE_GROUP_LABEL: TRACKING_GROUP},
+        zone=_single_zone(site, TRACKING_GROUP),
     )
     return tracking_server.objects(server)
 

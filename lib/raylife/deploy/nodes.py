@@ -48,6 +48,7 @@ class InstanceType:
 
 
 INSTANCE_TYPES: dict[str, InstanceType] = {
+    "m6i.large": InstanceType(2, 8, 29, usd_per_hour=0.096),
     "m6i.xlarge": InstanceType(4, 16, 58, usd_per_hour=0.192),
     "m6i.2xlarge": InstanceType(8, 32, 58, usd_per_hour=0.384),
     "m6i.4xlarge": InstanceType(16, 64, 110, usd_per_hour=0.768),

@@ -54,6 +54,9 @@ class Server:
     clients: dict[str, Any]
     """Pod selector of the pods that may call the server (the training pods)."""
     node_selector: dict[str, str]
+    """Selects a node group of one zone (an EBS volume attaches only in its own zone)."""
+    zone: str
+    """That node group's zone: the StorageClass makes the volume there."""
 
     def meta(self, name: str = NAME, namespaced: bool = True) -> dict[str, Any]:
         where = {"namespace": self.namespace} if namespaced else {}
@@ -89,8 +92,16 @@ def storage_class(server: Server) -> dict[str, Any]:
         "metadata": server.meta(STORAGE_CLASS, namespaced=False),
         "provisioner": "ebs.csi.aws.com",
         "parameters": {"type": "gp3", "encrypted": "true"},
-        # The volume is made in the zone of the node the pod lands on, not in a random one.
+        # The volume is made in the zone of the node the pod lands on, and only in the zone of the
+        # server's single-zone node group, whose Auto Scaling group replaces a lost node there.
         "volumeBindingMode": "WaitForFirstConsumer",
+        "allowedTopologies": [
+            {
+                "matchLabelExpressions": [
+                    {"key": "topology.kubernetes.io/zone", "values": [server.zone]}
+                ]
+            }
+        ],
         # The tracking database has no other copy: deleting the claim must not delete the volume.
         "reclaimPolicy": "Retain",
         "allowVolumeExpansion": True,
