@@ -31,8 +31,8 @@ runs from the CPU image and proxies artifacts to S3 through boto3, which raylife
 imports (its store reads S3 through pyarrow)."""
 WHEEL_LIBRARIES = ("nvidia-", "triton", "cuda-")
 """Come with the torch wheel of the Dockerfile's index (CUDA build or none): not pinned here."""
-TARGET = {
-    **default_environment(),
+TARGET: dict[str, str] = {
+    **{k: str(v) for k, v in default_environment().items()},
     "sys_platform": "linux",
     "platform_system": "Linux",
     "platform_machine": "x86_64",
@@ -116,7 +116,7 @@ def render(closure: dict[str, Package] | None = None) -> str:
 
 def parse(text: str) -> dict[str, str]:
     """canonical name -> pinned version of a constraints text (exact pins only)."""
-    out = {}
+    out: dict[str, str] = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:

@@ -71,7 +71,7 @@ def constraints_errors(text: str) -> list[str]:
     want = {"torch": TORCH_VERSION, "torchvision": TORCHVISION_VERSION}
     return [
         f"kuberay/docker/constraints.txt: {name}=={pins.get(name)}, but gpu_stack says {version}; "
-        "run make image-constraints"
+        "regenerate: python -m raylife.deploy.constraints > kuberay/docker/constraints.txt"
         for name, version in want.items()
         if pins.get(name) != version
     ]
