@@ -173,6 +173,35 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class StallPolicy:
+    """How long a run may go without progress: factor x its slowest gap so far, at least floor_s."""
+
+    factor: float = 5.0
+    """Multiple of the slowest gap between two progress beats so far; 0 turns the watch off."""
+    floor_s: float = 180.0
+    """The bound never goes below this: it covers start-up (before the first beat) and the first
+    slow step (a compile, a checkpoint's first upload)."""
+
+    def __post_init__(self) -> None:
+        if self.factor < 0 or (self.factor and self.factor < 1):
+            raise RaylifeError(f"stall factor must be 0 (off) or >= 1, got {self.factor}")
+        if self.floor_s <= 0:
+            raise RaylifeError(f"stall floor must be > 0 seconds, got {self.floor_s}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.factor > 0
+
+    def bound_s(self, slowest_gap_s: float) -> float:
+        return max(self.floor_s, self.factor * slowest_gap_s)
+
+    def scaled(self, attempts: int, allowance_s: float = 0.0) -> StallPolicy:
+        """The policy of an outer watch over a run that retries itself `attempts` times, each
+        under this policy: it waits for all of them (plus an allowance for each restart)."""
+        return StallPolicy(self.factor, attempts * (self.floor_s + allowance_s))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One Ray Train run of one model."""
 
@@ -208,6 +237,11 @@ class TrainConfig:
     it only best-so-far values, late)."""
     tracking: TrackingConfig | None = None
     """MLflow run of this run (rank 0 logs it); None: not tracked."""
+    stall_factor: float = StallPolicy.factor
+    """Watchdog: a run with no progress (a step, an epoch, a report) for this many times its
+    slowest gap so far is stopped and retried under max_failures; 0 turns the watch off."""
+    stall_floor_s: float = StallPolicy.floor_s
+    """Watchdog: the least time without progress that counts as a stall (covers start-up)."""
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, f"num workers must be >= 1, got {self.num_workers}")
@@ -216,6 +250,12 @@ class TrainConfig:
         _require(self.max_failures >= 0, "max failures must be >= 0")
         _require(self.checkpoints_to_keep >= 1, "checkpoints to keep must be >= 1")
         _require(self.report_interval_s >= 0, "report interval must be >= 0 seconds")
+        StallPolicy(self.stall_factor, self.stall_floor_s)  # validates the watchdog fields
+
+    @property
+    def stall(self) -> StallPolicy:
+        """The watchdog's policy for each worker of this run."""
+        return StallPolicy(self.stall_factor, self.stall_floor_s)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import pickle
+import sys
 import tempfile
 import time
 import uuid
@@ -47,8 +49,12 @@ from raylife.registry import get_spec
 from raylife.settings import Settings
 from raylife.storage import root_cause
 from raylife.tracking import EPOCH_ROWS, worker_tracker
+from raylife.watchdog import Beating, Pace, Watch
 
 TRAIN_STATE_FILE = "train_state.pt"
+
+STALLED_EXIT_CODE = 75
+"""Exit status of a worker process its watchdog ended (EX_TEMPFAIL: worth retrying)."""
 
 
 def new_run_name(model: str, kind: str = "train") -> str:
@@ -227,10 +233,12 @@ class RayTrainSession:
 class _WorkerRun:
     """One worker's training state; the runtime (Ray Train or a Tune trial) is the session's."""
 
-    def __init__(self, cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> None:
+    def __init__(
+        self, cfg: TrainConfig, data: PreparedData, session: WorkerSession, pace: Pace
+    ) -> None:
         from torch.utils.data.distributed import DistributedSampler
 
-        self.cfg, self.data, self.session = cfg, data, session
+        self.cfg, self.data, self.session, self.pace = cfg, data, session, pace
         self.task, hp = get_spec(cfg.model).task_obj, cfg.hparams
         self.rank, world = session.rank, session.world
         torch.set_num_threads(cfg.threads_per_worker)
@@ -256,7 +264,7 @@ class _WorkerRun:
         self.val = (val_X, val_y)
         self.sampler: DistributedSampler | None = None
         if data.stream is not None:
-            self.loader = self._stream_batches(data)
+            self.loader = Beating(self._stream_batches(data), pace)
             return
         # DistributedSampler only needs len(): a range avoids building the dataset twice.
         self.sampler = (
@@ -270,10 +278,13 @@ class _WorkerRun:
             if world > 1
             else None
         )
-        self.loader = session.prepare_loader(
-            make_loader(
-                data.train, self.task, max(1, hp.batch_size // world), cfg.seed, self.sampler
-            )
+        self.loader = Beating(
+            session.prepare_loader(
+                make_loader(
+                    data.train, self.task, max(1, hp.batch_size // world), cfg.seed, self.sampler
+                )
+            ),
+            pace,
         )
 
     def _stream_batches(self, data: PreparedData) -> Iterable:
@@ -365,6 +376,7 @@ class _WorkerRun:
             with tempfile.TemporaryDirectory() as folder:
                 self._write_checkpoint(Path(folder), snapshot)
                 self.session.report(metrics, Path(folder))
+        self.pace.beat()
         self.last_report = time.monotonic()
         self.timings["reports"].append(self.last_report - started)
 
@@ -409,20 +421,38 @@ class _Snapshot:
 
 def run_worker(cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> None:
     """One worker's whole run: epochs of plain PyTorch, reported when they improve the validation
-    objective, when report_interval_s has passed, at ASHA's rung epochs and at the end."""
-    run = _WorkerRun(cfg, data, session)
-    tracker = worker_tracker(cfg, session.rank)  # MLflow: rank 0 of a tracked run, else no-op
-    tracker.start(cfg, data.provenance, session.run_name, run.history)
-    if run.epochs_done >= cfg.hparams.epochs and run.history:
-        # Resumed after its last epoch (the process that drove it died before recording the
-        # end, e.g. a killed sweep): report the final epoch again so the caller gets its result.
-        run.report(run.history[-1])
-    for epoch in run.epochs():
-        row, due = run.finish_epoch(epoch)
-        tracker.log_epoch(row, flush=due)  # before the report, after which ASHA may stop us
-        if due:
-            run.report(row)
+    objective, when report_interval_s has passed, at ASHA's rung epochs and at the end. A watch
+    ends the process if the run stops making progress (a step, an epoch, a report) for longer
+    than cfg.stall allows, so the runtime restarts it from the latest checkpoint."""
+    pace = Pace(cfg.stall)
+    name = f"run {session.run_name} rank {session.rank}"
+    with Watch(pace, name, exit_stalled):
+        run = _WorkerRun(cfg, data, session, pace)
+        tracker = worker_tracker(cfg, session.rank)  # MLflow: rank 0 of a tracked run, else no-op
+        tracker.start(cfg, data.provenance, session.run_name, run.history)
+        if run.epochs_done >= cfg.hparams.epochs and run.history:
+            # Resumed after its last epoch (the process that drove it died before recording
+            # the end, e.g. a killed sweep): report the final epoch again so the caller gets it.
+            run.report(run.history[-1])
+        for epoch in run.epochs():
+            pace.beat()
+            row, due = run.finish_epoch(epoch)
+            tracker.log_epoch(row, flush=due)  # before the report, after which ASHA may stop us
+            if due:
+                run.report(row)
     tracker.finish(lambda: run.artifact(run.history[-1]))
+
+
+def exit_stalled(line: str) -> None:
+    """A stalled worker ends its own process: its stuck thread cannot be interrupted (a hung
+    collective, a blocked call), and a dead worker is what Ray Train (or Tune, for a one-process
+    trial) already restarts from the latest checkpoint under max_failures."""
+    print(
+        f"{line}; ending the process so the run restarts from its latest checkpoint",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(STALLED_EXIT_CODE)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """Ray Tune: sample hyperparameters, run each trial through the same worker loop as `raylife train`.
 
 A trial of several workers (DDP) is the Train V2 pattern: a function trainable that builds the
-SAME TorchTrainer as `raylife train` and forwards its per-epoch reports to Tune with
-TuneReportCallback. A trial of one worker has nothing to distribute, so the trial's own process
+SAME TorchTrainer as `raylife train` and forwards its per-epoch reports to Tune through
+raylife.trial_bridge (Ray's TuneReportCallback can deadlock the trial at its end). A trial of one worker has nothing to distribute, so the trial's own process
 is its worker: it runs the same train.run_worker with a TrialSession that reports straight to
 Tune (no worker group to start, synchronize or shut down; raylife.sizing decides which, by
 measurement). Ray Train's own local mode (num_workers=0) is the same idea but in Ray 2.60 neither
@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from ray.tune import Callback
 
-from raylife.config import Hyperparams, TrainConfig, TuneConfig
+from raylife.config import Hyperparams, StallPolicy, TrainConfig, TuneConfig
 from raylife.data import PreparedData, prepare
 from raylife.errors import RaylifeError
 from raylife.loop import OBJECTIVE
@@ -41,6 +41,8 @@ from raylife.train import (
     storage_path,
     stream_datasets,
 )
+from raylife.trial_bridge import fit_reporting_to_tune
+from raylife.watchdog import Pace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +106,6 @@ def _trial(
     """
     import ray
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from raylife.cluster import configure_train_env
 
@@ -125,9 +126,11 @@ def _trial(
         return
     configure_train_env()
     datasets = stream_datasets(ray.get(data_ref))
-    build_trainer(
-        cfg, data_ref, storage, run_name, callbacks=[TuneReportCallback()], datasets=datasets
-    ).fit()
+    fit_reporting_to_tune(
+        lambda callbacks: build_trainer(
+            cfg, data_ref, storage, run_name, callbacks=callbacks, datasets=datasets
+        )
+    )
 
 
 class TrialSession:
@@ -226,6 +229,62 @@ class TrialProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.say(f"    trial {trial.trial_id} FAILED; see its error.txt under {trial.local_path}")
+
+
+class TrialWatchdog(Callback):
+    """The sweep driver's watch over its trials: a running trial whose results stop arriving for
+    longer than its bound (several times its slowest gap between results, at least a floor that
+    waits out every restart its own run may make) has its actor killed, which Tune handles as a
+    trial failure (retried under the sweep's failure policy, else marked failed) while the sweep
+    goes on. It catches what the workers' own watches cannot: a frozen process, or a trial actor
+    stuck in Ray's code. Checked on each step of Tune's loop (at least every second)."""
+
+    def __init__(self, policy: StallPolicy) -> None:
+        self.policy = policy
+        self.paces: dict[str, Pace] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Saved with the sweep's state: clocks of a dead driver mean nothing on resume.
+        return {"policy": self.policy, "paces": {}}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.paces[trial.trial_id] = Pace(self.policy)
+
+    on_trial_recover = on_trial_start
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.paces:
+            self.paces[trial.trial_id].beat()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.paces.pop(trial.trial_id, None)
+
+    on_trial_error = on_trial_complete
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        for trial in trials:
+            pace = self.paces.get(trial.trial_id)
+            idle = pace.stalled_s() if pace is not None and trial.status == "RUNNING" else None
+            if idle is None:
+                continue
+            actor = trial.temporary_state.ray_actor  # pinned by tests/unit/test_trial_bridge.py
+            TrialProgress.say(
+                f"    raylife watchdog: trial {trial.trial_id}: {pace.describe(idle)}; "
+                "stopping it (Tune retries or marks it failed)"
+            )
+            del self.paces[trial.trial_id]
+            if actor is not None:
+                import ray
+
+                ray.kill(actor, no_restart=True)
+
+
+def driver_stall_policy(base: TrainConfig, in_process: bool) -> StallPolicy:
+    """The driver's bound on a trial: it waits out every restart the trial's own run makes (a
+    DDP trial's Ray Train restarts its worker group up to max_failures times, each after a worker's
+    watch fired), plus one floor for start-up."""
+    attempts = 1 if in_process else base.max_failures + 1
+    return base.stall.scaled(attempts + 1)
 
 
 class TrialTracking(Callback):
@@ -376,10 +435,12 @@ def run_sweep(
     settings: Settings,
     data: PreparedData | None = None,
     seeds: list[int] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> SweepOutcome:
     """Sample trials (or, with `seeds`, run the base hyperparameters once per seed), run each (one process, or a Ray Train run of several workers), return the
     table and the best trial's checkpoint.
 
+    `callbacks`: more Tune callbacks, run after raylife's own.
     A sweep whose name already has state under the runs folder is resumed: finished trials are
     not rerun (checked before a new Tuner is built, since a new Tuner writes its state at once).
     """
@@ -454,6 +515,12 @@ def run_sweep(
                 callbacks=[
                     TrialProgress(f"val_{task.metric}", task.mode, base.hparams.epoch_selection),
                     *([TrialTracking(base, data.provenance, name)] if base.tracking else []),
+                    *(
+                        [TrialWatchdog(driver_stall_policy(base, plan.in_process))]
+                        if base.stall.enabled
+                        else []
+                    ),
+                    *callbacks,
                 ],
                 # Used by one-process trials (a DDP trial's checkpoints and restarts are Ray
                 # Train's, configured by build_trainer from the same fields).
@@ -634,7 +701,7 @@ def _outcome(grid: Any, name: str, scoring: Scoring, shown: str, epochs: int) ->
 
 def _checkpointed_reports(result: Any, frame: pd.DataFrame) -> pd.DataFrame:
     """The trial's reports that have a kept checkpoint, in epoch order, with its path under
-    CHECKPOINT_PATH_KEY: a DDP trial's come from TuneReportCallback (Ray Train kept them), a
+    CHECKPOINT_PATH_KEY: a DDP trial's come from trial_bridge (Ray Train kept them), a
     one-process trial's from Tune's own checkpoint manager."""
     import pandas as pd
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY

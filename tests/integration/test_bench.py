@@ -21,7 +21,7 @@ def test_quick_bench_writes_both_reports(tmp_path, monkeypatch, capsys):
     report = json.loads((out / "bench.json").read_text())
     assert report["meta"]["quick"] is True
     sections = report["sections"]
-    assert set(sections) == {"train", "trials", "tune", "serve", "oip-capture"}
+    assert set(sections) == {"train", "trials", "soak", "tune", "serve", "oip-capture"}
 
     train = sections["train"]["figures"]
     for figure in ("plain epoch_s", "ray epoch_s", "ray fit_fixed_s", "ray report_s"):
@@ -32,6 +32,11 @@ def test_quick_bench_writes_both_reports(tmp_path, monkeypatch, capsys):
     trials = sections["trials"]["figures"]
     # The sweep trial's epoch comes from the reports Tune received: a real, positive interval.
     assert trials["iris trial epoch_s"]["min"] > 0 and trials["iris plain epoch_s"]["min"] > 0
+
+    soak = sections["soak"]
+    assert soak["extra"]["ddp trials finished"] == 2  # back-to-back 2-worker DDP trials, no hang
+    assert soak["figures"]["sweep watch on wall_s"]["median"] > 0
+    assert 0 < soak["extra"]["direct cost"]["fraction"] < 1
 
     tune = sections["tune"]["figures"]
     assert tune["fifo trial_epochs"]["median"] == 4  # 2 trials x 2 debug epochs, nothing stopped

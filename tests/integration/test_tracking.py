@@ -75,7 +75,7 @@ def test_a_sweep_is_a_parent_run_with_nested_trials_and_a_resume_duplicates_noth
 
 def test_a_ddp_trial_is_tracked_from_rank_0s_reports(tracked_home: Path):
     """A trial of 2 Ray Train workers: rank 0's reports reach the sweep's driver through Ray
-    Train and Tune (TuneReportCallback), epochs' rows and last checkpoint included."""
+    Train and Tune (trial_bridge), epochs' rows and last checkpoint included."""
     name = "tune-iris-ddp-mlflow"
     args = ["tune", "--model", "iris", "--preset", "debug", "--epochs", "2", "--samples", "1"]
     assert main([*args, "--num-workers", "2", "--name", name]) == 0

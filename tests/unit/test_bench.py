@@ -78,7 +78,7 @@ def test_reports_carry_every_figure_and_mark_missed_targets(tmp_path):
 
 
 def test_sections_are_validated():
-    quick = ["train", "trials", "tune", "serve", "oip-capture"]
+    quick = ["train", "trials", "soak", "tune", "serve", "oip-capture"]
     assert runner.parse_sections(None, quick=True) == quick
     assert runner.parse_sections("lifecycle,train", quick=False) == ["train", "lifecycle"]
     with pytest.raises(RaylifeError, match="unknown bench section"):

@@ -70,8 +70,8 @@ def register(verbs: Any) -> None:
     bench.add_argument("--quick", action="store_true", help="smoke-test sizes (CI), about 2 min")
     bench.add_argument(
         "--sections",
-        help="comma-separated subset of train,trials,tune,serve,oip-capture,rollout,batch,data,"
-        "lifecycle (default: all; --quick: train,trials,tune,serve,oip-capture)",
+        help="comma-separated subset of train,trials,soak,tune,serve,oip-capture,rollout,batch,"
+        "data,lifecycle (default: all; --quick: train,trials,soak,tune,serve,oip-capture)",
     )
     bench.add_argument("--output-dir", default="reports", help="where bench.json/bench.md go")
     bench.set_defaults(func=cmd_bench)

@@ -35,6 +35,8 @@ TRAIN_FIELDS = [
     "seed",
     "report_interval_s",
     "max_failures",
+    "stall_factor",
+    "stall_floor_s",
 ]
 SWEEP_TRAIN_FIELDS = [f for f in TRAIN_FIELDS if f != "num_workers"]
 """A sweep's --num-workers is TuneConfig.workers_per_trial (default: decided by measurement)."""

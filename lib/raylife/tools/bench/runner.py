@@ -21,6 +21,7 @@ from raylife.tools.bench import (
     report,
     rollout_bench,
     serve_bench,
+    soak_bench,
     train_bench,
     trials_bench,
     tune_bench,
@@ -30,6 +31,7 @@ from raylife.tools.bench.stats import Section
 SECTIONS = (
     "train",
     "trials",
+    "soak",
     "tune",
     "serve",
     "oip-capture",
@@ -40,7 +42,7 @@ SECTIONS = (
 )
 OWN_PROCESS = ("data", "lifecycle")
 """Sections with their own cluster, run after ours is down (data caps its object store)."""
-QUICK_SECTIONS = ("train", "trials", "tune", "serve", "oip-capture")
+QUICK_SECTIONS = ("train", "trials", "soak", "tune", "serve", "oip-capture")
 """--quick skips the lifecycle section (`raylife run` alone takes minutes), batch and data
 (`--sections batch --quick` / `--sections data --quick` run their small sizes; data starts a
 second, capped cluster, which the test session's shared cluster must not meet)."""
@@ -90,6 +92,7 @@ def run_bench(
         runners = {
             "train": train_bench.run,
             "trials": trials_bench.run,
+            "soak": soak_bench.run,
             "tune": tune_bench.run,
             "serve": serve_bench.run,
             "oip-capture": oip_capture_bench.run,

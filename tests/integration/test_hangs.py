@@ -1,0 +1,138 @@
+"""Nothing hangs silently, on the real local cluster: the DDP trial's end that deadlocked Ray's own
+report bridge, forced; a frozen trial stopped by the sweep's watchdog; a DDP worker whose peer
+froze, ended by its own watch and restarted by Ray Train."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+from ray.tune import Callback
+
+from raylife.config import TrainConfig, TuneConfig
+from raylife.registry import get_spec
+from raylife.settings import Settings
+from raylife.tune import run_sweep
+from raylife.waiting import poll
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(class_name: str) -> list[Any]:
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
+
+
+def _sweep_in_thread(*args: Any, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """run_sweep in a thread, so a test can bound how long it waits for it."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["outcome"] = run_sweep(*args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+class HoldUntilFitReturned(Callback):
+    """Forces the interleaving that deadlocked Ray's bridge: the sweep's driver holds the
+    penultimate epoch's result until the trial's Ray Train run has ended (its controller gone), so
+    the last report reaches the trial only after fit() has returned."""
+
+    def __init__(self, penultimate_epoch: int) -> None:
+        self.penultimate_epoch = penultimate_epoch
+        self.held_s: float | None = None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        if result.get("epoch") != self.penultimate_epoch or self.held_s is not None:
+            return
+        started = time.monotonic()
+        assert poll(lambda: not _alive("TrainController"), 120), "the Train run never ended"
+        self.held_s = time.monotonic() - started
+
+
+def test_a_ddp_trials_last_report_after_fit_returned_does_not_hang_it(home):
+    spec = get_spec("iris")
+    base = TrainConfig(
+        model="iris", hparams=spec.preset("debug").replace(epochs=3), report_interval_s=0
+    )
+    hold = HoldUntilFitReturned(penultimate_epoch=2)
+    thread, box = _sweep_in_thread(
+        base,
+        TuneConfig(num_samples=1, workers_per_trial=2, scheduler="fifo"),
+        Settings.from_env(),
+        callbacks=[hold],
+    )
+    thread.join(timeout=240)
+    assert not thread.is_alive(), "the sweep hung: the trial's last report deadlocked it"
+    assert "error" not in box, box.get("error")
+    assert hold.held_s is not None, "the interleaving was not forced"
+    (trial,) = box["outcome"].trials.to_dict("records")
+    assert trial["status"] == "done" and trial["epochs"] == 3
+
+
+class FreezeFirstTrial(Callback):
+    """A fixture fault: SIGSTOP the first trial's process at its first result (a frozen process:
+    no reports, no CPU, its own watch frozen with it)."""
+
+    def __init__(self) -> None:
+        self.frozen: tuple[str, int, float] | None = None
+        self.failed: dict[str, float] = {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        if self.frozen is None:
+            from ray.util.state import get_actor
+
+            actor_id = trial.temporary_state.ray_actor._actor_id.hex()
+            pid = int(get_actor(actor_id).pid)
+            os.kill(pid, signal.SIGSTOP)
+            self.frozen = (trial.trial_id, pid, time.monotonic())
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info):
+        self.failed[trial.trial_id] = time.monotonic()
+
+
+def test_a_frozen_trial_is_stopped_within_twice_its_bound_and_the_sweep_finishes(home, capfd):
+    spec = get_spec("iris")
+    base = TrainConfig(
+        model="iris",
+        hparams=spec.preset("debug").replace(epochs=400),
+        report_interval_s=0,
+        max_failures=0,
+        stall_floor_s=5,
+    )
+    freeze = FreezeFirstTrial()
+    thread, box = _sweep_in_thread(
+        base,
+        TuneConfig(num_samples=2, workers_per_trial=1, max_concurrent_trials=1, scheduler="fifo"),
+        Settings.from_env(),
+        callbacks=[freeze],
+    )
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the sweep waited on the frozen trial"
+    assert "error" not in box, box.get("error")
+    assert freeze.frozen is not None
+    frozen_id, pid, frozen_at = freeze.frozen
+    out = capfd.readouterr().out
+    line = re.search(rf"raylife watchdog: trial {frozen_id}: .*bound (\d+) s", out)
+    assert line, out[-3000:]
+    bound = float(line.group(1))
+    assert bound == 2 * 5  # a one-process trial: its own floor, plus one for start-up
+    assert freeze.failed[frozen_id] - frozen_at <= 2 * bound
+    statuses = dict(
+        zip(box["outcome"].trials["trial"], box["outcome"].trials["status"], strict=True)
+    )
+    assert statuses[frozen_id] == "error"
+    assert [s for t, s in statuses.items() if t != frozen_id] == ["done"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed, not left frozen holding its CPU
