@@ -31,9 +31,11 @@ import numpy as np
 import pyarrow as pa
 
 from raylife import storage
+from raylife.config import StallPolicy
 from raylife.errors import InputError, RaylifeError
 from raylife.predict import Predictions, Predictor
 from raylife.storage import Location, locate
+from raylife.watchdog import Pace, Watch, exit_stalled
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 IMAGE_SUFFIXES = (".png",)
@@ -69,10 +71,25 @@ class BatchConfig:
     """The inputs' id column (default: `id` if present, else a generated `row_id`)."""
     overwrite: bool = False
     """Replace a complete output."""
+    max_failures: int = 2
+    """Times a chunk is retried on a restarted actor after its actor died (or its watch ended it);
+    then the run fails and publishes nothing."""
+    stall_factor: float = StallPolicy.factor
+    """Watchdog: an actor whose chunk makes no progress (a batch scored) for this many times its
+    slowest gap so far is ended, and the chunk retried; 0 turns the watch off."""
+    stall_floor_s: float = StallPolicy.floor_s
+    """Watchdog: the least time without progress that counts as a stall."""
 
     def __post_init__(self) -> None:
         if self.actors < 1 or self.batch_size < 1:
             raise RaylifeError("--actors and --batch-size must be at least 1; pass e.g. --actors 2")
+        if self.max_failures < 0:
+            raise RaylifeError(f"--max-failures must be >= 0, got {self.max_failures}")
+        StallPolicy(self.stall_factor, self.stall_floor_s)  # validates the watchdog fields
+
+    @property
+    def stall(self) -> StallPolicy:
+        return StallPolicy(self.stall_factor, self.stall_floor_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +304,9 @@ class Scorer:
         self.input = locate(cfg.input, "input")
         self.output_fs, self.staging = locate(cfg.output, "output").fs, staging
         self.cfg, self.plan, self.features = cfg, plan_, features
+        # Learns the pace of scoring across this actor's chunks; only a chunk's own work is
+        # watched (an actor waiting for its next chunk is idle, not stalled).
+        self.pace = Pace(cfg.stall)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each chunk's answers streamed into its own part file (part-<chunk index>.parquet):
@@ -297,7 +317,12 @@ class Scorer:
         for index, item in zip(batch["index"], batch["chunk"], strict=True):
             chunk, written, writer = Chunk(**json.loads(item)), 0, None
             path = f"{self.staging}/part-{int(index):05d}.parquet"
-            with self.output_fs.open_output_stream(path) as sink:
+            self.pace.resume()
+            name = f"batch {self.cfg.model} chunk {int(index)}"
+            with (
+                Watch(self.pace, name, exit_stalled),
+                self.output_fs.open_output_stream(path) as sink,
+            ):
                 for ids, X in self._read(chunk):
                     table = answer_table(
                         ids,
@@ -309,6 +334,7 @@ class Scorer:
                     writer = writer or pq.ParquetWriter(sink, table.schema)
                     writer.write_table(table)
                     written += len(table)
+                    self.pace.beat()
                 if writer is not None:
                     writer.close()
             rows.append(written)
@@ -446,7 +472,13 @@ def actor_options(cfg: BatchConfig) -> dict[str, Any]:
 
     # A GPU actor still reads and decodes its chunks on a CPU: it takes one of each.
     resources = {"num_cpus": 1, "num_gpus": 1} if cfg.use_gpu else {"num_cpus": 1}
-    return {"compute": ray.data.ActorPoolStrategy(size=cfg.actors), **resources}
+    # A dead actor is restarted (Ray Data's default); its chunk is retried at most max_failures
+    # times (Ray Data's default is forever: a chunk that always stalls would never end the run).
+    return {
+        "compute": ray.data.ActorPoolStrategy(size=cfg.actors),
+        "max_task_retries": cfg.max_failures,
+        **resources,
+    }
 
 
 def batch_predict(cfg: BatchConfig) -> Summary:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import pickle
-import sys
 import tempfile
 import time
 import uuid
@@ -49,12 +47,9 @@ from raylife.registry import get_spec
 from raylife.settings import Settings
 from raylife.storage import root_cause
 from raylife.tracking import EPOCH_ROWS, worker_tracker
-from raylife.watchdog import Beating, Pace, Watch
+from raylife.watchdog import Beating, Pace, Watch, exit_stalled
 
 TRAIN_STATE_FILE = "train_state.pt"
-
-STALLED_EXIT_CODE = 75
-"""Exit status of a worker process its watchdog ended (EX_TEMPFAIL: worth retrying)."""
 
 
 def new_run_name(model: str, kind: str = "train") -> str:
@@ -441,18 +436,6 @@ def run_worker(cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> 
             if due:
                 run.report(row)
     tracker.finish(lambda: run.artifact(run.history[-1]))
-
-
-def exit_stalled(line: str) -> None:
-    """A stalled worker ends its own process: its stuck thread cannot be interrupted (a hung
-    collective, a blocked call), and a dead worker is what Ray Train (or Tune, for a one-process
-    trial) already restarts from the latest checkpoint under max_failures."""
-    print(
-        f"{line}; ending the process so the run restarts from its latest checkpoint",
-        file=sys.stderr,
-        flush=True,
-    )
-    os._exit(STALLED_EXIT_CODE)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -18,12 +18,17 @@ No Ray here: unit tests drive a Pace with their own clock.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from raylife.config import StallPolicy
+
+STALLED_EXIT_CODE = 75
+"""Exit status of a process its watch ended (EX_TEMPFAIL: worth retrying)."""
 
 
 class Pace:
@@ -42,6 +47,11 @@ class Pace:
             self.slowest = max(self.slowest, now - self.last)
         self.last = now
         self.beats += 1
+
+    def resume(self) -> None:
+        """Work starts again after an idle wait (an actor given its next chunk): the wait is
+        neither a gap of the pace nor counted towards a stall."""
+        self.last = self.clock()
 
     def bound_s(self) -> float:
         return self.policy.bound_s(self.slowest)
@@ -107,3 +117,14 @@ class Beating:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def exit_stalled(line: str) -> None:
+    """A stalled worker ends its own process: its stuck thread cannot be interrupted (a hung
+    collective, a blocked read), and a dead worker is what its runtime already restarts under its
+    failure policy: Ray Train's worker group (or Tune's one-process trial) from the latest
+    checkpoint, Ray Data's actor pool with the chunk retried."""
+    print(
+        f"{line}; ending the process so its runtime retries the work", file=sys.stderr, flush=True
+    )
+    os._exit(STALLED_EXIT_CODE)

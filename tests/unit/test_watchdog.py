@@ -13,9 +13,8 @@ import pytest
 from raylife.config import StallPolicy, TrainConfig
 from raylife.errors import RaylifeError
 from raylife.registry import get_spec
-from raylife.train import STALLED_EXIT_CODE
 from raylife.tune import driver_stall_policy
-from raylife.watchdog import Beating, Pace, Watch
+from raylife.watchdog import STALLED_EXIT_CODE, Beating, Pace, Watch
 
 
 class Clock:
@@ -169,7 +168,68 @@ def test_a_worker_whose_reports_stop_ends_its_process_within_twice_its_bound():
     assert "returned" not in done.stdout
     line = next(x for x in done.stderr.splitlines() if x.startswith("raylife watchdog:"))
     assert line.startswith("raylife watchdog: run hangs rank 0: no progress for"), line
-    assert "restarts from its latest checkpoint" in line
+    assert "ending the process so its runtime retries the work" in line
     # Bound: the 2 s floor (iris epochs are milliseconds); the process (torch import, data)
     # starts in a few seconds more.
     assert elapsed < 2 * 2 + 20, elapsed
+
+
+SCORER_WHOSE_READ_HANGS = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    from raylife import batch_predict as bp, storage
+    from raylife.store import ModelStore
+    from tests.conftest import quick_artifact
+    from tests.unit.test_batch_predict import features, write_parts
+
+    root = sys.argv[1]
+    store = ModelStore(root + "/store")
+    store.promote("iris", store.register(quick_artifact("iris", epochs=1)))
+    X, names = features("iris")
+    from pathlib import Path
+    write_parts(Path(root) / "in", X, names, parts=1)
+    cfg = bp.BatchConfig(model="iris", input=root + "/in", output=root + "/out",
+                         store_uri=store.uri, batch_size=5, stall_factor=5, stall_floor_s=2)
+    version, artifact = store.load("iris", None)
+    planned = bp.plan(cfg.input, artifact.schema, None)
+    staging = storage.staging_of(storage.locate(cfg.output))
+    staging.fs.create_dir(staging.path)
+    scorer = bp.Scorer(cfg, version, planned, artifact.schema.feature_names, staging.path)
+    reads = scorer._read
+
+    def read_then_hang(chunk):  # a read that stops (a hung remote read, say) after 3 batches
+        for n, item in enumerate(reads(chunk)):
+            if n == 3:
+                time.sleep(3600)
+            yield item
+
+    scorer._read = read_then_hang
+    chunks = [json.dumps(c.__dict__) for c in planned.chunks]
+    scorer({"index": np.arange(len(chunks)), "chunk": np.asarray(chunks, dtype=object)})
+    print("returned")
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_batch_actor_whose_chunk_stops_ends_its_process_for_ray_data_to_retry(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", SCORER_WHOSE_READ_HANGS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == STALLED_EXIT_CODE, done.stderr[-2000:]
+    assert "returned" not in done.stdout
+    line = next(x for x in done.stderr.splitlines() if x.startswith("raylife watchdog:"))
+    assert line.startswith("raylife watchdog: batch iris chunk 0: no progress for"), line
+
+
+def test_a_batch_chunk_is_retried_at_most_max_failures_times():
+    from raylife import batch_predict as bp
+
+    cfg = bp.BatchConfig(model="iris", input="in", output="out", store_uri="s", max_failures=1)
+    assert bp.actor_options(cfg)["max_task_retries"] == 1
+    with pytest.raises(RaylifeError, match="max-failures"):
+        bp.BatchConfig(model="iris", input="in", output="out", store_uri="s", max_failures=-1)

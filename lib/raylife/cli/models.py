@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from raylife.cli.common import add_store_flag, add_tracking_flags, settings_from
+from raylife.cli.flags import add_config_flags, config_values, field_docs
 from raylife.cli.governance import add_history_verb
 from raylife.cli.tracking import add_sync_verb
 from raylife.errors import RaylifeError
@@ -64,24 +65,33 @@ def register(verbs: Any) -> None:
     add_batch_predict_verb(verbs)
 
 
+BATCH_FIELDS = [
+    "version",
+    "use_gpu",
+    "actors",
+    "batch_size",
+    "id_column",
+    "overwrite",
+    "max_failures",
+    "stall_factor",
+    "stall_floor_s",
+]
+"""BatchConfig's fields that are flags as they are (model, input and output are required; the
+store comes from --store / RAYLIFE_STORE)."""
+
+
 def add_batch_predict_verb(verbs: Any) -> None:
+    from raylife.batch_predict import BatchConfig  # lazy: pyarrow and torch, for this verb only
+
     batch = verbs.add_parser(
         "batch-predict",
         help="score a table or PNG folder of any size on a Ray Data actor pool, into Parquet",
     )
-    batch.add_argument("--model", required=True)
-    batch.add_argument("--version", help="version id, 'latest' or 'promoted' (default)")
-    batch.add_argument(
-        "--input", required=True, help="Parquet/CSV file, folder or glob, or a PNG folder; or s3://"
-    )
-    batch.add_argument("--output", required=True, help="folder or s3:// prefix for the Parquet")
-    batch.add_argument("--use-gpu", action="store_true", help="one GPU per actor")
-    batch.add_argument("--actors", type=int, default=2, help="actors in the pool (default 2)")
-    batch.add_argument("--batch-size", type=int, default=4096, help="rows per forward pass")
-    batch.add_argument(
-        "--id-column", help="the inputs' id column (default: `id` if present, else a row_id)"
-    )
-    batch.add_argument("--overwrite", action="store_true", help="replace a complete output")
+    docs = field_docs(BatchConfig)
+    batch.add_argument("--model", required=True, help=docs["model"])
+    batch.add_argument("--input", required=True, help=docs["input"])
+    batch.add_argument("--output", required=True, help=docs["output"])
+    add_config_flags(batch, BatchConfig, BATCH_FIELDS)
     add_store_flag(batch)
     batch.set_defaults(func=cmd_batch_predict)
 
@@ -168,12 +178,7 @@ def cmd_batch_predict(args: argparse.Namespace) -> None:
         input=args.input,
         output=args.output,
         store_uri=settings_from(args).store_uri,
-        version=args.version,
-        actors=args.actors,
-        batch_size=args.batch_size,
-        use_gpu=args.use_gpu,
-        id_column=args.id_column,
-        overwrite=args.overwrite,
+        **config_values(args, BATCH_FIELDS),
     )
     done = batch_predict(cfg)
     print(
