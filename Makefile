@@ -141,12 +141,8 @@ monitoring-install: ## helm install kube-prometheus-stack (pinned) and apply kub
 	bash kuberay/helm/install.sh kube-prometheus-stack
 	kubectl apply -f kuberay/monitoring.yaml
 
-image-constraints: $(INSTALLED) ## Pin the images' dependencies to this tested environment (kuberay/docker/constraints.txt)
-	( echo "# Exact versions for the images (pip -c): the tested environment of this checkout. torch and"; \
-	  echo "# torchvision are pinned without a local build (2.14.1 matches 2.14.1+cpu and 2.14.1+cu130); each"; \
-	  echo "# Dockerfile installs them from its PyTorch index first, the CUDA libraries come with that wheel."; \
-	  ( $(PY) -m pip freeze --exclude-editable | grep -viE '^(-e|raylife|torch|torchvision|triton|nvidia-|cuda-)'; \
-	    $(PY) -m raylife.deploy.gpu_stack ) | sort -f ) > kuberay/docker/constraints.txt
+image-constraints: $(INSTALLED) ## Pin the images' runtime dependencies to this tested environment (kuberay/docker/constraints.txt)
+	$(PY) -m raylife.deploy.constraints > kuberay/docker/constraints.txt
 
 image: ## docker build the CPU and GPU images of a clean checkout, tagged by its commit (REGISTRY=, COMMIT=)
 	@git diff --quiet HEAD -- lib jobs serve_apps kuberay/docker pyproject.toml README.md \
