@@ -15,6 +15,7 @@ import pytest
 from ray.tune import Callback
 
 from raylife.config import TrainConfig, TuneConfig
+from raylife.data import prepare
 from raylife.registry import get_spec
 from raylife.settings import Settings
 from raylife.tune import run_sweep
@@ -136,3 +137,56 @@ def test_a_frozen_trial_is_stopped_within_twice_its_bound_and_the_sweep_finishes
     assert [s for t, s in statuses.items() if t != frozen_id] == ["done"]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed, not left frozen holding its CPU
+
+
+def test_a_ddp_run_whose_peer_froze_is_restarted_by_its_watch_and_finishes(tmp_path, capfd):
+    """SIGSTOP one of two DDP workers after the first checkpoint: the other blocks in its next
+    allreduce (gloo would wait 30 min), its watch ends its process past the bound, and Ray Train
+    restarts the worker group from the latest checkpoint; the run finishes every epoch once."""
+    import ray
+
+    from raylife.train import TRAIN_STATE_FILE, build_trainer, storage_path
+
+    settings = Settings.from_env(home=str(tmp_path), tracking=False)
+    spec = get_spec("mnist")
+    cfg = TrainConfig(
+        model="mnist",
+        hparams=spec.defaults.replace(epochs=4),
+        num_workers=2,
+        report_interval_s=0,
+        max_failures=1,
+        stall_floor_s=8,
+    )
+    data_ref = ray.put(prepare(spec, cfg.data))
+    box: dict[str, Any] = {}
+    run = threading.Thread(
+        target=lambda: box.update(
+            result=build_trainer(cfg, data_ref, storage_path(settings), "peer-froze").fit()
+        ),
+        daemon=True,
+    )
+    run.start()
+    runs = tmp_path / "runs" / "peer-froze"
+    assert poll(lambda: len(list(runs.glob("checkpoint_*"))) >= 1, 180, interval_s=0.2)
+    (frozen, *_) = _alive("RayTrainWorker")
+    os.kill(frozen.pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    run.join(timeout=300)
+    assert not run.is_alive(), "the run waited on its frozen worker"
+    result = box["result"]
+    assert result.error is None
+    with result.checkpoint.as_directory() as folder:
+        import torch
+
+        state = torch.load(f"{folder}/{TRAIN_STATE_FILE}", map_location="cpu", weights_only=True)
+    assert [int(r["epoch"]) for r in state["history"]] == [1, 2, 3, 4]
+    restarted = [
+        start
+        for start, _ in state["timings"]["epochs"]
+        if start > time.time() - (time.monotonic() - frozen_at)
+    ]
+    assert restarted, "no epoch ran after the freeze: the worker group was not restarted"
+    err = capfd.readouterr().err
+    assert "raylife watchdog: run peer-froze rank" in err, err[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(frozen.pid, 0)  # the frozen worker went with its group

@@ -251,3 +251,32 @@ def test_the_gcs_redis_client_is_given_its_ca_bundle():
     if "RAY_REDIS_CA_CERT" not in DOCS:
         problems.append("docs/deploy-eks.md: does not say which CA the GCS's Redis client trusts")
     _no(problems)
+
+
+# ---- a stuck job costs minutes, not a blanket deadline (the hang issue) --------------------------
+
+
+def test_each_rayjob_deadline_is_sized_to_its_job_and_outlasts_its_watchdog():
+    _no(checks.deadline_problems(OBJECTS))
+    jobs = {
+        o["metadata"]["name"]: o["spec"]["activeDeadlineSeconds"]
+        for items in OBJECTS.values()
+        for o in items
+        if o.get("kind") == "RayJob"
+    }
+    # Sized per job: a training run's attempt is well under the sweep's, and none is the old
+    # blanket 4 hours that a hang would sit out.
+    assert jobs["rayjob-train-iris"] < jobs["rayjob-tune-mnist"] < 4 * 3600, jobs
+
+
+def test_a_deadline_that_cannot_outlast_its_watchdog_is_refused():
+    from raylife.deploy import deadlines
+
+    tight = deadlines.JobBudget(work_s=600, stall_s=60)
+    spec = {"entrypoint": "python -m jobs.tune --model mnist", "activeDeadlineSeconds": 1}
+    found = deadlines.problems("rayjob-x", spec, {deadlines.ANNOTATION: tight.annotation()})
+    assert any("!= its budget" in p for p in found), found
+    assert any("its watchdog may wait" in p for p in found), found
+    assert deadlines.problems("rayjob-x", {"activeDeadlineSeconds": 14400}, {})[0].startswith(
+        "RayJob rayjob-x: activeDeadlineSeconds 14400 is not sized to its job"
+    )

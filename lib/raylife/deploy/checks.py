@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from raylife.deploy import nodes
+from raylife.deploy import deadlines, nodes
 
 Objects = dict[str, list[dict[str, Any]]]
 """File name under kuberay/ -> the objects it holds."""
@@ -941,6 +941,19 @@ def volume_zone_problems(objects: Objects, cluster_config: dict[str, Any]) -> li
     return problems
 
 
+def deadline_problems(objects: Objects) -> list[str]:
+    """Every RayJob's activeDeadlineSeconds is its budget (raylife.deploy.deadlines), whose stall
+    allowance covers the bound of the watchdog that runs inside it."""
+    problems = []
+    for _, obj in _all(objects):
+        if obj.get("kind") == "RayJob":
+            meta = obj.get("metadata", {})
+            problems += deadlines.problems(
+                meta.get("name", "?"), obj.get("spec", {}), meta.get("annotations") or {}
+            )
+    return problems
+
+
 def generation_problems(
     objects: Objects,
     groups: dict[str, nodes.NodeGroup],
@@ -962,6 +975,7 @@ def generation_problems(
         *access_log_problems(objects),
         *service_account_problems(objects),
         *spread_problems(objects),
+        *deadline_problems(objects),
     ]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from raylife.deploy import checks, nodes, tracking_server
+from raylife.deploy import checks, deadlines, nodes, tracking_server
 from raylife.deploy import gpu_stack as stack
 from raylife.errors import RaylifeError
 from raylife.registry import MODEL_SPECS
@@ -431,7 +431,9 @@ def serve_token_secret(site: Site) -> str:
     return f"raylife-ray-token-serve-{site.serve_token}"
 
 
-def ray_job(site: Site, variant: str, entrypoint: str, gpu: bool = False) -> dict[str, Any]:
+def ray_job(
+    site: Site, variant: str, entrypoint: str, budget: deadlines.JobBudget, gpu: bool = False
+) -> dict[str, Any]:
     submitter = _pod(
         [_container("ray-job-submitter", image(site, "cpu"), SUBMITTER, {})],
         "cpu",
@@ -443,14 +445,18 @@ def ray_job(site: Site, variant: str, entrypoint: str, gpu: bool = False) -> dic
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": _meta(f"rayjob-{variant}"),
+        "metadata": {
+            **_meta(f"rayjob-{variant}"),
+            "annotations": {deadlines.ANNOTATION: budget.annotation()},
+        },
         "spec": {
             "entrypoint": entrypoint,
             # Code and dependencies are baked into the image: the runtime env only sets variables.
             "runtimeEnvYAML": yaml.safe_dump({"env_vars": TRAINING_ENV}, sort_keys=True),
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": 600,
-            "activeDeadlineSeconds": 4 * 3600,
+            # One attempt (KubeRay restarts the count on retry): see raylife.deploy.deadlines.
+            "activeDeadlineSeconds": budget.deadline_s,
             "backoffLimit": 2,
             "submitterPodTemplate": submitter,
             "rayClusterSpec": ray_cluster_spec(
@@ -466,6 +472,7 @@ def training_jobs(site: Site) -> dict[str, dict[str, Any]]:
             site,
             f"train-{model}",
             f"python -m jobs.train --model {model} --num-workers 2 --promote",
+            deadlines.budget_for("train"),
         )
         for model in MODEL_SPECS
     }
@@ -473,12 +480,14 @@ def training_jobs(site: Site) -> dict[str, dict[str, Any]]:
         site,
         "train-mnist-gpu",
         "python -m jobs.train --model mnist --num-workers 2 --use-gpu --promote",
+        deadlines.budget_for("train"),
         gpu=True,
     )
     jobs["ray-job.tune-mnist.yaml"] = ray_job(
         site,
         "tune-mnist",
         "python -m jobs.tune --model mnist --samples 8 --max-concurrent 2 --promote",
+        deadlines.budget_for("tune"),
     )
     return jobs
 
@@ -493,6 +502,7 @@ def batch_predict_jobs(site: Site) -> dict[str, dict[str, Any]]:
             f"batch-predict-{model}",
             f"python -m jobs.batch_predict --model {model} --input s3://{BUCKET}/batch/{model}/ "
             f"--output s3://{BUCKET}/predictions/{model}/ --actors 4",
+            deadlines.budget_for("batch-predict"),
         )
         for model in MODEL_SPECS
     }
