@@ -78,6 +78,7 @@ def test_a_ddp_trials_last_report_after_fit_returned_does_not_hang_it(home):
     assert not thread.is_alive(), "the sweep hung: the trial's last report deadlocked it"
     assert "error" not in box, box.get("error")
     assert hold.held_s is not None, "the interleaving was not forced"
+    print(f"\nthe driver held the penultimate result {hold.held_s:.1f} s, until fit() returned")
     (trial,) = box["outcome"].trials.to_dict("records")
     assert trial["status"] == "done" and trial["epochs"] == 3
 
@@ -129,7 +130,9 @@ def test_a_frozen_trial_is_stopped_within_twice_its_bound_and_the_sweep_finishes
     assert line, out[-3000:]
     bound = float(line.group(1))
     assert bound == 2 * 5  # a one-process trial: its own floor, plus one for start-up
-    assert freeze.failed[frozen_id] - frozen_at <= 2 * bound
+    stopped_s = freeze.failed[frozen_id] - frozen_at
+    print(f"\nfrozen trial stopped {stopped_s:.1f} s after the freeze (bound {bound:.0f} s)")
+    assert stopped_s <= 2 * bound
     statuses = dict(
         zip(box["outcome"].trials["trial"], box["outcome"].trials["status"], strict=True)
     )
@@ -173,6 +176,7 @@ def test_a_ddp_run_whose_peer_froze_is_restarted_by_its_watch_and_finishes(tmp_p
     frozen_at = time.monotonic()
     run.join(timeout=300)
     assert not run.is_alive(), "the run waited on its frozen worker"
+    print(f"\nrun finished {time.monotonic() - frozen_at:.1f} s after a worker froze (bound 8 s)")
     result = box["result"]
     assert result.error is None
     with result.checkpoint.as_directory() as folder:
