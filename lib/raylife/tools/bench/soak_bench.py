@@ -8,7 +8,8 @@ soak trial gets a generous wall-clock limit: one that passes it counts as a hang
 (its actor is left for the watchdog, which the bench cannot wait for).
 
 The watchdog's cost: the main job's sweep shape (one-process trials, ASHA) with the watch on and
-off (stall factor 0), alternated, as the ratio of median wall times; and its direct cost, bounded
+off (stall factor 0), alternated in an order that flips every round, as the ratio of median wall
+times; and its direct cost, bounded
 from below the noise: the beats it took, times a beat's measured price, plus the watch threads'
 wake-ups, over the sweep's wall.
 """
@@ -25,7 +26,7 @@ from raylife.config import StallPolicy, TrainConfig, TuneConfig
 from raylife.data import prepare
 from raylife.registry import MODEL_SPECS, get_spec
 from raylife.settings import Settings
-from raylife.tools.bench.stats import Section, alternate
+from raylife.tools.bench.stats import Section
 from raylife.tune import run_sweep
 from raylife.watchdog import Pace
 
@@ -50,11 +51,11 @@ class SoakBenchSetup:
 
 def setup_for(quick: bool) -> SoakBenchSetup:
     if quick:
-        return SoakBenchSetup(2, ("iris",), {"iris": 3}, "debug", "iris", 2, 1)
+        return SoakBenchSetup(2, ("iris",), {"iris": 3}, "debug", "iris", 2, 2)
     # The race is at a trial's end, so the soak's trials are short (fifty fit in a bench run);
     # otherwise the arm's shape: the default preset's reports, one 2-worker trial per sweep.
     epochs = {m: min(get_spec(m).defaults.epochs, 2 if m == "mnist" else 30) for m in MODEL_SPECS}
-    return SoakBenchSetup(SOAK_TARGET, tuple(MODEL_SPECS), epochs, "default", "iris", 4, 3)
+    return SoakBenchSetup(SOAK_TARGET, tuple(MODEL_SPECS), epochs, "default", "iris", 4, 6)
 
 
 def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> Section:
@@ -128,9 +129,16 @@ def watch_cost(setup: SoakBenchSetup, settings: Settings, section: Section, say:
 
         return one
 
-    measured = alternate(
-        {"watch on": sweep(StallPolicy.factor), "watch off": sweep(0.0)}, setup.cost_repeats, say
-    )
+    # The order flips every round (on, off, off, on, ...): a sweep that runs first in its round
+    # pays for processes the second one reuses, which a fixed order would charge to one side.
+    measured: dict[str, dict[str, list[float]]] = {"watch on": {}, "watch off": {}}
+    factors = {"watch on": StallPolicy.factor, "watch off": 0.0}
+    for round_no in range(setup.cost_repeats):
+        order = list(factors) if round_no % 2 == 0 else list(reversed(factors))
+        for contender in order:
+            value = sweep(factors[contender])(round_no)["wall_s"]
+            measured[contender].setdefault("wall_s", []).append(value)
+            say(f"    round {round_no + 1}/{setup.cost_repeats} {contender}: wall_s {value:.4g}")
     for contender, values in measured.items():
         section.add(f"sweep {contender} wall_s", values["wall_s"], "s")
     ratio = section.ratio("sweep watch on wall_s", "sweep watch off wall_s")
