@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raylife.cli import main
-from raylife.store import COMPLETE_MARKER, ModelStore
+from raylife.lifecycle.store import COMPLETE_MARKER, ModelStore
 from tests.conftest import prepared, quick_artifact
 from tests.unit.test_batch_predict import assert_same_answers, write_parts
 

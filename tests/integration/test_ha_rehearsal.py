@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 from tests.conftest import quick_artifact
 
 pytestmark = [

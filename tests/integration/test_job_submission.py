@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from raylife.deploy.rehearsal import multi_node_cluster, submit_when_ready
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 from raylife.waiting import poll
 
 REPO = Path(__file__).resolve().parents[2]

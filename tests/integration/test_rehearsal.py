@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from raylife.deploy import rehearsal
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

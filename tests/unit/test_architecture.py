@@ -59,7 +59,7 @@ FORBIDDEN = {
     "deploy": {"cli", "jobs", "serve_apps", "tests"},
     "cli": {"jobs", "serve_apps", "tests"},
 }
-ALLOWED = {("raylife.main_job", "serve")}
+ALLOWED = {("raylife.cli.main_job", "serve")}
 """The main job serves what it trained: the one core module allowed to import serve/."""
 
 

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raylife import batch_predict as bp
 from raylife import storage
 from raylife.errors import InputError, RaylifeError
-from raylife.predict import Predictor
-from raylife.store import COMPLETE_MARKER, ModelStore
+from raylife.inference import batch_predict as bp
+from raylife.inference.predict import Predictor
+from raylife.lifecycle.store import COMPLETE_MARKER, ModelStore
 
 from ..conftest import prepared, quick_artifact
 

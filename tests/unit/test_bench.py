@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig
-from raylife.data import prepare
+from raylife.data.prepare import prepare
 from raylife.errors import RaylifeError
-from raylife.registry import get_spec
 from raylife.tools.bench import report, runner
 from raylife.tools.bench.stats import Section, alternate
 from raylife.tools.bench.train_bench import plain_fit, steady_epoch_s

@@ -12,8 +12,8 @@ pytest.importorskip("schemathesis", reason="the dev extra brings schemathesis")
 from fastapi import FastAPI
 
 from raylife.errors import RaylifeError
+from raylife.lifecycle.store import ModelStore
 from raylife.serve.bare import build
-from raylife.store import ModelStore
 from raylife.waiting import poll
 from tests.support.fuzz import fuzz_routes, problems
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from raylife.cluster import free_port
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 from raylife.tools.loadtest import bare_server, percentile, run_load
 from tests.conftest import quick_artifact
 

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig
-from raylife.data import load_raw, prepare
-from raylife.registry import get_spec
+from raylife.data.prepare import prepare
+from raylife.data.sources import load_raw
 from raylife.tools.selection_study import development_rows, pooled, study_model
 
 
@@ -75,7 +76,7 @@ def test_registry_defaults_follow_the_committed_study():
     import json
     from pathlib import Path
 
-    from raylife.registry import MODEL_SPECS
+    from raylife.catalog.specs import MODEL_SPECS
 
     report = json.loads((Path(__file__).parents[2] / "reports/selection_study.json").read_text())
     for name, spec in MODEL_SPECS.items():

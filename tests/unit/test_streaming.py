@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raylife import streaming
-from raylife.data import Preprocessing
+from raylife.data import streaming
+from raylife.data.contracts import Preprocessing
 from raylife.errors import RaylifeError
 from raylife.synth_table import make_table
 

@@ -52,7 +52,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def model_list(text: str) -> list[str]:
     """`all` or comma-separated registry keys, each checked (unknown keys name the choices)."""
-    from raylife.registry import MODEL_SPECS, get_spec
+    from raylife.catalog.specs import MODEL_SPECS, get_spec
 
     if text == "all":
         return list(MODEL_SPECS)

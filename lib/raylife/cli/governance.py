@@ -1,6 +1,6 @@
 """Verbs that move a model's pointer, and its audit trail: `promote`, `rollback`, `models history`.
 
-Promote and rollback go through raylife.promotion (gated, audited); a running local Serve app then
+Promote and rollback go through raylife.lifecycle.promotion (gated, audited); a running local Serve app then
 follows the new pointer generation in place, the same way for both.
 """
 
@@ -95,16 +95,21 @@ def add_rollout_flags(parser: argparse.ArgumentParser) -> None:
 
 def _store_and_mirror(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Settings, the model store and its MLflow mirror (None when tracking is off)."""
-    from raylife import tracking
-    from raylife.store import ModelStore
+    from raylife.lifecycle.store import ModelStore
+    from raylife.tracking import runs as tracking
 
     settings = settings_from(args)
-    mirror = tracking.mirror(tracking.config_for(settings))
+    config, mirror = tracking.config_for(settings), None
+    if config is not None:
+        # lazy: the mirror imports mlflow (seconds), needed only when tracking is on
+        from raylife.tracking.registry_mirror import Mirror
+
+        mirror = Mirror(config)
     return settings, ModelStore(settings.store_uri), mirror
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from raylife.promotion import promote
+    from raylife.lifecycle.promotion import promote
 
     if args.canary is not None or args.shadow is not None:
         return cmd_rollout_promote(args)
@@ -158,7 +163,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    from raylife.promotion import rollback
+    from raylife.lifecycle.promotion import rollback
 
     settings, store, mirror = _store_and_mirror(args)
     outcome = rollback(store, args.model, args.reason, mirror=mirror)
@@ -177,9 +182,9 @@ def _follow_serve(settings: Any, model: str, outcome: Any) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> None:
-    from raylife import history
-    from raylife.registry import get_spec
-    from raylife.store import ModelStore
+    from raylife.catalog.specs import get_spec
+    from raylife.lifecycle import history
+    from raylife.lifecycle.store import ModelStore
 
     spec = get_spec(args.model)
     store = ModelStore(settings_from(args).store_uri)

@@ -66,8 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> None:
+    from raylife.catalog.specs import get_spec
     from raylife.cluster import free_port
-    from raylife.registry import get_spec
     from raylife.serve import local
     from raylife.tools import loadtest
 

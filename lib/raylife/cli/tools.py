@@ -200,7 +200,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_report_cost(args: argparse.Namespace) -> None:
-    from raylife.registry import get_spec
+    from raylife.catalog.specs import get_spec
     from raylife.tools.report_cost import report_cost
 
     get_spec(args.model)

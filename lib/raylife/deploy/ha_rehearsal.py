@@ -30,8 +30,8 @@ from typing import Any
 
 from raylife.deploy.rehearsal import alive_nodes, wait_for_port
 from raylife.errors import RaylifeError
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import config as serve_config
-from raylife.store import ModelStore
 from raylife.waiting import poll, wait_until
 
 RAY = str(Path(sys.executable).parent / "ray")

@@ -264,7 +264,7 @@ def rehearse(
     import httpx
     from ray.job_submission import JobSubmissionClient
 
-    from raylife.store import ModelStore
+    from raylife.lifecycle.store import ModelStore
 
     env_vars = {"RAYLIFE_STORE": str(work / "store"), "RAYLIFE_RUNS": str(work / "runs")}
     report: dict[str, Any] = {"jobs": {}, "answers": {}}

@@ -18,9 +18,9 @@ from typing import Any
 
 from raylife.cluster import free_port
 from raylife.errors import RaylifeError
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import config as serve_config
 from raylife.settings import Settings
-from raylife.store import ModelStore
 from raylife.waiting import wait_until
 
 STATE_FILE = "serve.json"
@@ -290,9 +290,9 @@ def wait_for_version(url: str, model: str, version: str, timeout_s: float = 60.0
 
 def first_test_row(model: str) -> tuple[Any, Any]:
     """(raw inputs, truth) of the first row of `model`'s held-out test split (embedded data)."""
+    from raylife.catalog.specs import get_spec
     from raylife.config import DataConfig
-    from raylife.data import prepare
-    from raylife.registry import get_spec
+    from raylife.data.prepare import prepare
 
     test = prepare(get_spec(model), DataConfig()).test_raw
     return test.X[0], test.y[0]

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import torch
 
+from raylife.catalog.specs import get_spec
 from raylife.cluster import free_port
 from raylife.config import TrainConfig
 from raylife.errors import RaylifeError
-from raylife.register import train_and_register
-from raylife.registry import get_spec
+from raylife.lifecycle.train_and_store import train_and_register
 from raylife.settings import Settings
 from raylife.tools.loadtest import run_load
 

@@ -2,10 +2,10 @@
 split. Writes {"<model>": {"metric", "mean", "std", "ci95", "seeds", "values"}}.
 
 A model's seeds run as one FIFO Tune grid (tune.run_sweep with `seeds`): trials sized like the
-main job's (raylife.sizing), side by side, each with its own split and initialisation.
+main job's (raylife.training.sizing), side by side, each with its own split and initialisation.
 
-`via="stream"` trains the same recipes through the streaming path instead (raylife.streaming, as
-`--data FOLDER` does): each embedded dataset is written out as files (raylife.dataset_export) and
+`via="stream"` trains the same recipes through the streaming path instead (raylife.data.streaming, as
+`--data FOLDER` does): each embedded dataset is written out as files (raylife.data.export) and
 split by its hashed row ids, so the two paths' figures differ by their splits, not by their
 maths."""
 
@@ -19,16 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig, TrainConfig, TuneConfig
-from raylife.data import prepare
-from raylife.dataset_export import export_embedded
-from raylife.evaluate import evaluate_artifact
-from raylife.register import local_checkpoint
-from raylife.registry import get_spec
+from raylife.data.export import export_embedded
+from raylife.data.prepare import prepare
+from raylife.lifecycle.evaluate import evaluate_artifact
+from raylife.lifecycle.store import load_artifact_dir
+from raylife.lifecycle.train_and_store import local_checkpoint
 from raylife.settings import Settings
-from raylife.store import load_artifact_dir
-from raylife.train import new_run_name
-from raylife.tune import SEED, run_sweep
+from raylife.training.train import new_run_name
+from raylife.training.tune import SEED, run_sweep
 
 VIA = ("memory", "stream")
 """How the rows reach training: the in-memory path of the embedded datasets, or streaming."""
@@ -57,7 +57,7 @@ def measure(
     say: Callable[[str], None] = print,
     via: str = "memory",
 ) -> dict[str, dict[str, Any]]:
-    """num_workers: Ray Train workers per run; None: raylife.sizing decides (as in sweeps)."""
+    """num_workers: Ray Train workers per run; None: raylife.training.sizing decides (as in sweeps)."""
     if via not in VIA:
         raise ValueError(f"via must be one of {VIA}, not {via!r}")
     report: dict[str, dict[str, Any]] = {}

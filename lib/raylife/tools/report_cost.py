@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig
-from raylife.data import prepare
-from raylife.registry import get_spec
+from raylife.data.prepare import prepare
 from raylife.settings import Settings
 from raylife.tasks import Task
-from raylife.train import build_trainer, checkpoint_train_state, new_run_name, storage_path
+from raylife.training.train import build_trainer, checkpoint_train_state, new_run_name, storage_path
 
 
 def report_cost(

@@ -9,7 +9,7 @@ its non-test rows; the registry defaults are trained on them once per schedule, 
 choices are scored on the outer fold from that same fit. All four endings see the same folds, so
 their differences are paired.
 
-Plain PyTorch, no Ray: the same `raylife.loop` code the Ray Train workers run (data parallelism
+Plain PyTorch, no Ray: the same `raylife.training.loop` code the Ray Train workers run (data parallelism
 does the same maths on the same global batch), so hundreds of small fits take minutes.
 """
 
@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from raylife.catalog.specs import ModelSpec, get_spec
 from raylife.config import DataConfig, Hyperparams
-from raylife.data import RawData, Split, cut, fit_preprocessing, load_raw, split
+from raylife.data.contracts import RawData, Split, cut, fit_preprocessing, split
+from raylife.data.sources import load_raw
 from raylife.errors import RaylifeError
-from raylife.registry import ModelSpec, get_spec
 from raylife.tasks import Task
 
 
@@ -74,8 +75,8 @@ def fit_fold(job: FoldJob) -> FoldScore:
     """Train on one fold's train rows; score the outer fold at the best-validation and last epochs."""
     import torch
 
-    from raylife import loop
-    from raylife.models import build_model
+    from raylife.catalog.architectures import build_model
+    from raylife.training import loop
 
     torch.set_num_threads(1)
     spec = get_spec(job.model)

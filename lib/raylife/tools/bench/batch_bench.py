@@ -2,7 +2,7 @@
 Predictor over pyarrow batches, on one generated Parquet table; and 1 vs 2 actors.
 
 Both sides do the same work per row: read the feature columns, `Predictor.predict_batch`, build the
-same output rows (`raylife.batch_predict.answer_table`) and write them as Parquet. The plain loop
+same output rows (`raylife.inference.batch_predict.answer_table`) and write them as Parquet. The plain loop
 is one process with torch's default threads, already warm (torch imported, in the bench's own
 process); batch-predict's time is the whole call (planning, actor start and model load, scoring,
 publishing), so its fixed costs count against it.
@@ -50,11 +50,11 @@ def setup_for(quick: bool) -> BatchBenchSetup:
 def bench_artifact(settings: Settings) -> tuple[str, list[str]]:
     """An untrained ionosphere version, promoted in the bench store: the cost of scoring does not
     depend on the weights. Returns (store uri, feature names)."""
+    from raylife.catalog.specs import get_spec
     from raylife.config import TrainConfig
-    from raylife.data import prepare
-    from raylife.registry import get_spec
-    from raylife.store import ModelStore
-    from raylife.train import fresh_model, make_artifact
+    from raylife.data.prepare import prepare
+    from raylife.lifecycle.store import ModelStore
+    from raylife.training.train import fresh_model, make_artifact
 
     spec = get_spec(MODEL)
     cfg = TrainConfig(model=MODEL, hparams=spec.defaults)
@@ -83,9 +83,9 @@ def plain_loop(store_uri: str, source: Path, out: Path, batch_size: int) -> dict
     """The baseline: one process, the same Predictor, pyarrow batches in, Parquet out."""
     import pyarrow.parquet as pq
 
-    from raylife.batch_predict import answer_table, features_of
-    from raylife.predict import Predictor
-    from raylife.store import ModelStore
+    from raylife.inference.batch_predict import answer_table, features_of
+    from raylife.inference.predict import Predictor
+    from raylife.lifecycle.store import ModelStore
 
     started = time.perf_counter()
     predictor = Predictor.from_store(ModelStore(store_uri), MODEL)
@@ -108,8 +108,8 @@ def plain_loop(store_uri: str, source: Path, out: Path, batch_size: int) -> dict
 def _schema(predictor: object) -> object:
     import pyarrow as pa
 
-    from raylife.batch_predict import answer_table
-    from raylife.predict import Predictions
+    from raylife.inference.batch_predict import answer_table
+    from raylife.inference.predict import Predictions
 
     labels = predictor.label_names  # type: ignore[attr-defined]
     empty = Predictions(
@@ -121,7 +121,7 @@ def _schema(predictor: object) -> object:
 def ray_run(
     store_uri: str, source: Path, out: Path, actors: int, batch_size: int
 ) -> dict[str, float]:
-    from raylife.batch_predict import BatchConfig, batch_predict
+    from raylife.inference.batch_predict import BatchConfig, batch_predict
 
     cfg = BatchConfig(
         model=MODEL,

@@ -6,7 +6,7 @@ each peak must stay under PEAK_RSS_BOUND. The in-memory path would need the whol
 float64 matrix in the driver: that size is computed, not tried.
 
 Throughput: rows per second into the same MLP, one training process each: Ray Data streaming
-(raylife.streaming's batches, as a Train worker iterates them, READ_TASKS read tasks) vs a plain
+(raylife.data.streaming's batches, as a Train worker iterates them, READ_TASKS read tasks) vs a plain
 torch DataLoader over the same Parquet parts read with pyarrow (the same number of reader
 processes, the same batch size, the same preprocessing), interleaved. Neither shuffles, as the
 DataLoader over an IterableDataset cannot; Ray Data with the local shuffle buffer a training run
@@ -34,13 +34,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from raylife.catalog.architectures import build_model
+from raylife.catalog.specs import get_spec
+from raylife.data.streaming import READ_TASKS, Plan, collate
 from raylife.errors import RaylifeError
-from raylife.loop import train_epoch
-from raylife.models import build_model
-from raylife.registry import get_spec
-from raylife.streaming import READ_TASKS, Plan, collate
 from raylife.tasks import Task
 from raylife.tools.bench.stats import Section
+from raylife.training.loop import train_epoch
 
 PEAK_RSS_BOUND = int(1.5 * 2**30)
 """Per process, driver and each Ray worker alike, whatever the table's size."""
@@ -193,10 +193,10 @@ def _by_role(peaks: dict[str, int]) -> dict[str, int]:
 
 
 def _train(path: str) -> None:
+    from raylife.catalog.specs import get_spec
     from raylife.config import DataConfig, TrainConfig
-    from raylife.registry import get_spec
     from raylife.settings import Settings
-    from raylife.train import run_training
+    from raylife.training.train import run_training
 
     cfg = TrainConfig(
         model="iris",
@@ -210,9 +210,9 @@ def _train(path: str) -> None:
 def _throughput(path: str, setup: DataBenchSetup) -> dict[str, list[float]]:
     """rows/s of one training pass: Ray Data, the DataLoader and Ray Data with the training
     run's local shuffle, alternated (after one warm-up each)."""
+    from raylife.catalog.specs import get_spec
     from raylife.config import DataConfig
-    from raylife.data import prepare
-    from raylife.registry import get_spec
+    from raylife.data.prepare import prepare
 
     spec = get_spec("iris")
     data = prepare(spec, DataConfig(source=path, target="target"))

@@ -20,20 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from raylife.catalog.architectures import build_model
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig, TrainConfig
-from raylife.data import prepare
-from raylife.loop import fit, make_loader, make_optimizer, seed_everything
-from raylife.models import build_model
-from raylife.registry import get_spec
+from raylife.data.prepare import prepare
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import canary
 from raylife.serve import local as serving
 from raylife.serve.rollout import FAULTS_ENV, REQUEST_ID_HEADER, Rollout
 from raylife.settings import Settings
-from raylife.store import ModelStore
 from raylife.tools import loadtest
 from raylife.tools.bench.serve_bench import section_serve
 from raylife.tools.bench.stats import Section
-from raylife.train import make_artifact, model_args_for
+from raylife.training.loop import fit, make_loader, make_optimizer, seed_everything
+from raylife.training.train import make_artifact, model_args_for
 
 MODEL = "iris"
 Z99 = 2.576

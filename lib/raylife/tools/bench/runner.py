@@ -62,8 +62,8 @@ def parse_sections(text: str | None, quick: bool) -> list[str]:
 
 def cluster_cpus() -> float:
     """Logical CPUs for the bench cluster: what a `make run` sweep needs (the largest section)."""
-    from raylife.registry import get_spec
-    from raylife.tune import required_cpus
+    from raylife.catalog.specs import get_spec
+    from raylife.training.tune import required_cpus
 
     return required_cpus(TrainConfig(model="iris", hparams=get_spec("iris").defaults), TuneConfig())
 

@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from raylife.catalog.specs import MODEL_SPECS, get_spec
 from raylife.cluster import free_port
 from raylife.config import TrainConfig
-from raylife.register import train_and_register
-from raylife.registry import MODEL_SPECS, get_spec
+from raylife.lifecycle.store import ModelStore
+from raylife.lifecycle.train_and_store import train_and_register
 from raylife.serve import config as serve_config
 from raylife.serve import local as serving
 from raylife.settings import Settings
-from raylife.store import ModelStore
 from raylife.tools import loadtest
 from raylife.tools.bench.stats import Section, alternate
 

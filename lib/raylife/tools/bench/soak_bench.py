@@ -3,7 +3,7 @@ own sweep of one trial, rotating through the models) must all finish, and the wa
 a sweep's wall time.
 
 A DDP trial could hang forever at its end (Ray's report bridge deadlocked the trial actor when the
-run's last report was still queued as fit() returned; raylife.trial_bridge replaced it). Each
+run's last report was still queued as fit() returned; raylife.training.trial_bridge replaced it). Each
 soak trial gets a generous wall-clock limit: one that passes it counts as a hang and ends the soak
 (its actor is left for the watchdog, which the bench cannot wait for).
 
@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from raylife.catalog.specs import MODEL_SPECS, get_spec
 from raylife.config import StallPolicy, TrainConfig, TuneConfig
-from raylife.data import prepare
-from raylife.registry import MODEL_SPECS, get_spec
+from raylife.data.prepare import prepare
 from raylife.settings import Settings
 from raylife.tools.bench.stats import Section, alternate
-from raylife.tune import run_sweep
-from raylife.watchdog import Pace
+from raylife.training.tune import run_sweep
+from raylife.training.watchdog import Pace
 
 SOAK_TARGET = 50
 """Issue bar: consecutive 2-worker DDP sweep trials without a hang."""

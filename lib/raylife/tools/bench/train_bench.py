@@ -1,10 +1,10 @@
 """Train section: Ray Train (1 worker) vs a plain PyTorch loop on the same MNIST CNN.
 
-Both run the same raylife.loop code, data, global batch size, torch threads and epochs, and both
+Both run the same raylife.training.loop code, data, global batch size, torch threads and epochs, and both
 validate every epoch. The steady-state epoch time is the wall time from the start of epoch 2 to the
 end of the last epoch, divided by the epochs in between: for Ray Train it includes every per-epoch
 cost Ray adds (here a report with a checkpoint after EVERY epoch, the worst case). The timestamps
-come from the worker itself (raylife.train keeps them in each checkpoint's train state).
+come from the worker itself (raylife.training.train keeps them in each checkpoint's train state).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raylife import tracking
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig
-from raylife.data import PreparedData, prepare
-from raylife.loop import as_tensors, fit, make_loader
-from raylife.registry import get_spec
+from raylife.data.contracts import PreparedData
+from raylife.data.prepare import prepare
 from raylife.settings import Settings
 from raylife.tools.bench.stats import Section, alternate
-from raylife.train import (
+from raylife.tracking import runs as tracking
+from raylife.training.loop import as_tensors, fit, make_loader
+from raylife.training.train import (
     build_trainer,
     checkpoint_train_state,
     fresh_model,

@@ -1,5 +1,5 @@
 """Trials section: the main job's real shape. For each of the four models, the per-epoch time of a
-sweep trial as `make run` configures it (raylife.sizing decides its workers; ASHA's rung reports,
+sweep trial as `make run` configures it (raylife.training.sizing decides its workers; ASHA's rung reports,
 improvement and interval checkpoints) against the plain single-process loop on the same data and
 hyperparameters; and, as the "before" column, the same trial as a 2-worker DDP Ray Train run (what
 `make run` ran before trials were sized). Contenders alternate within each round.
@@ -7,7 +7,7 @@ hyperparameters; and, as the "before" column, the same trial as a 2-worker DDP R
 A trial's epoch time comes from its reports as Tune saw them (time_total_s at the last epoch minus
 at the first, over the epochs between): every cost a trial adds between epochs is in it.
 
-The crossover part measures what raylife.sizing models: one training step of each model alone,
+The crossover part measures what raylife.training.sizing models: one training step of each model alone,
 and the same global batch as a 2-process DDP step over gloo (torch.multiprocessing, no Ray); the
 difference to half the step is the allreduce and synchronisation a DDP step pays.
 """
@@ -24,17 +24,18 @@ from typing import Any
 
 import torch
 
-from raylife import sizing
+from raylife.catalog.architectures import build_model
+from raylife.catalog.specs import MODEL_SPECS, get_spec
 from raylife.cluster import free_port
 from raylife.config import TrainConfig, TuneConfig
-from raylife.data import PreparedData, prepare
-from raylife.loop import as_tensors, make_optimizer, seed_everything
-from raylife.models import build_model
-from raylife.registry import MODEL_SPECS, get_spec
+from raylife.data.contracts import PreparedData
+from raylife.data.prepare import prepare
 from raylife.settings import Settings
 from raylife.tools.bench.stats import Section, alternate
 from raylife.tools.bench.train_bench import plain_fit
-from raylife.tune import run_sweep
+from raylife.training import sizing
+from raylife.training.loop import as_tensors, make_optimizer, seed_everything
+from raylife.training.tune import run_sweep
 
 MAKE_RUN_SAMPLES = 4
 """Trials per sweep in `make run` (Makefile SAMPLES): what the bench's trial is sized for."""
@@ -154,7 +155,7 @@ def _ddp_steps(
     """One of two DDP processes: median step time on its half of the global batch."""
     import torch.distributed as dist
 
-    from raylife.train import model_args_for
+    from raylife.training.train import model_args_for
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(cfg.threads_per_worker)

@@ -3,7 +3,7 @@
 Two comparisons, each interleaved over rounds; round k samples its trials with search seed k, so
 the contenders of a round run exactly the same hyperparameters:
 - overhead: a FIFO sweep, one trial at a time, vs the same trials run alone the same way: for
-  one-process trials (what raylife.sizing picks here) the trials one after another in one new
+  one-process trials (what raylife.training.sizing picks here) the trials one after another in one new
   Ray worker process; before sizing (`make run`'s 2-worker DDP trials) lone TorchTrainer.fit()
   calls. Tune's own overhead = sweep wall / lone wall.
 - schedulers: an ASHA sweep vs a FIFO sweep (trials side by side as `make run` runs them):
@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig, TuneConfig
-from raylife.data import prepare
-from raylife.register import register_checkpoint
-from raylife.registry import get_spec
+from raylife.data.prepare import prepare
+from raylife.lifecycle.store import ModelStore
+from raylife.lifecycle.train_and_store import register_checkpoint
 from raylife.settings import Settings
-from raylife.store import ModelStore
 from raylife.tasks import Task
 from raylife.tools.bench.stats import Section, alternate
-from raylife.train import build_trainer, new_run_name, run_worker, storage_path
-from raylife.tune import SweepOutcome, run_sweep, sample_configs, trial_train_config
+from raylife.training.train import build_trainer, new_run_name, run_worker, storage_path
+from raylife.training.tune import SweepOutcome, run_sweep, sample_configs, trial_train_config
 
 
 @dataclass(frozen=True)

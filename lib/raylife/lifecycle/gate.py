@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raylife.artifact import Artifact
-from raylife.data import PreparedData
+from raylife.catalog.specs import get_spec
+from raylife.data.contracts import PreparedData
 from raylife.errors import RaylifeError
-from raylife.evaluate import evaluate_artifact, test_data_for
-from raylife.registry import get_spec
+from raylife.lifecycle.artifact import Artifact
+from raylife.lifecycle.evaluate import evaluate_artifact, test_data_for
 
 
 class GateUnavailable(RaylifeError):

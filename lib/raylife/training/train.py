@@ -8,7 +8,7 @@ The Ray touchpoints are few and numbered; a worker reaches them through its sess
       ray.train.get_dataset_shard               (this worker's share of the Ray datasets)
   [4] ray.train.get_checkpoint              (resume after a failure or with --resume)
   [5] ray.train.report                      (every worker, once per epoch; rank 0 attaches the checkpoint)
-Everything else is plain PyTorch from raylife.loop.
+Everything else is plain PyTorch from raylife.training.loop.
 """
 
 from __future__ import annotations
@@ -28,11 +28,17 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
+from raylife.catalog.architectures import build_model
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig
-from raylife.data import PreparedData, prepare
+from raylife.data.contracts import PreparedData
+from raylife.data.prepare import prepare
 from raylife.errors import RaylifeError
-from raylife.loop import (
+from raylife.lifecycle.artifact import META_FILE, WEIGHTS_FILE, Artifact
+from raylife.settings import Settings
+from raylife.storage import root_cause
+from raylife.tracking.runs import EPOCH_ROWS, worker_tracker
+from raylife.training.loop import (
     OBJECTIVE,
     Epoch,
     as_tensors,
@@ -42,12 +48,7 @@ from raylife.loop import (
     make_optimizer,
     seed_everything,
 )
-from raylife.models import build_model
-from raylife.registry import get_spec
-from raylife.settings import Settings
-from raylife.storage import root_cause
-from raylife.tracking import EPOCH_ROWS, worker_tracker
-from raylife.watchdog import Beating, Pace, Watch, exit_stalled
+from raylife.training.watchdog import Beating, Pace, Watch, exit_stalled
 
 TRAIN_STATE_FILE = "train_state.pt"
 
@@ -103,7 +104,7 @@ def fresh_model(
     cfg: TrainConfig, data: PreparedData
 ) -> Iterator[tuple[torch.nn.Module, torch.optim.Optimizer]]:
     """The run's seeded model and optimizer, outside Ray, on the run's torch threads (restored
-    after): the plain loop of the bench and the step measurement of raylife.sizing start here."""
+    after): the plain loop of the bench and the step measurement of raylife.training.sizing start here."""
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads_per_worker)
     try:

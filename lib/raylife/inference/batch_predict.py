@@ -33,9 +33,9 @@ import pyarrow as pa
 from raylife import storage
 from raylife.config import StallPolicy
 from raylife.errors import InputError, RaylifeError
-from raylife.predict import Predictions, Predictor
+from raylife.inference.predict import Predictions, Predictor
 from raylife.storage import Location, locate
-from raylife.watchdog import Pace, Watch, exit_stalled
+from raylife.training.watchdog import Pace, Watch, exit_stalled
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 IMAGE_SUFFIXES = (".png",)
@@ -124,7 +124,7 @@ class Plan:
 def plan(uri: str, schema: Any, id_column: str | None) -> Plan:
     """What the input is, checked before any actor starts. The files are listed and their
     schemas read as training's streaming ingest does (`streaming.resolve`, `common_schema`)."""
-    from raylife.streaming import common_schema, resolve
+    from raylife.data.streaming import common_schema, resolve
 
     files, source = resolve(uri, flag="--input"), locate(uri, "input")
     if files.format == "images":
@@ -222,7 +222,7 @@ def _csv_batches(loc: Location, path: str, schema: pa.Schema) -> Iterator[pa.Rec
 
 
 def _plan_images(loc: Location, files: list[str], schema: Any, id_column: str | None) -> Plan:
-    from raylife.predict import image_to_array
+    from raylife.inference.predict import image_to_array
 
     if not schema.is_image:
         raise InputError(
@@ -292,7 +292,7 @@ class Scorer:
     ) -> None:
         import torch
 
-        from raylife.store import ModelStore
+        from raylife.lifecycle.store import ModelStore
 
         # One torch thread per actor (it holds one CPU): N actors use N cores, never more, so
         # adding actors adds throughput instead of oversubscribing the cores.
@@ -380,7 +380,7 @@ class Scorer:
         yield from table.select(columns).to_batches(self.cfg.batch_size)
 
     def _read_images(self, chunk: Chunk) -> Iterator[tuple[pa.Array, np.ndarray]]:
-        from raylife.predict import image_to_array
+        from raylife.inference.predict import image_to_array
 
         schema = self.predictor.artifact.schema
         root = self.input.path.rstrip("/") + "/"
@@ -483,7 +483,7 @@ def actor_options(cfg: BatchConfig) -> dict[str, Any]:
 
 def batch_predict(cfg: BatchConfig) -> Summary:
     """Check everything a user can get wrong, score on the actor pool, publish atomically."""
-    from raylife.store import ModelStore
+    from raylife.lifecycle.store import ModelStore
 
     started = time.monotonic()
     version, artifact = ModelStore(cfg.store_uri).load(cfg.model, cfg.version)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from raylife.errors import RaylifeError
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 
 HISTORY_FILE = "HISTORY.jsonl"
 

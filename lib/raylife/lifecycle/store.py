@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from raylife import storage
-from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
 from raylife.errors import ArtifactError, RaylifeError
+from raylife.lifecycle.artifact import META_FILE, WEIGHTS_FILE, Artifact
 from raylife.storage import COMPLETE_MARKER
 
 POINTER_FILE = "PROMOTED"
@@ -189,7 +189,7 @@ class ModelStore:
     def promote(self, model: str, version: str) -> Pointer:
         """Point `model` at `version` (which must exist and verify), with no gate and no history:
         the bare move that test fixtures use. Users and sweeps go through
-        raylife.promotion.promote (gated, audited)."""
+        raylife.lifecycle.promotion.promote (gated, audited)."""
         version = self.resolve(model, version)
         self.load(model, version)  # never promote a corrupt artifact
         with self.promotion_lock(model):

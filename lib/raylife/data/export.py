@@ -1,6 +1,6 @@
 """An embedded dataset written out as files that stream (`raylife quality --via stream`).
 
-The streaming path (raylife.streaming) takes folders, so the tutorial's datasets can be trained
+The streaming path (raylife.data.streaming) takes folders, so the tutorial's datasets can be trained
 through it and their quality compared with the in-memory path's: tables become a folder of Parquet
 parts (`row_id`, the features, `target`: the label's name, or the value for regression), images a
 folder of class folders of 8-bit PNGs, as a user's data would arrive.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from raylife.catalog.specs import ModelSpec
 from raylife.config import DataConfig
-from raylife.data import load_raw
-from raylife.registry import ModelSpec
+from raylife.data.sources import load_raw
 
 TARGET = "target"
 PARTS = 2

@@ -2,9 +2,9 @@
 
 A trial of several workers (DDP) is the Train V2 pattern: a function trainable that builds the
 SAME TorchTrainer as `raylife train` and forwards its per-epoch reports to Tune through
-raylife.trial_bridge (Ray's TuneReportCallback can deadlock the trial at its end). A trial of one worker has nothing to distribute, so the trial's own process
+raylife.training.trial_bridge (Ray's TuneReportCallback can deadlock the trial at its end). A trial of one worker has nothing to distribute, so the trial's own process
 is its worker: it runs the same train.run_worker with a TrialSession that reports straight to
-Tune (no worker group to start, synchronize or shut down; raylife.sizing decides which, by
+Tune (no worker group to start, synchronize or shut down; raylife.training.sizing decides which, by
 measurement). Ray Train's own local mode (num_workers=0) is the same idea but in Ray 2.60 neither
 persists checkpoints nor calls callbacks, so it cannot feed Tune. Either way ASHA can stop weak
 trials early and the best trial's chosen checkpoint (an artifact) can be promoted directly.
@@ -26,23 +26,24 @@ import numpy as np
 import torch
 from ray.tune import Callback
 
+from raylife.catalog.specs import LogUniform, ModelSpec, get_spec
 from raylife.config import Hyperparams, StallPolicy, TrainConfig, TuneConfig
-from raylife.data import PreparedData, prepare
+from raylife.data.contracts import PreparedData
+from raylife.data.prepare import prepare
 from raylife.errors import RaylifeError
-from raylife.loop import OBJECTIVE
-from raylife.registry import LogUniform, ModelSpec, get_spec
 from raylife.settings import Settings
-from raylife.sizing import TrialPlan, plan_trials
-from raylife.tracking import EPOCH_ROWS, Tracker
-from raylife.train import (
+from raylife.tracking.runs import EPOCH_ROWS, Tracker
+from raylife.training.loop import OBJECTIVE
+from raylife.training.sizing import TrialPlan, plan_trials
+from raylife.training.train import (
     build_trainer,
     new_run_name,
     run_worker,
     storage_path,
     stream_datasets,
 )
-from raylife.trial_bridge import fit_reporting_to_tune
-from raylife.watchdog import Pace
+from raylife.training.trial_bridge import fit_reporting_to_tune
+from raylife.training.watchdog import Pace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -351,7 +352,7 @@ class TrialTracking(Callback):
 def _checkpoint_artifact(checkpoint: Any) -> Callable[[], Any]:
     """A loader of the artifact a trial's checkpoint folder holds (weights checksum-verified),
     called by the tracker when it logs the final files."""
-    from raylife.store import load_artifact_dir
+    from raylife.lifecycle.store import load_artifact_dir
 
     def load() -> Any:
         with checkpoint.as_directory() as folder:
@@ -375,7 +376,7 @@ class SweepOutcome:
     chosen: dict[str, str] = dataclasses.field(default_factory=dict)
     """Each trial's chosen checkpoint, by trial id."""
     plan: TrialPlan | None = None
-    """Workers per trial and why (raylife.sizing)."""
+    """Workers per trial and why (raylife.training.sizing)."""
 
 
 def trial_cpus(base: TrainConfig) -> float:
@@ -418,7 +419,7 @@ def grace_period(tune_cfg: TuneConfig, epochs: int) -> int:
 
 
 def plan_sweep(base: TrainConfig, tune_cfg: TuneConfig, data: PreparedData) -> TrialPlan:
-    """Workers per trial (raylife.sizing): measured against the CPUs this sweep will see."""
+    """Workers per trial (raylife.training.sizing): measured against the CPUs this sweep will see."""
     import ray
 
     cpus = (
@@ -556,7 +557,7 @@ def split_refs(spec: ModelSpec, base: TrainConfig, seeds: list[int] | None) -> d
     """
     import ray
 
-    from raylife.streaming import wants_streaming
+    from raylife.data.streaming import wants_streaming
 
     if not seeds or not wants_streaming(base.data.source):
         return {}

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from raylife import data
 from raylife.config import Hyperparams
-from raylife.data import InputKind, RawData
+from raylife.data import sources
+from raylife.data.contracts import InputKind, RawData
 from raylife.errors import RaylifeError
 
 if TYPE_CHECKING:  # raylife.tasks imports torch: a Serve app's build task needs only the names
@@ -128,7 +128,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         task_name="binary",
         architecture="mlp",
         input_kind="tabular",
-        load_embedded=data.load_ionosphere,
+        load_embedded=sources.load_ionosphere,
         # Deep, heavily regularised: 245 training rows. Found by a random search scored only on
         # the development rows of `raylife selection-study` and confirmed on fresh folds there
         # (+1.5 +/- 0.6 points over the previous (128, 64) default). lr_schedule and
@@ -159,7 +159,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         task_name="multiclass",
         architecture="mlp",
         input_kind="tabular",
-        load_embedded=data.load_iris,
+        load_embedded=sources.load_iris,
         defaults=Hyperparams(
             lr=1e-2,
             batch_size=16,
@@ -185,7 +185,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         task_name="regression",
         architecture="mlp",
         input_kind="tabular",
-        load_embedded=data.load_boston,
+        load_embedded=sources.load_boston,
         defaults=Hyperparams(
             lr=3e-3,
             batch_size=32,
@@ -211,7 +211,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         task_name="multiclass",
         architecture="cnn",
         input_kind="image",
-        load_embedded=data.load_mnist_sample,
+        load_embedded=sources.load_mnist_sample,
         defaults=Hyperparams(
             lr=2e-3,
             batch_size=64,

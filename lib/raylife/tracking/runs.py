@@ -42,9 +42,8 @@ from raylife.settings import Settings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from raylife.artifact import Artifact
-    from raylife.data import PreparedData
-    from raylife.model_mirror import Mirror
+    from raylife.data.contracts import PreparedData
+    from raylife.lifecycle.artifact import Artifact
 
 RUN_NAME_TAG = "raylife.run_name"
 """The Ray run name (train run, trial or sweep): how a run is found again on resume."""
@@ -78,16 +77,6 @@ def config_for(settings: Settings) -> TrackingConfig | None:
     if settings.mlflow_uri is None:
         return None
     return TrackingConfig(uri=settings.mlflow_uri, artifact_location=settings.mlflow_artifacts)
-
-
-def mirror(config: TrackingConfig | None) -> Mirror | None:
-    """The MLflow registry mirror of the store (raylife.model_mirror, which imports mlflow) for
-    `config`; None when tracking is off."""
-    if config is None:
-        return None
-    from raylife.model_mirror import Mirror
-
-    return Mirror(config)
 
 
 def client(uri: str) -> MlflowClient:
@@ -143,16 +132,16 @@ def prepare(cfg: TrainConfig) -> TrainConfig:
         return cfg
     tracking = cfg.tracking
     try:
-        experiment = _experiment_id(client(tracking.uri), cfg.model, tracking.artifact_location)
+        experiment = ensure_experiment(client(tracking.uri), cfg.model, tracking.artifact_location)
     except Exception as exc:
         raise RaylifeError(
-            f"MLflow tracking at {tracking.uri} is unreachable ({_cause(exc)}); start it, point "
+            f"MLflow tracking at {tracking.uri} is unreachable ({error_text(exc)}); start it, point "
             "--tracking-uri / RAYLIFE_MLFLOW_URI at a running one, or pass --no-tracking"
         ) from exc
     return cfg.replace(tracking=tracking.replace(experiment_id=experiment))
 
 
-def _experiment_id(mlflow: Any, model: str, artifact_location: str | None) -> str:
+def ensure_experiment(mlflow: Any, model: str, artifact_location: str | None) -> str:
     """The model's experiment, created on first use (a concurrent creator may win the race)."""
     name = experiment_name(model)
     found = mlflow.get_experiment_by_name(name)
@@ -200,7 +189,7 @@ def run_params(cfg: TrainConfig, provenance: dict[str, Any]) -> dict[str, str]:
     import ray
     import torch
 
-    from raylife.artifact import git_commit
+    from raylife.lifecycle.artifact import git_commit
 
     params: dict[str, Any] = {
         **{k: v for k, v in cfg.hparams.to_dict().items()},
@@ -262,7 +251,7 @@ class Tracker(NoTracker):
         history: list[dict[str, float]],
     ) -> None:
         """Find or create the run; queue the restored epochs the run has not logged yet."""
-        from raylife.registry import get_spec
+        from raylife.catalog.specs import get_spec
 
         self.run_name, self.model = run_name, cfg.model
         self.metric = get_spec(cfg.model).task_obj.metric
@@ -290,7 +279,7 @@ class Tracker(NoTracker):
         from mlflow.entities import Param
 
         mlflow = client(self.tracking.uri)
-        experiment = self.tracking.experiment_id or _experiment_id(
+        experiment = self.tracking.experiment_id or ensure_experiment(
             mlflow, cfg.model, self.tracking.artifact_location
         )
         tags = {KIND_TAG: "trial" if self.tracking.parent_run_id else "train"}
@@ -371,7 +360,7 @@ class Tracker(NoTracker):
     def _log_files(self, artifact: Callable[[], Artifact] | None) -> None:
         if artifact is None:
             return
-        from raylife import plots
+        from raylife.lifecycle import plots
 
         assert self.run_id is not None
         final = artifact()
@@ -387,7 +376,7 @@ class Tracker(NoTracker):
             client(self.tracking.uri).log_artifacts(self.run_id, folder)
 
     def _failed(self, exc: BaseException) -> None:
-        self.error = _cause(exc)
+        self.error = error_text(exc)
         self.retry_at = time.monotonic() + RETRY_AFTER_S
 
 
@@ -426,14 +415,14 @@ def start_sweep(base: TrainConfig, tune_cfg: TuneConfig, data: PreparedData) -> 
         )
         if created:
             sweep = {f"tune_{k}": v for k, v in dataclasses.asdict(tune_cfg).items() if k != "name"}
-            # Workers per trial are decided later (raylife.sizing): each trial's run says.
+            # Workers per trial are decided later (raylife.training.sizing): each trial's run says.
             params = {
                 k: v for k, v in run_params(base, data.provenance).items() if k != "num_workers"
             }
             params |= {k: str(v) for k, v in sweep.items()}
             mlflow.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     except Exception as exc:  # the trials are still tracked, just not nested
-        _say(f"raylife: MLflow sweep run {tune_cfg.name} not created ({_cause(exc)})")
+        _say(f"raylife: MLflow sweep run {tune_cfg.name} not created ({error_text(exc)})")
         return SweepRun(base.tracking, tune_cfg.name)
     return SweepRun(base.tracking.replace(parent_run_id=run.info.run_id), tune_cfg.name)
 
@@ -455,7 +444,7 @@ def finish_sweep(sweep: SweepRun, trials: Any, best: dict[str, Any], failed: boo
             mlflow.log_artifacts(sweep.run_id, folder)
         mlflow.set_terminated(sweep.run_id, "FINISHED")
     except Exception as exc:
-        _say(f"raylife: MLflow sweep run {sweep.name}: not completed ({_cause(exc)})")
+        _say(f"raylife: MLflow sweep run {sweep.name}: not completed ({error_text(exc)})")
 
 
 def _mark_trials(mlflow: Any, sweep: SweepRun, trials: Any) -> None:
@@ -494,10 +483,11 @@ def end_run(tracking: TrackingConfig | None, run_name: str, status: str) -> None
         if run is not None and run.info.status == "RUNNING":
             mlflow.set_terminated(run.info.run_id, status)
     except Exception as exc:
-        _say(f"raylife: MLflow run {run_name}: status not recorded ({_cause(exc)})")
+        _say(f"raylife: MLflow run {run_name}: status not recorded ({error_text(exc)})")
 
 
-def _cause(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """An exception as one short line (whitespace collapsed, at most 300 characters) for a log."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
 

@@ -17,10 +17,10 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig
-from raylife.data import PreparedData
-from raylife.loop import as_tensors
-from raylife.registry import get_spec
+from raylife.data.contracts import PreparedData
+from raylife.training.loop import as_tensors
 
 ALLREDUCE_LATENCY_S = 0.003
 """Fixed cost of one gradient allreduce between two CPU processes over gloo on one machine,
@@ -60,7 +60,7 @@ def allreduce_s(parameters: int) -> float:
 def measure_step_s(cfg: TrainConfig, data: PreparedData, repeats: int = 5) -> tuple[float, int]:
     """Median seconds of one forward + backward + optimizer step on one global batch with one
     torch thread, and the model's parameter count."""
-    from raylife.train import fresh_model
+    from raylife.training.train import fresh_model
 
     task, hp = get_spec(cfg.model).task_obj, cfg.hparams
     with fresh_model(cfg, data) as (model, optimizer):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from raylife.artifact import Artifact
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig
-from raylife.data import PreparedData, prepare
+from raylife.data.contracts import PreparedData
+from raylife.data.prepare import prepare
 from raylife.errors import RaylifeError
-from raylife.registry import get_spec
+from raylife.lifecycle.artifact import Artifact
 from raylife.tasks import TASKS
 
 

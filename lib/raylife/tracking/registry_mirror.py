@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
-from raylife import tracking
-from raylife.artifact import META_FILE, WEIGHTS_FILE, Artifact
 from raylife.config import TrackingConfig
 from raylife.errors import ArtifactError, RaylifeError
-from raylife.store import ModelStore
+from raylife.lifecycle.artifact import META_FILE, WEIGHTS_FILE, Artifact
+from raylife.lifecycle.store import ModelStore
+from raylife.tracking import runs as tracking
 
 if TYPE_CHECKING:
-    from raylife.predict import Predictor
+    from raylife.inference.predict import Predictor
 
 CHAMPION = "champion"
 """The alias of the promoted version."""
@@ -72,7 +72,7 @@ class RaylifeModel(PythonModel):
 
 def predictor_from_files(meta: Path, weights: Path, device: str = "cpu") -> Predictor:
     """The Predictor of an MLflow model's artifact files (checksum verified, weights_only)."""
-    from raylife.predict import Predictor
+    from raylife.inference.predict import Predictor
 
     artifact = Artifact.from_files(meta.read_bytes(), weights.read_bytes(), where="MLflow model")
     return Predictor(artifact, str(artifact.run.get("store_version", "")), device)
@@ -173,7 +173,7 @@ class Mirror:
 
     def _run_of(self, mlflow: Any, model: str, version: str, artifact: Artifact) -> str:
         """The run that trained the version (by its Ray run name), or a run of its own."""
-        experiment = tracking._experiment_id(mlflow, model, self.config.artifact_location)
+        experiment = tracking.ensure_experiment(mlflow, model, self.config.artifact_location)
         trained = artifact.run.get("run_name")
         run = tracking.find_run(mlflow, experiment, str(trained)) if trained else None
         if run is None:
@@ -190,7 +190,7 @@ class Mirror:
     def _problem(self, model: str, what: str, exc: BaseException) -> str:
         return (
             f"MLflow registry at {self.config.uri} not updated for {model} {what} "
-            f"({tracking._cause(exc)}); re-sync with: raylife models sync {model}"
+            f"({tracking.error_text(exc)}); re-sync with: raylife models sync {model}"
         )
 
 
@@ -219,7 +219,7 @@ def save_pyfunc(artifact: Artifact, version: str, folder: Path) -> Path:
 class _WithoutMessage(logging.Filter):
     """Drops log records that start with `prefix`. Here: MLflow's advice, logged at WARNING on
     every save, to log models from code instead of a Python object. Our object pickles by
-    reference (raylife.model_mirror.RaylifeModel, importable wherever raylife is installed, a
+    reference (raylife.tracking.registry_mirror.RaylifeModel, importable wherever raylife is installed, a
     pip requirement of the model) and holds no state; its weights load with weights_only."""
 
     def __init__(self, prefix: str) -> None:
@@ -291,8 +291,6 @@ class RegistryModel:
         """The version the URI names now; RaylifeError naming the fix when there is none."""
         from mlflow.exceptions import MlflowException
 
-        from raylife import tracking
-
         try:
             mlflow = tracking.client(self.tracking_uri)
             if self.alias is not None:
@@ -304,7 +302,7 @@ class RegistryModel:
                 raise self._unreachable(exc) from exc
             raise ArtifactError(
                 f"{self.uri}: not in the MLflow registry at {self.tracking_uri} "
-                f"({tracking._cause(exc)}); mirror the store into it (raylife models sync "
+                f"({tracking.error_text(exc)}); mirror the store into it (raylife models sync "
                 f"{self.name}) or check the name and alias"
             ) from None
         except Exception as exc:
@@ -344,9 +342,7 @@ class RegistryModel:
             return predictor_from_files(model / meta, model / weights, device)
 
     def _unreachable(self, exc: BaseException) -> RaylifeError:
-        from raylife import tracking
-
         return RaylifeError(
             f"cannot read {self.uri} from the MLflow registry at {self.tracking_uri} "
-            f"({tracking._cause(exc)}); start it, or pass --tracking-uri of a running one"
+            f"({tracking.error_text(exc)}); start it, or pass --tracking-uri of a running one"
         )

@@ -1,6 +1,6 @@
 """The main job (`make run`): every model through the whole life-cycle, then a report.
 
-prepare data -> Tune sweep (ASHA) whose trials are sized by raylife.sizing (one process each for
+prepare data -> Tune sweep (ASHA) whose trials are sized by raylife.training.sizing (one process each for
 the tutorial's models on a small machine, DDP where it pays) -> best checkpoint registered and
 promoted -> test-split evaluation -> predictions from the promoted version -> plots and a table of
 test metrics next to the tutorial's figures.
@@ -15,17 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylife import plots, tracking
+from raylife.catalog.specs import get_spec
 from raylife.cluster import ensure_ray, free_port, link_ray_logs
 from raylife.config import TrainConfig, TuneConfig
-from raylife.data import prepare
-from raylife.predict import Predictor
-from raylife.register import tune_and_register
-from raylife.registry import get_spec
+from raylife.data.prepare import prepare
+from raylife.inference.predict import Predictor
+from raylife.lifecycle import plots
+from raylife.lifecycle.store import ModelStore
+from raylife.lifecycle.train_and_store import tune_and_register
 from raylife.serve import local as serving
 from raylife.settings import Settings
-from raylife.store import ModelStore
-from raylife.tune import required_cpus
+from raylife.tracking import runs as tracking
+from raylife.training.tune import required_cpus
 
 
 @dataclass
@@ -61,7 +62,7 @@ def run_all(
     preset: str = "default",
 ) -> list[ModelReport]:
     """preset: the hyperparameters each sweep starts from ("debug": tiny, for tests).
-    num_workers: Ray Train workers per trial; None: raylife.sizing decides per model.
+    num_workers: Ray Train workers per trial; None: raylife.training.sizing decides per model.
     max_concurrent: trials at once; None: as many as the CPUs hold."""
     reports, test_rows = [], {}
     tune_cfg = TuneConfig(

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from raylife.artifact import Artifact
-from raylife.data import InputSchema, validate_rows
+from raylife.data.contracts import InputSchema, validate_rows
 from raylife.errors import InputError
+from raylife.lifecycle.artifact import Artifact
 from raylife.tasks import TASKS
 
 

@@ -6,7 +6,7 @@
   2. Rows go to train/val/test by a seeded hash of their `row_id` column (or of their feature
      values; an image's path): the same rows land in the same split whatever the partitioning.
      Not stratified: at the sizes that stream, hashing gives each split the class mix of the whole
-     within noise (small tables keep the in-memory, stratified path of raylife.data).
+     within noise (small tables keep the in-memory, stratified path of raylife.data.contracts).
   3. One distributed pass (`map_batches` partial moments, merged here) fits the preprocessing on
      the training rows, finds the labels, counts the splits and finds NaN/inf, naming the file.
   4. The training rows go to the TorchTrainer as `datasets=`; each worker iterates its shard
@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from raylife import storage
-from raylife.data import InputSchema, PreparedData, Preprocessing, Split
+from raylife.data.contracts import InputSchema, PreparedData, Preprocessing, Split
 from raylife.errors import InputError, RaylifeError
 
 if TYPE_CHECKING:
     import torch
 
+    from raylife.catalog.specs import ModelSpec
     from raylife.config import DataConfig
-    from raylife.registry import ModelSpec
     from raylife.tasks import Task
 
 STREAM_MIN_BYTES = 64 * 2**20
@@ -578,7 +578,7 @@ def collate(
 
 
 def prepare_streaming(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
-    """raylife.data.prepare for a streaming source: checks, one statistics pass, lazy datasets."""
+    """raylife.data.prepare.prepare for a streaming source: checks, one statistics pass, lazy datasets."""
     from raylife.cluster import ensure_ray
 
     files = resolve(cfg.source)

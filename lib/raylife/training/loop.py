@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from raylife.config import Hyperparams
-from raylife.data import Split
+from raylife.data.contracts import Split
 from raylife.tasks import Task
 
 OBJECTIVE = "val_objective"

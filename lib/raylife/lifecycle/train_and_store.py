@@ -13,21 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raylife import tracking
-from raylife.artifact import Artifact
-from raylife.config import TrainConfig, TuneConfig
-from raylife.data import PreparedData, prepare
-from raylife.evaluate import evaluate_artifact
-from raylife.promotion import Outcome
-from raylife.promotion import promote as gated_promote
-from raylife.registry import get_spec
+from raylife.catalog.specs import get_spec
+from raylife.config import TrackingConfig, TrainConfig, TuneConfig
+from raylife.data.contracts import PreparedData
+from raylife.data.prepare import prepare
+from raylife.lifecycle.artifact import Artifact
+from raylife.lifecycle.evaluate import evaluate_artifact
+from raylife.lifecycle.promotion import Outcome
+from raylife.lifecycle.promotion import promote as gated_promote
+from raylife.lifecycle.store import ModelStore, Pointer, load_artifact_dir
 from raylife.settings import Settings
-from raylife.store import ModelStore, Pointer, load_artifact_dir
-from raylife.train import TrainOutcome, new_run_name, run_training
-from raylife.tune import SweepOutcome, run_sweep
+from raylife.tracking import runs as tracking
+from raylife.training.train import TrainOutcome, new_run_name, run_training
+from raylife.training.tune import SweepOutcome, run_sweep
 
 if TYPE_CHECKING:  # the mirror imports mlflow: only when tracking is on
-    from raylife.model_mirror import Mirror
+    from raylife.tracking.registry_mirror import Mirror
 
 
 @dataclass
@@ -108,7 +109,7 @@ def train_and_register(
         {"source": "train"},
         promote,
         data,
-        tracking.mirror(cfg.tracking),
+        _mirror(cfg.tracking),
     )
     return outcome, registered
 
@@ -142,10 +143,20 @@ def tune_and_register(
         info,
         promote,
         data,
-        tracking.mirror(base.tracking),
+        _mirror(base.tracking),
     )
     return outcome, registered
 
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def _mirror(config: TrackingConfig | None) -> Mirror | None:
+    """The store's MLflow registry mirror; None when tracking is off."""
+    if config is None:
+        return None
+    # lazy: the mirror imports mlflow (seconds), needed only when tracking is on
+    from raylife.tracking.registry_mirror import Mirror
+
+    return Mirror(config)

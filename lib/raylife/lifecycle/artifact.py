@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from raylife.data import InputSchema, Preprocessing
+from raylife.data.contracts import InputSchema, Preprocessing
 from raylife.errors import ArtifactError
 
 WEIGHTS_FILE = "weights.pt"
@@ -123,7 +123,7 @@ class Artifact:
             ) from exc
 
     def build_module(self) -> torch.nn.Module:
-        from raylife.models import build_model
+        from raylife.catalog.architectures import build_model
 
         module = build_model(self.architecture, self.model_args)
         module.load_state_dict(self.state_dict)

@@ -11,16 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from raylife import history
-from raylife.artifact import Artifact
-from raylife.data import PreparedData
+from raylife.catalog.specs import get_spec
+from raylife.data.contracts import PreparedData
 from raylife.errors import ArtifactError, RaylifeError
-from raylife.gate import Comparison, GateUnavailable, compare, schema_mismatch
-from raylife.registry import get_spec
-from raylife.store import ModelStore, Pointer
+from raylife.lifecycle import history
+from raylife.lifecycle.artifact import Artifact
+from raylife.lifecycle.gate import Comparison, GateUnavailable, compare, schema_mismatch
+from raylife.lifecycle.store import ModelStore, Pointer
 
 if TYPE_CHECKING:  # imports mlflow: only when a mirror is passed
-    from raylife.model_mirror import Mirror
+    from raylife.tracking.registry_mirror import Mirror
 
 RUN_FIELDS = ("source", "run_name", "sweep", "checkpoint")
 """What of an artifact's run the history keeps as its source run."""
