@@ -91,6 +91,7 @@ class ModelSpec:
 
     @property
     def task_obj(self) -> Task:
+        # lazy: imports torch, needed only on this path
         from raylife.tasks import TASKS
 
         return TASKS[self.task_name]

@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _shutdown_ray() -> None:
     """Stop the local cluster this command started, so the process exits without teardown noise."""
     if "ray" in sys.modules:
+        # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
         from raylife.cluster import shutdown_if_started
 
         shutdown_if_started()

@@ -95,6 +95,7 @@ def add_rollout_flags(parser: argparse.ArgumentParser) -> None:
 
 def _store_and_mirror(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Settings, the model store and its MLflow mirror (None when tracking is off)."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.lifecycle.store import ModelStore
     from raylife.tracking import runs as tracking
 
@@ -109,6 +110,7 @@ def _store_and_mirror(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.lifecycle.promotion import promote
 
     if args.canary is not None or args.shadow is not None:
@@ -125,6 +127,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_rollout_promote(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import canary
 
     if args.force:
@@ -153,6 +156,7 @@ def cmd_rollout_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_rollout(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import canary
 
     settings = settings_from(args)
@@ -163,6 +167,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.lifecycle.promotion import rollback
 
     settings, store, mirror = _store_and_mirror(args)
@@ -173,6 +178,7 @@ def cmd_rollback(args: argparse.Namespace) -> None:
 
 def _follow_serve(settings: Any, model: str, outcome: Any) -> None:
     """A running local Serve app loads the pointer's new generation in place, then we wait for it."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import local
 
     url = local.notify_promotion(settings, model, outcome.pointer.generation)
@@ -182,6 +188,7 @@ def _follow_serve(settings: Any, model: str, outcome: Any) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.lifecycle import history
     from raylife.lifecycle.store import ModelStore

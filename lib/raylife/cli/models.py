@@ -99,6 +99,7 @@ def add_batch_predict_verb(verbs: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.lifecycle.evaluate import evaluate_artifact
     from raylife.lifecycle.store import ModelStore
 
@@ -111,6 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_models_show(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.lifecycle.store import ModelStore
 
     store = ModelStore(settings_from(args).store_uri)
@@ -119,6 +121,7 @@ def cmd_models_show(args: argparse.Namespace) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.lifecycle.store import ModelStore
 
@@ -156,6 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if args.url:
             print(json.dumps(_predict_url(args), indent=2))
             return
+        # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
         from raylife.inference.predict import Predictor
         from raylife.lifecycle.store import ModelStore
 
@@ -172,6 +176,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_batch_predict(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.inference.batch_predict import BatchConfig, batch_predict
     from raylife.lifecycle.store import COMPLETE_MARKER
 
@@ -211,6 +216,7 @@ def _registered_predictor(args: argparse.Namespace) -> Any:
             "--model-uri needs an MLflow registry, but tracking is off (--no-tracking or "
             "RAYLIFE_MLFLOW_URI=off); pass --tracking-uri URI"
         )
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.tracking.registry_mirror import RegistryModel
 
     registry = RegistryModel(args.model_uri, settings.mlflow_uri)

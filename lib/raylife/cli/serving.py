@@ -48,6 +48,7 @@ def register(verbs: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import local
 
     settings = settings_from(args)
@@ -66,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.cluster import free_port
     from raylife.serve import local
@@ -110,6 +112,7 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
 
 
 def cmd_serve_configs(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import config as serve_config
 
     for path in serve_config.write_rendered():

@@ -93,6 +93,7 @@ def register(verbs: Any) -> None:
     gpu.add_argument("--requests", type=int, default=2000)
     gpu.set_defaults(func=cmd_gpu_check)
 
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.deploy.kuberay import add_site_flags
 
     manifests = verbs.add_parser(
@@ -137,6 +138,7 @@ def register(verbs: Any) -> None:
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.tools import quality
 
     report = quality.measure(
@@ -166,6 +168,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_selection_study(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.tools import selection_study
 
     for flag, value, least in (
@@ -190,6 +193,7 @@ def cmd_selection_study(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.tools.bench import runner
 
     sections = runner.parse_sections(args.sections, args.quick)
@@ -200,6 +204,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_report_cost(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.tools.report_cost import report_cost
 
@@ -208,6 +213,7 @@ def cmd_report_cost(args: argparse.Namespace) -> None:
 
 
 def cmd_gpu_check(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.tools import gpu_check
 
     report = gpu_check.run(args.epochs, args.gpus_per_replica, args.requests)
@@ -215,6 +221,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> None:
 
 
 def cmd_kuberay_manifests(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.deploy import kuberay
 
     for path in kuberay.write_from_args(args):  # checks everything before writing anything
@@ -222,6 +229,7 @@ def cmd_kuberay_manifests(args: argparse.Namespace) -> None:
 
 
 def cmd_rehearse_ha(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import tempfile
 
     from raylife.deploy.ha_rehearsal import rehearse_ha
@@ -245,12 +253,14 @@ def _ha_summary(report: dict[str, Any]) -> str:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.deploy import rehearsal
 
     rehearsal.main(args.jobs)
 
 
 def cmd_make_table(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.synth_table import make_table
 
     info = make_table(

@@ -91,6 +91,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _wait_ready(process: subprocess.Popen, url: str, port: int) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import httpx
 
     from raylife.waiting import wait_until
@@ -112,6 +113,7 @@ def _wait_ready(process: subprocess.Popen, url: str, port: int) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.lifecycle.store import ModelStore
     from raylife.tracking import runs as tracking

@@ -129,6 +129,7 @@ def train_config(
 ) -> TrainConfig:
     """The run's TrainConfig (a sweep's base takes SWEEP_TRAIN_FIELDS: its workers per trial
     are the TuneConfig's)."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
 
     hparams = get_spec(args.model).preset(args.preset).replace(**config_values(args, HPARAM_FIELDS))
@@ -143,6 +144,7 @@ def train_config(
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.lifecycle.train_and_store import train_and_register
     from raylife.training.train import storage_path
 
@@ -171,6 +173,7 @@ def _require_run(storage: str, name: str) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.lifecycle.train_and_store import tune_and_register
 
     tune_cfg = TuneConfig(**config_values(args, TUNE_FIELDS, TUNE_RENAME))
@@ -201,6 +204,7 @@ def print_registered(registered: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.cli.main_job import run_all
 
     run_all(

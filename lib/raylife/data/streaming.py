@@ -579,6 +579,7 @@ def collate(
 
 def prepare_streaming(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
     """raylife.data.prepare.prepare for a streaming source: checks, one statistics pass, lazy datasets."""
+    # lazy: resolved at call time, so a stand-in for it (tests that prove no cluster starts) is the one called
     from raylife.cluster import ensure_ray
 
     files = resolve(cfg.source)

@@ -330,6 +330,7 @@ class Load:
     failure: BaseException | None = None
 
     def run(self, body: dict[str, Any]) -> None:
+        # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
         from raylife.tools.loadtest import run_load
 
         try:

@@ -56,6 +56,7 @@ def _node_flags() -> list[str]:
 @contextlib.contextmanager
 def multi_node_cluster(worker_nodes: int = 1, cpus_per_node: int = 3) -> Iterator[LocalCluster]:
     """Head + worker nodes via `ray start --block`, token auth on; stops only this cluster."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.cluster import LOCAL_CLUSTER_TRAIN_ENV
 
     port, dashboard = free_port(), free_port()
@@ -124,6 +125,7 @@ def wait_for_port(
 
 def alive_nodes(dashboard_url: str) -> list[dict[str, Any]]:
     """The cluster's ALIVE nodes, from its dashboard's state API (token sent)."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import httpx
 
     from raylife.cluster import auth_headers
@@ -261,6 +263,7 @@ def rehearse(
 ) -> dict[str, Any]:
     """Every CPU RayJob (or those named in `jobs`), then the local Serve config for the models
     they promoted, on a 2-node cluster. Returns what happened."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import httpx
     from ray.job_submission import JobSubmissionClient
 

@@ -124,6 +124,7 @@ class Plan:
 def plan(uri: str, schema: Any, id_column: str | None) -> Plan:
     """What the input is, checked before any actor starts. The files are listed and their
     schemas read as training's streaming ingest does (`streaming.resolve`, `common_schema`)."""
+    # lazy: imports pyarrow, needed only on this path
     from raylife.data.streaming import common_schema, resolve
 
     files, source = resolve(uri, flag="--input"), locate(uri, "input")
@@ -222,6 +223,7 @@ def _csv_batches(loc: Location, path: str, schema: pa.Schema) -> Iterator[pa.Rec
 
 
 def _plan_images(loc: Location, files: list[str], schema: Any, id_column: str | None) -> Plan:
+    # lazy: imports torch, needed only on this path
     from raylife.inference.predict import image_to_array
 
     if not schema.is_image:
@@ -290,6 +292,7 @@ class Scorer:
     def __init__(
         self, cfg: BatchConfig, version: str, plan_: Plan, features: list[str], staging: str
     ) -> None:
+        # lazy: imports torch, pyarrow, needed only on this path
         import torch
 
         from raylife.lifecycle.store import ModelStore
@@ -380,6 +383,7 @@ class Scorer:
         yield from table.select(columns).to_batches(self.cfg.batch_size)
 
     def _read_images(self, chunk: Chunk) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        # lazy: imports torch, needed only on this path
         from raylife.inference.predict import image_to_array
 
         schema = self.predictor.artifact.schema
@@ -483,6 +487,7 @@ def actor_options(cfg: BatchConfig) -> dict[str, Any]:
 
 def batch_predict(cfg: BatchConfig) -> Summary:
     """Check everything a user can get wrong, score on the actor pool, publish atomically."""
+    # lazy: imports torch, pyarrow, needed only on this path
     from raylife.lifecycle.store import ModelStore
 
     started = time.monotonic()
@@ -521,6 +526,7 @@ def _score(
 ) -> tuple[int, float]:
     """Rows written into `staging` by the actor pool, one part file per chunk, and the scoring
     window in seconds (first chunk started to last chunk ended)."""
+    # lazy: resolved at call time, so a stand-in for it (tests that prove no cluster starts) is the one called
     import ray.data
 
     from raylife.cluster import ensure_ray

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+import raylife
 from raylife.data.contracts import InputSchema, Preprocessing
 from raylife.errors import ArtifactError
 
@@ -123,6 +124,7 @@ class Artifact:
             ) from exc
 
     def build_module(self) -> torch.nn.Module:
+        # lazy: imports torch, needed only on this path
         from raylife.catalog.architectures import build_model
 
         module = build_model(self.architecture, self.model_args)
@@ -132,8 +134,6 @@ class Artifact:
 
 def environment_info() -> dict[str, Any]:
     import ray
-
-    import raylife
 
     return {
         "python": platform.python_version(),

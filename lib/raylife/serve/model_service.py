@@ -21,6 +21,7 @@ from raylife.data.contracts import InputSchema
 from raylife.errors import ArtifactError
 from raylife.inference.predict import Predictor
 from raylife.lifecycle.store import ModelStore
+from raylife.settings import Settings
 
 if TYPE_CHECKING:
     from raylife.tracking.registry_mirror import Registered, RegistryModel
@@ -164,7 +165,7 @@ class ModelService:
 
 def registry_model(model_uri: str, tracking_uri: str | None) -> RegistryModel:
     """The MLflow registry model a service loads (tracking_uri: default RAYLIFE_MLFLOW_URI)."""
-    from raylife.settings import Settings
+    # lazy: imports mlflow, needed only on this path
     from raylife.tracking.registry_mirror import RegistryModel
 
     uri = tracking_uri or Settings.from_env().mlflow_uri

@@ -37,6 +37,7 @@ def train_on_gpu(epochs: int) -> dict:
 
 
 def serve_on_gpu(gpus: float, requests: int) -> dict:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import local as serving
 
     settings = Settings.from_env()

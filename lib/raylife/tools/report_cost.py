@@ -19,6 +19,7 @@ from raylife.training.train import build_trainer, checkpoint_train_state, new_ru
 def report_cost(
     model: str, settings: Settings, repeats: int = 3, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import ray
 
     from raylife.cluster import ensure_ray

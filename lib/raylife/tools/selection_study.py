@@ -73,6 +73,7 @@ class FoldScore:
 
 def fit_fold(job: FoldJob) -> FoldScore:
     """Train on one fold's train rows; score the outer fold at the best-validation and last epochs."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import torch
 
     from raylife.catalog.architectures import build_model

@@ -72,6 +72,7 @@ class RaylifeModel(PythonModel):
 
 def predictor_from_files(meta: Path, weights: Path, device: str = "cpu") -> Predictor:
     """The Predictor of an MLflow model's artifact files (checksum verified, weights_only)."""
+    # lazy: imports torch, needed only on this path
     from raylife.inference.predict import Predictor
 
     artifact = Artifact.from_files(meta.read_bytes(), weights.read_bytes(), where="MLflow model")

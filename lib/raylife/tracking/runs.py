@@ -186,6 +186,7 @@ def find_or_create_run(
 def run_params(cfg: TrainConfig, provenance: dict[str, Any]) -> dict[str, str]:
     """Every hyperparameter, the resources, seeds, data source and sha256 (the prepared data's
     provenance), code and versions."""
+    # lazy: imports torch, needed only on this path
     import ray
     import torch
 
@@ -251,6 +252,7 @@ class Tracker(NoTracker):
         history: list[dict[str, float]],
     ) -> None:
         """Find or create the run; queue the restored epochs the run has not logged yet."""
+        # lazy: imports pyarrow, needed only on this path
         from raylife.catalog.specs import get_spec
 
         self.run_name, self.model = run_name, cfg.model
@@ -360,6 +362,7 @@ class Tracker(NoTracker):
     def _log_files(self, artifact: Callable[[], Artifact] | None) -> None:
         if artifact is None:
             return
+        # lazy: imports matplotlib, pandas, needed only on this path
         from raylife.lifecycle import plots
 
         assert self.run_id is not None

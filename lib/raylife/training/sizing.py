@@ -60,6 +60,7 @@ def allreduce_s(parameters: int) -> float:
 def measure_step_s(cfg: TrainConfig, data: PreparedData, repeats: int = 5) -> tuple[float, int]:
     """Median seconds of one forward + backward + optimizer step on one global batch with one
     torch thread, and the model's parameter count."""
+    # lazy: imports torch, Ray, needed only on this path
     from raylife.training.train import fresh_model
 
     task, hp = get_spec(cfg.model).task_obj, cfg.hparams

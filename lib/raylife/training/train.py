@@ -513,6 +513,7 @@ def run_training(
     cfg: TrainConfig, settings: Settings, data: PreparedData | None = None
 ) -> TrainOutcome:
     """Prepare data, fit one TorchTrainer run, return its chosen checkpoint."""
+    # lazy: resolved at call time, so a stand-in for it (tests that prove no cluster starts) is the one called
     import ray
 
     from raylife.cluster import ensure_ray

@@ -27,6 +27,7 @@ import torch
 from ray.tune import Callback
 
 from raylife.catalog.specs import LogUniform, ModelSpec, get_spec
+from raylife.cluster import configure_train_env
 from raylife.config import Hyperparams, StallPolicy, TrainConfig, TuneConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare
@@ -107,8 +108,6 @@ def _trial(
     """
     import ray
     from ray import tune
-
-    from raylife.cluster import configure_train_env
 
     context = tune.get_context()
     run_name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
@@ -352,6 +351,7 @@ class TrialTracking(Callback):
 def _checkpoint_artifact(checkpoint: Any) -> Callable[[], Any]:
     """A loader of the artifact a trial's checkpoint folder holds (weights checksum-verified),
     called by the tracker when it logs the final files."""
+    # lazy: imports torch, pyarrow, needed only on this path
     from raylife.lifecycle.store import load_artifact_dir
 
     def load() -> Any:
@@ -445,6 +445,7 @@ def run_sweep(
     A sweep whose name already has state under the runs folder is resumed: finished trials are
     not rerun (checked before a new Tuner is built, since a new Tuner writes its state at once).
     """
+    # lazy: resolved at call time, so a stand-in for it (tests that prove no cluster starts) is the one called
     import ray
     from ray import tune
 
@@ -555,6 +556,7 @@ def split_refs(spec: ModelSpec, base: TrainConfig, seeds: list[int] | None) -> d
     runs and the sweep hangs (a seeds grid of 2 one-process trials on 2 CPUs did). An in-memory
     source is prepared in the trial (empty here): no Ray task, and the trials work side by side.
     """
+    # lazy: imports pyarrow, needed only on this path
     import ray
 
     from raylife.data.streaming import wants_streaming

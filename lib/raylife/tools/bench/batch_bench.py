@@ -50,6 +50,7 @@ def setup_for(quick: bool) -> BatchBenchSetup:
 def bench_artifact(settings: Settings) -> tuple[str, list[str]]:
     """An untrained ionosphere version, promoted in the bench store: the cost of scoring does not
     depend on the weights. Returns (store uri, feature names)."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.config import TrainConfig
     from raylife.data.prepare import prepare
@@ -81,6 +82,7 @@ def write_table(folder: Path, setup: BatchBenchSetup, names: list[str]) -> None:
 
 def plain_loop(store_uri: str, source: Path, out: Path, batch_size: int) -> dict[str, float]:
     """The baseline: one process, the same Predictor, pyarrow batches in, Parquet out."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import pyarrow.parquet as pq
 
     from raylife.inference.batch_predict import answer_table, features_of
@@ -106,6 +108,7 @@ def plain_loop(store_uri: str, source: Path, out: Path, batch_size: int) -> dict
 
 
 def _schema(predictor: object) -> object:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import pyarrow as pa
 
     from raylife.inference.batch_predict import answer_table
@@ -121,6 +124,7 @@ def _schema(predictor: object) -> object:
 def ray_run(
     store_uri: str, source: Path, out: Path, actors: int, batch_size: int
 ) -> dict[str, float]:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.inference.batch_predict import BatchConfig, batch_predict
 
     cfg = BatchConfig(

@@ -152,6 +152,7 @@ class RssSampler:
 
 
 def child(folder: Path, quick: bool) -> dict[str, Any]:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.cluster import ensure_ray
     from raylife.synth_table import make_table
 
@@ -193,6 +194,7 @@ def _by_role(peaks: dict[str, int]) -> dict[str, int]:
 
 
 def _train(path: str) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.config import DataConfig, TrainConfig
     from raylife.settings import Settings
@@ -210,6 +212,7 @@ def _train(path: str) -> None:
 def _throughput(path: str, setup: DataBenchSetup) -> dict[str, list[float]]:
     """rows/s of one training pass: Ray Data, the DataLoader and Ray Data with the training
     run's local shuffle, alternated (after one warm-up each)."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.config import DataConfig
     from raylife.data.prepare import prepare
@@ -277,6 +280,7 @@ def main() -> None:
     args = parser.parse_args()
     found = child(args.folder, args.quick)
     (args.folder / "result.json").write_text(json.dumps(found, indent=2))
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.cluster import shutdown_if_started
 
     shutdown_if_started()

@@ -260,6 +260,7 @@ def _bad(bench: _Bench) -> None:
 
 def _shadow(bench: _Bench) -> None:
     settings, store, local, setup, section, say = _fields(bench)
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.tools.bench.stats import alternate
 
     version = train_version(store, seed=5)

@@ -62,6 +62,7 @@ def parse_sections(text: str | None, quick: bool) -> list[str]:
 
 def cluster_cpus() -> float:
     """Logical CPUs for the bench cluster: what a `make run` sweep needs (the largest section)."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
     from raylife.training.tune import required_cpus
 
@@ -76,6 +77,7 @@ def run_bench(
     say: Callable[[str], None] = print,
 ) -> tuple[list[Section], Path, Path]:
     """Run the chosen sections; write reports/bench.{json,md}; return them and their paths."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import ray
     import torch
 

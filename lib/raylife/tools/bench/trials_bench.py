@@ -78,6 +78,7 @@ def sweep_trial(
 ) -> dict[str, float]:
     """One trial through run_sweep, as `make run` runs it (workers=None: sized by measurement
     for a sweep of `make run`'s trials on this cluster, not for a lone trial)."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.cluster import usable_cpus
 
     if workers is None:
@@ -153,6 +154,7 @@ def _ddp_steps(
     rank: int, cfg: TrainConfig, data: PreparedData, steps: int, port: int, queue: Any
 ) -> None:
     """One of two DDP processes: median step time on its half of the global batch."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import torch.distributed as dist
 
     from raylife.training.train import model_args_for
