@@ -124,7 +124,7 @@ def test_quality_through_the_streaming_path(home, tmp_path, monkeypatch):
     # stream (wrong labels, unscaled features, lost rows) scores near chance (0.33). The recipe
     # runs 30 epochs instead of 100 here (each epoch is a Ray Data pass: about 0.6 s).
     from raylife.catalog.specs import get_spec
-    from raylife.tools import quality
+    from raylife_dev import quality
 
     spec = get_spec("iris")
     shorter = dataclasses.replace(spec, defaults=spec.defaults.replace(epochs=30))

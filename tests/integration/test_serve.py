@@ -21,7 +21,7 @@ from raylife.inference.predict import Predictor
 from raylife.lifecycle.store import ModelStore
 from raylife.serve import local as serving
 from raylife.settings import Settings
-from raylife.tools.loadtest import run_load
+from raylife_dev.loadtest import run_load
 from tests.conftest import prepared, quick_artifact
 from tests.integration.conftest import serving_quick_models, wait_for
 

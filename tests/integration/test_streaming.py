@@ -15,8 +15,8 @@ from raylife.config import DataConfig
 from raylife.data import streaming
 from raylife.data.prepare import prepare
 from raylife.lifecycle.store import ModelStore
-from raylife.synth_table import make_table
 from raylife.tasks import TASKS
+from raylife_dev.synth_table import make_table
 from tests.unit.test_s3 import BUCKET, s3  # noqa: F401 (the moto server fixture)
 
 TRAIN = "train --model {model} --preset debug --num-workers {workers}"

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from raylife.errors import RaylifeError
 from raylife.lifecycle.store import ModelStore
-from raylife.serve.bare import build
 from raylife.waiting import poll
+from raylife_dev.bare import build
 from tests.support.fuzz import fuzz_routes, problems
 
 from ..conftest import quick_artifact

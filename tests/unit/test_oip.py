@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from raylife.lifecycle.store import ModelStore
-from raylife.serve.bare import build
+from raylife_dev.bare import build
 
 from ..conftest import quick_artifact
 

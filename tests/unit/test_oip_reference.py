@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from raylife.cluster import free_port
 from raylife.lifecycle.store import ModelStore
-from raylife.serve.bare import build
+from raylife_dev.bare import build
 from tests.support import oip_reference
 
 from ..conftest import quick_artifact

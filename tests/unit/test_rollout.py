@@ -212,9 +212,9 @@ def test_rollout_routes_never_answer_5xx(tmp_path: Any) -> None:
 
     from raylife.lifecycle.store import ModelStore
     from raylife.serve.api import build_model_api
-    from raylife.serve.bare import PrefixRoute
     from raylife.serve.model_service import ModelService
     from raylife.serve.rollout import Rollouts
+    from raylife_dev.bare import PrefixRoute
     from tests.conftest import quick_artifact
     from tests.support.fuzz import fuzz_routes, problems
 

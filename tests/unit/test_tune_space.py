@@ -42,7 +42,7 @@ def test_asha_grace_period_scales_with_the_budget():
 
 def test_sparse_report_count_is_improvements_plus_last():
     from raylife.tasks import TASKS
-    from raylife.tools.report_cost import _sparse_reports
+    from raylife_dev.report_cost import _sparse_reports
 
     history = [{"val_objective": v} for v in (0.5, 0.7, 0.6, 0.8, 0.8, 0.1)]
     # accuracy (max): 0.5, 0.7, 0.8 improve; plus the last epoch

@@ -2,7 +2,7 @@
 and errors that always name the problem (JSON, 4xx, never a 5xx for bad input).
 
 The same FastAPI app runs inside a Ray Serve replica (serve_apps/models.py) and in the bare uvicorn
-baseline (raylife.serve.bare), so the load test compares servers, not APIs.
+baseline (raylife_dev.bare), so the load test compares servers, not APIs.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime and

@@ -1,7 +1,7 @@
 """ModelService: the promoted version of one model, ready to answer requests; swaps versions safely.
 
 Both servers share it: the Ray Serve replica (serve_apps/models.py) and the bare uvicorn baseline
-(raylife.serve.bare). It knows nothing of HTTP or Ray.
+(raylife_dev.bare). It knows nothing of HTTP or Ray.
 
 The version comes from the store's promotion pointer, or, given a `model_uri`
 (`models:/iris@champion`, `models:/iris/3`), from an MLflow registry (raylife.tracking.registry_mirror's

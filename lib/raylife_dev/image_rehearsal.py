@@ -203,7 +203,7 @@ def rehearse(root: Path, work: Path, python: str) -> Rehearsal:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m raylife.deploy.image_rehearsal")
+    parser = argparse.ArgumentParser(prog="python -m raylife_dev.image_rehearsal")
     parser.add_argument(
         "--python",
         default=os.environ.get("PYTHON", "python3.11"),

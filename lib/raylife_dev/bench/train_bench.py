@@ -21,7 +21,6 @@ from raylife.config import TrainConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare
 from raylife.settings import Settings
-from raylife.tools.bench.stats import Section, alternate
 from raylife.tracking import runs as tracking
 from raylife.training.loop import as_tensors, fit, make_loader
 from raylife.training.train import (
@@ -31,6 +30,7 @@ from raylife.training.train import (
     new_run_name,
     storage_path,
 )
+from raylife_dev.bench.stats import Section, alternate
 
 MODEL = "mnist"
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raylife.tools.bench.stats import Section
+from raylife_dev.bench.stats import Section
 
 
 def to_json(sections: list[Section], meta: dict[str, Any]) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from raylife.lifecycle.train_and_store import train_and_register
 from raylife.serve import config as serve_config
 from raylife.serve import local as serving
 from raylife.settings import Settings
-from raylife.tools import loadtest
-from raylife.tools.bench.stats import Section, alternate
+from raylife_dev import loadtest
+from raylife_dev.bench.stats import Section, alternate
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _measure(
 PROCESS_GROUPS = (
     ("Serve replica", "ServeReplica:"),
     ("HAProxy", "haproxy"),
-    ("bare uvicorn", "raylife.serve.bare"),
+    ("bare uvicorn", "raylife_dev.bare"),
     ("Serve controller and proxy", "ServeController"),
     ("Ray core (raylet, GCS, dashboard, agents)", "ray/"),
 )

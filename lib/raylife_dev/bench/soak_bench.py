@@ -25,9 +25,9 @@ from raylife.catalog.specs import MODEL_SPECS, get_spec
 from raylife.config import StallPolicy, TrainConfig, TuneConfig
 from raylife.data.prepare import prepare
 from raylife.settings import Settings
-from raylife.tools.bench.stats import Section, alternate
 from raylife.training.tune import run_sweep
 from raylife.training.watchdog import Pace
+from raylife_dev.bench.stats import Section, alternate
 
 SOAK_TARGET = 50
 """Issue bar: consecutive 2-worker DDP sweep trials without a hang."""

@@ -31,11 +31,11 @@ from raylife.config import TrainConfig, TuneConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare
 from raylife.settings import Settings
-from raylife.tools.bench.stats import Section, alternate
-from raylife.tools.bench.train_bench import plain_fit
 from raylife.training import sizing
 from raylife.training.loop import as_tensors, make_optimizer, seed_everything
 from raylife.training.tune import run_sweep
+from raylife_dev.bench.stats import Section, alternate
+from raylife_dev.bench.train_bench import plain_fit
 
 MAKE_RUN_SAMPLES = 4
 """Trials per sweep in `make run` (Makefile SAMPLES): what the bench's trial is sized for."""

@@ -29,11 +29,11 @@ from raylife.serve import canary
 from raylife.serve import local as serving
 from raylife.serve.rollout import FAULTS_ENV, REQUEST_ID_HEADER, Rollout
 from raylife.settings import Settings
-from raylife.tools import loadtest
-from raylife.tools.bench.serve_bench import section_serve
-from raylife.tools.bench.stats import Section
 from raylife.training.loop import fit, make_loader, make_optimizer, seed_everything
 from raylife.training.train import make_artifact, model_args_for
+from raylife_dev import loadtest
+from raylife_dev.bench.serve_bench import section_serve
+from raylife_dev.bench.stats import Section
 
 MODEL = "iris"
 Z99 = 2.576
@@ -261,7 +261,7 @@ def _bad(bench: _Bench) -> None:
 def _shadow(bench: _Bench) -> None:
     settings, store, local, setup, section, say = _fields(bench)
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.tools.bench.stats import alternate
+    from raylife_dev.bench.stats import alternate
 
     version = train_version(store, seed=5)
     shadow = Rollout(

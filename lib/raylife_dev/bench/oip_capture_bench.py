@@ -18,9 +18,9 @@ from typing import Any
 from raylife.serve import local as serving
 from raylife.serve.capture import read_captures
 from raylife.settings import Settings
-from raylife.tools import loadtest
-from raylife.tools.bench import serve_bench
-from raylife.tools.bench.stats import Section, alternate
+from raylife_dev import loadtest
+from raylife_dev.bench import serve_bench
+from raylife_dev.bench.stats import Section, alternate
 
 MODEL = "iris"
 

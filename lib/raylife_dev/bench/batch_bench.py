@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from raylife.settings import Settings
-from raylife.tools.bench.stats import Section, alternate
+from raylife_dev.bench.stats import Section, alternate
 
 MODEL = "ionosphere"
 """33 features, the deepest tabular MLP of the registry: the heaviest rows to score."""

@@ -18,7 +18,7 @@ from raylife.config import TrainConfig
 from raylife.errors import RaylifeError
 from raylife.lifecycle.train_and_store import train_and_register
 from raylife.settings import Settings
-from raylife.tools.loadtest import run_load
+from raylife_dev.loadtest import run_load
 
 
 def train_on_gpu(epochs: int) -> dict:

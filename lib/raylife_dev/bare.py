@@ -1,5 +1,5 @@
 """The load test's baseline: one model's API (the same FastAPI app as the Serve replica) in a single
-uvicorn process, no Ray. `python -m raylife.serve.bare --model iris --store S --port P`."""
+uvicorn process, no Ray. `python -m raylife_dev.bare --model iris --store S --port P`."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from raylife.config import TrainConfig, TuneConfig
 from raylife.errors import RaylifeError
 from raylife.settings import Settings
-from raylife.tools.bench import (
+from raylife_dev.bench import (
     batch_bench,
     data_bench,
     lifecycle_bench,
@@ -26,7 +26,7 @@ from raylife.tools.bench import (
     trials_bench,
     tune_bench,
 )
-from raylife.tools.bench.stats import Section
+from raylife_dev.bench.stats import Section
 
 SECTIONS = (
     "train",

@@ -3,5 +3,5 @@
 Sections: train (Ray Train vs a plain PyTorch loop), trials (each model's sweep trial as `make run`
 runs it vs the plain loop, and the allreduce crossover), tune (Tune vs the same Train runs alone;
 ASHA vs FIFO), serve (Ray Serve vs a bare uvicorn process on the same artifact), lifecycle
-(`raylife run` wall time). See raylife.tools.bench.runner for the entry point.
+(`raylife run` wall time). See raylife_dev.bench.runner for the entry point.
 """

@@ -12,7 +12,7 @@ processes, the same batch size, the same preprocessing), interleaved. Neither sh
 DataLoader over an IterableDataset cannot; Ray Data with the local shuffle buffer a training run
 uses is measured beside them ("ray data shuffled"), for what that buffer costs.
 
-The section runs in a child process (`python -m raylife.tools.bench.data_bench`) because its
+The section runs in a child process (`python -m raylife_dev.bench.data_bench`) because its
 cluster's object store is capped: the runner starts it after its own cluster is down.
 """
 
@@ -39,8 +39,8 @@ from raylife.catalog.specs import get_spec
 from raylife.data.streaming import READ_TASKS, Plan, collate
 from raylife.errors import RaylifeError
 from raylife.tasks import Task
-from raylife.tools.bench.stats import Section
 from raylife.training.loop import train_epoch
+from raylife_dev.bench.stats import Section
 
 PEAK_RSS_BOUND = int(1.5 * 2**30)
 """Per process, driver and each Ray worker alike, whatever the table's size."""
@@ -75,7 +75,7 @@ def run(home: Path, quick: bool, say: Callable[[str], None] = print) -> Section:
     )
     started = time.monotonic()
     with log.open("w") as out:
-        command = [sys.executable, "-m", "raylife.tools.bench.data_bench", str(folder)]
+        command = [sys.executable, "-m", "raylife_dev.bench.data_bench", str(folder)]
         code = subprocess.run(
             command + (["--quick"] if quick else []),
             stdout=out,
@@ -154,7 +154,7 @@ class RssSampler:
 def child(folder: Path, quick: bool) -> dict[str, Any]:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.cluster import ensure_ray
-    from raylife.synth_table import make_table
+    from raylife_dev.synth_table import make_table
 
     setup = setup_for(quick)
     row_bytes = FEATURES * 4 + 16

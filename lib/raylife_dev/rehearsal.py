@@ -1,6 +1,6 @@
 """Rehearse what Kubernetes would run, on a real multi-node Ray cluster on this machine.
 
-`make rehearse` / `python -m raylife.deploy.rehearsal`: start a head and worker nodes with `ray start`
+`make rehearse` / `python -m raylife_dev.rehearsal`: start a head and worker nodes with `ray start`
 (token authentication on), submit every CPU RayJob's entrypoint from kuberay/ through the Jobs API
 with the store and storage on local paths (the same variables the manifests set) and short runs,
 then deploy the rendered `local` Serve config through Serve's REST API and query each model.

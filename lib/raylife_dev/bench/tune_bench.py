@@ -27,9 +27,9 @@ from raylife.lifecycle.store import ModelStore
 from raylife.lifecycle.train_and_store import register_checkpoint
 from raylife.settings import Settings
 from raylife.tasks import Task
-from raylife.tools.bench.stats import Section, alternate
 from raylife.training.train import build_trainer, new_run_name, run_worker, storage_path
 from raylife.training.tune import SweepOutcome, run_sweep, sample_configs, trial_train_config
+from raylife_dev.bench.stats import Section, alternate
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from raylife.errors import RaylifeError
-from raylife.tools.bench.stats import Section
+from raylife_dev.bench.stats import Section
 
 MAKE_RUN_ARGS = ["run", "--models", "all", "--samples", "4"]
 """What `make run` passes (Makefile: MODELS ?= all, SAMPLES ?= 4)."""

@@ -190,7 +190,7 @@ def run_load(
 
 @contextlib.contextmanager
 def bare_server(model: str, store: str, port: int | None = None, timeout_s: float = 60.0) -> Any:
-    """A `python -m raylife.serve.bare` process; yields its base URL, kills it on exit."""
+    """A `python -m raylife_dev.bare` process; yields its base URL, kills it on exit."""
     import httpx
 
     port = port or free_port()
@@ -198,7 +198,7 @@ def bare_server(model: str, store: str, port: int | None = None, timeout_s: floa
         [
             sys.executable,
             "-m",
-            "raylife.serve.bare",
+            "raylife_dev.bare",
             "--model",
             model,
             "--store",

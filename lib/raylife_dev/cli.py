@@ -1,5 +1,6 @@
-"""Developer and operator tools: `quality`, `selection-study`, `bench`, `report-cost`,
-`gpu-check`, `kuberay-manifests`, `rehearse`, `make-table`."""
+"""The developer verbs of `raylife` (registered only where raylife_dev is installed): `quality`,
+`selection-study`, `bench`, `report-cost`, `gpu-check`, `loadtest`, `rehearse`, `rehearse-ha`,
+`make-table`."""
 
 from __future__ import annotations
 
@@ -93,15 +94,28 @@ def register(verbs: Any) -> None:
     gpu.add_argument("--requests", type=int, default=2000)
     gpu.set_defaults(func=cmd_gpu_check)
 
-    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.deploy.kuberay import add_site_flags
-
-    manifests = verbs.add_parser(
-        "kuberay-manifests",
-        help="check, then regenerate the KubeRay/EKS manifests (default folder: kuberay/)",
+    load = verbs.add_parser("loadtest", help="drive an endpoint at a concurrency; rps and latency")
+    load.add_argument("--model", default="iris")
+    load.add_argument("--url", help="running endpoint (default: start a local Serve for the test)")
+    load.add_argument("--concurrency", type=int, default=16)
+    load.add_argument("--requests", type=int, default=2000)
+    load.add_argument(
+        "--retries", type=int, default=0, help="retries on connection errors / 500, 502, 503, 504"
     )
-    add_site_flags(manifests)
-    manifests.set_defaults(func=cmd_kuberay_manifests)
+    load.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also serve the same artifact from bare FastAPI + uvicorn; report Serve / bare",
+    )
+    load.add_argument("--repeats", type=int, default=3, help="alternations with --baseline")
+    load.add_argument(
+        "--batching",
+        choices=["on", "off"],
+        help="override the config's @serve.batch switch (only when loadtest starts Serve)",
+    )
+    load.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_store_flag(load)
+    load.set_defaults(func=cmd_loadtest)
 
     rehearse = verbs.add_parser(
         "rehearse", help="run kuberay/'s CPU RayJobs and the local Serve config on 2 local nodes"
@@ -139,7 +153,7 @@ def register(verbs: Any) -> None:
 
 def cmd_quality(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.tools import quality
+    from raylife_dev import quality
 
     report = quality.measure(
         model_list(args.models),
@@ -169,7 +183,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_selection_study(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.tools import selection_study
+    from raylife_dev import selection_study
 
     for flag, value, least in (
         ("--folds", args.folds, 2),
@@ -194,7 +208,7 @@ def cmd_selection_study(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.tools.bench import runner
+    from raylife_dev.bench import runner
 
     sections = runner.parse_sections(args.sections, args.quick)
     home = settings_from(args).home / "bench"
@@ -206,7 +220,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_report_cost(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.specs import get_spec
-    from raylife.tools.report_cost import report_cost
+    from raylife_dev.report_cost import report_cost
 
     get_spec(args.model)
     print(json.dumps(report_cost(args.model, settings_from(args), args.repeats), indent=2))
@@ -214,25 +228,17 @@ def cmd_report_cost(args: argparse.Namespace) -> None:
 
 def cmd_gpu_check(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.tools import gpu_check
+    from raylife_dev import gpu_check
 
     report = gpu_check.run(args.epochs, args.gpus_per_replica, args.requests)
     print("GPU_CHECK " + json.dumps(report))
-
-
-def cmd_kuberay_manifests(args: argparse.Namespace) -> None:
-    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.deploy import kuberay
-
-    for path in kuberay.write_from_args(args):  # checks everything before writing anything
-        print(f"wrote {path}")
 
 
 def cmd_rehearse_ha(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import tempfile
 
-    from raylife.deploy.ha_rehearsal import rehearse_ha
+    from raylife_dev.ha_rehearsal import rehearse_ha
 
     if args.replicas < 1:
         raise RaylifeError(f"--replicas must be >= 1, got {args.replicas}")
@@ -254,14 +260,14 @@ def _ha_summary(report: dict[str, Any]) -> str:
 
 def cmd_rehearse(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.deploy import rehearsal
+    from raylife_dev import rehearsal
 
     rehearsal.main(args.jobs)
 
 
 def cmd_make_table(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.synth_table import make_table
+    from raylife_dev.synth_table import make_table
 
     info = make_table(
         args.path,
@@ -277,3 +283,48 @@ def cmd_make_table(args: argparse.Namespace) -> None:
         f"{info.parts} Parquet part(s), {info.bytes_on_disk / 2**20:,.1f} MiB on disk, "
         f"{info.bytes_in_memory / 2**20:,.1f} MiB as a float64 table in memory"
     )
+
+
+def cmd_loadtest(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.catalog.specs import get_spec
+    from raylife.cluster import free_port
+    from raylife.serve import local
+    from raylife_dev import loadtest
+
+    get_spec(args.model)
+    settings = settings_from(args)
+    started = None
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        batching = None if args.batching is None else args.batching == "on"
+        started = local.start(
+            settings, [args.model], port=free_port(), batching=batching, own_ports=True
+        )
+        url = started.url
+    try:
+        if args.baseline:
+            with loadtest.bare_server(args.model, settings.store_uri) as bare_url:
+                summary = loadtest.compare(
+                    url,
+                    bare_url,
+                    args.model,
+                    args.requests,
+                    args.concurrency,
+                    args.repeats,
+                    args.retries,
+                )
+            print(
+                json.dumps(summary, indent=2) if args.json else loadtest.format_comparison(summary)
+            )
+            return
+        result = loadtest.run_load(
+            f"{url}/{args.model}", args.requests, args.concurrency, args.retries
+        )
+        print(
+            json.dumps(result.to_dict(), indent=2) if args.json else loadtest.format_result(result)
+        )
+    finally:
+        if started:
+            local.stop(settings)

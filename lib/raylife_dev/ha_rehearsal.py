@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylife.deploy.rehearsal import alive_nodes, wait_for_port
 from raylife.errors import RaylifeError
 from raylife.lifecycle.store import ModelStore
 from raylife.serve import config as serve_config
 from raylife.waiting import poll, wait_until
+from raylife_dev.rehearsal import alive_nodes, wait_for_port
 
 RAY = str(Path(sys.executable).parent / "ray")
 GCS_PORT = 6379
@@ -331,7 +331,7 @@ class Load:
 
     def run(self, body: dict[str, Any]) -> None:
         # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-        from raylife.tools.loadtest import run_load
+        from raylife_dev.loadtest import run_load
 
         try:
             while not self.stop.is_set():
