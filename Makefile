@@ -27,8 +27,9 @@ $(RUNTIME): pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	@touch $@
 
-$(INSTALLED): $(RUNTIME)
+$(INSTALLED): $(RUNTIME) lib/raylife_dev/pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -e lib/raylife_dev
 	@touch $@
 
 install: $(INSTALLED) ## Create .venv and install raylife with the dev tools (first use only)
@@ -51,23 +52,23 @@ test-unit: $(INSTALLED) ## Unit tests only (no Ray cluster, seconds)
 test-integration: $(INSTALLED) ## Integration tests only (shared local Ray cluster)
 	$(PY) -m pytest tests/integration
 
-quality: $(RUNTIME) ## Registry defaults x 10 seeds, mean/std/95% CI -> reports/quality.json (QUALITY_SEEDS=)
+quality: $(INSTALLED) ## Registry defaults x 10 seeds, mean/std/95% CI -> reports/quality.json (QUALITY_SEEDS=)
 	$(RAYLIFE) quality --models $(MODELS) --seeds $(QUALITY_SEEDS)
 
-quality-stream: $(RUNTIME) ## The same recipes through the Ray Data streaming path -> reports/quality-stream.json (~30 min)
+quality-stream: $(INSTALLED) ## The same recipes through the Ray Data streaming path -> reports/quality-stream.json (~30 min)
 	$(RAYLIFE) quality --models $(MODELS) --seeds $(QUALITY_SEEDS) --via stream --output reports/quality-stream.json
 
-selection-study: $(RUNTIME) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
+selection-study: $(INSTALLED) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
 	$(RAYLIFE) selection-study --models ionosphere,iris,boston --seeds $(SEEDS)
 	$(RAYLIFE) selection-study --models mnist --seeds $(SEEDS) --folds 5 --repeats 2
 
-report-cost: $(RUNTIME) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
+report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
 	$(RAYLIFE) report-cost --model iris
 
-bench: $(RUNTIME) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.{json,md} (~20 min)
+bench: $(INSTALLED) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.{json,md} (~20 min)
 	$(RAYLIFE) bench
 
-bench-quick: $(RUNTIME) ## The benchmark at smoke-test sizes (CI runs it; ~2 min, no lifecycle section)
+bench-quick: $(INSTALLED) ## The benchmark at smoke-test sizes (CI runs it; ~2 min, no lifecycle section)
 	$(RAYLIFE) bench --quick
 
 UI_PORT ?= 5000
@@ -83,7 +84,7 @@ REQUESTS ?= 2000
 serve: $(RUNTIME) ## Serve the promoted models with Ray Serve on 127.0.0.1:$(PORT) (Ctrl-C stops)
 	$(RAYLIFE) serve --port $(PORT)
 
-loadtest: $(RUNTIME) ## Serve vs bare uvicorn on the same artifact, alternated (MODEL=, CONCURRENCY=, REQUESTS=)
+loadtest: $(INSTALLED) ## Serve vs bare uvicorn on the same artifact, alternated (MODEL=, CONCURRENCY=, REQUESTS=)
 	$(RAYLIFE) loadtest --model $(MODEL) --concurrency $(CONCURRENCY) --requests $(REQUESTS) --baseline
 
 serve-configs: $(RUNTIME) ## Render serve_apps/config base + overlays -> serve_apps/rendered/
@@ -117,7 +118,7 @@ kuberay-manifests: $(INSTALLED) ## Check, then regenerate kuberay/*.yaml, kubera
 	$(RAYLIFE) kuberay-manifests kuberay $(KUBERAY_FLAGS)
 	$(RAYLIFE) serve-configs
 
-rehearse: $(RUNTIME) ## Run kuberay/'s CPU RayJobs and the local Serve config on a local 2-node Ray cluster
+rehearse: $(INSTALLED) ## Run kuberay/'s CPU RayJobs and the local Serve config on a local 2-node Ray cluster
 	$(RAYLIFE) rehearse
 
 eks-addons: ## helm install Cluster Autoscaler and the AWS Load Balancer Controller (pinned charts, kuberay/helm/install.sh)
@@ -169,8 +170,8 @@ clean: ## Remove the working folder (.raylife: store, runs, plots); keeps .venv
 .PHONY: image-rehearsal eks-preflight
 FILES ?= kuberay/*.yaml
 
-image-rehearsal: $(RUNTIME) ## Each Dockerfile's Python layer, verbatim, in a clean Python 3.11 venv, then the images' smoke (~6 min, no Docker)
-	$(PY) -m raylife.deploy.image_rehearsal --python $(PYTHON)
+image-rehearsal: $(INSTALLED) ## Each Dockerfile's Python layer, verbatim, in a clean Python 3.11 venv, then the images' smoke (~6 min, no Docker)
+	$(PY) -m raylife_dev.image_rehearsal --python $(PYTHON)
 
 eks-preflight: $(RUNTIME) ## Refuse kuberay/ files that still name a placeholder (account, commit, Redis, digest) before kubectl apply (FILES=)
 	$(PY) -m raylife.deploy.preflight $(FILES)

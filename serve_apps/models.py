@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from raylife.registry import MODEL_SPECS
+from raylife.catalog.specs import MODEL_SPECS
 from raylife.serve.http import MAX_ROWS
 from raylife.serve.rollout import Rollout
 
@@ -53,7 +53,7 @@ class ModelAppArgs(BaseModel):
             raise ValueError(
                 f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}"
             )
-        # The full parse is the replica's (raylife.model_mirror imports mlflow: seconds).
+        # The full parse is the replica's (raylife.tracking.registry_mirror imports mlflow: seconds).
         if self.model_uri is not None and not self.model_uri.startswith(
             (f"models:/{self.model}@", f"models:/{self.model}/")
         ):

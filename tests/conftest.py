@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from raylife.artifact import Artifact
+from raylife.catalog.architectures import build_model
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig, TrainConfig
-from raylife.data import PreparedData, prepare
-from raylife.loop import as_tensors, fit, make_loader, make_optimizer, seed_everything
-from raylife.models import build_model
-from raylife.registry import get_spec
-from raylife.train import make_artifact, model_args_for
+from raylife.data.contracts import PreparedData
+from raylife.data.prepare import prepare
+from raylife.lifecycle.artifact import Artifact
+from raylife.training.loop import as_tensors, fit, make_loader, make_optimizer, seed_everything
+from raylife.training.train import make_artifact, model_args_for
 
 _DATA_CACHE: dict[str, PreparedData] = {}
 

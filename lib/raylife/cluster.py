@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from raylife.errors import RaylifeError
+
 _started_here = False
 """True when ensure_ray started a local cluster (so this process should also stop it)."""
 
@@ -136,8 +138,6 @@ def dashboard_url() -> str:
 
     url = get_dashboard_url()
     if not url:
-        from raylife.errors import RaylifeError
-
         raise RaylifeError(
             "this Ray cluster runs without a dashboard; start it with the dashboard on"
         )

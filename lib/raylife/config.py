@@ -154,7 +154,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """Where a run is tracked in MLflow (raylife.tracking); TrainConfig.tracking None = nowhere."""
+    """Where a run is tracked in MLflow (raylife.tracking.runs); TrainConfig.tracking None = nowhere."""
 
     uri: str
     """MLflow tracking URI: the local SQLite store under RAYLIFE_HOME, or http(s)://server."""
@@ -271,7 +271,7 @@ class TuneConfig:
     """Trials running at once; default: as many as the cluster's CPUs hold."""
     workers_per_trial: int | None = None
     """Ray Train workers per trial; default: decided by measuring the model's step against an
-    allreduce (raylife.sizing). 1: the trial's own process trains, with no worker group."""
+    allreduce (raylife.training.sizing). 1: the trial's own process trains, with no worker group."""
     grace_period: int | None = None
     """ASHA: epochs every trial runs before it may be stopped (default: a sixth of the epochs)."""
     reduction_factor: int = 3

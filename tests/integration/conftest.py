@@ -67,9 +67,9 @@ def serving_quick_models(home: Path, models: list[str]) -> Iterator[tuple[Any, A
     """Quick artifacts of `models` promoted in a fresh store under `home` and served on a free
     port; yields (settings, LocalServe) and stops Serve after."""
     from raylife.cluster import free_port
+    from raylife.lifecycle.store import ModelStore
     from raylife.serve import local as serving
     from raylife.settings import Settings
-    from raylife.store import ModelStore
     from tests.conftest import quick_artifact
 
     with pytest.MonkeyPatch.context() as patch:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raylife.cli import main
-from raylife.store import COMPLETE_MARKER, ModelStore
+from raylife.lifecycle.store import COMPLETE_MARKER, ModelStore
 from tests.conftest import prepared, quick_artifact
 from tests.unit.test_batch_predict import assert_same_answers, write_parts
 
@@ -114,7 +114,7 @@ def test_a_bad_row_found_by_an_actor_is_one_line_and_no_output(store, tmp_path, 
 def test_the_batch_bench_section_at_smoke_size(home):
     # The section's own code path (`raylife bench --sections batch --quick`), with its figures.
     from raylife.settings import Settings
-    from raylife.tools.bench import batch_bench
+    from raylife_dev.bench import batch_bench
 
     section = batch_bench.run(Settings.from_env(), quick=True, say=lambda _: None)
     for contender in ("plain", "ray 1 actor", "ray 2 actors"):

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import torch
 
-from raylife import tracking
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig
-from raylife.data import prepare
-from raylife.registry import get_spec
+from raylife.data.prepare import prepare
 from raylife.settings import Settings
-from raylife.train import TRAIN_STATE_FILE, build_trainer, storage_path
-from raylife.tune import EXPERIMENT_STATE_PERIOD_S
+from raylife.tracking import runs as tracking
+from raylife.training.train import TRAIN_STATE_FILE, build_trainer, storage_path
+from raylife.training.tune import EXPERIMENT_STATE_PERIOD_S
 from raylife.waiting import poll
 
 pytestmark = pytest.mark.slow

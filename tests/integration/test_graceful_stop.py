@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from raylife.cluster import free_port
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 from raylife.waiting import poll
 from tests.conftest import prepared, quick_artifact
 

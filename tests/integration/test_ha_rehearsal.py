@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 from tests.conftest import quick_artifact
 
 pytestmark = [
@@ -28,7 +28,7 @@ pytestmark = [
 
 
 def test_gcs_and_head_killed_under_load_lose_nothing(tmp_path):
-    from raylife.deploy.ha_rehearsal import rehearse_ha
+    from raylife_dev.ha_rehearsal import rehearse_ha
 
     store = ModelStore(str(tmp_path / "store"))
     store.promote("iris", store.register(quick_artifact("iris")))

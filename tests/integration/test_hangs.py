@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from ray.tune import Callback
 
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig, TuneConfig
-from raylife.data import prepare
-from raylife.registry import get_spec
+from raylife.data.prepare import prepare
 from raylife.settings import Settings
-from raylife.tune import run_sweep
+from raylife.training.tune import run_sweep
 from raylife.waiting import poll
 
 pytestmark = pytest.mark.slow
@@ -148,7 +148,7 @@ def test_a_ddp_run_whose_peer_froze_is_restarted_by_its_watch_and_finishes(tmp_p
     restarts the worker group from the latest checkpoint; the run finishes every epoch once."""
     import ray
 
-    from raylife.train import TRAIN_STATE_FILE, build_trainer, storage_path
+    from raylife.training.train import TRAIN_STATE_FILE, build_trainer, storage_path
 
     settings = Settings.from_env(home=str(tmp_path), tracking=False)
     spec = get_spec("mnist")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raylife.deploy.rehearsal import multi_node_cluster, submit_when_ready
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 from raylife.waiting import poll
+from raylife_dev.rehearsal import multi_node_cluster, submit_when_ready
 
 REPO = Path(__file__).resolve().parents[2]
 

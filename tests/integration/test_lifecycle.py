@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from raylife import tracking
 from raylife.cli import main
+from raylife.lifecycle.store import ModelStore
 from raylife.settings import Settings
-from raylife.store import ModelStore
+from raylife.tracking import runs as tracking
 
 
 def raylife(command: str) -> int:
@@ -123,8 +123,8 @@ def test_quality_through_the_streaming_path(home, tmp_path, monkeypatch):
     # Iris written out as a Parquet folder and trained through Ray Data (hashed splits): a broken
     # stream (wrong labels, unscaled features, lost rows) scores near chance (0.33). The recipe
     # runs 30 epochs instead of 100 here (each epoch is a Ray Data pass: about 0.6 s).
-    from raylife.registry import get_spec
-    from raylife.tools import quality
+    from raylife.catalog.specs import get_spec
+    from raylife_dev import quality
 
     spec = get_spec("iris")
     shorter = dataclasses.replace(spec, defaults=spec.defaults.replace(epochs=30))
@@ -139,10 +139,10 @@ def test_a_seeds_grid_on_a_streamed_source_is_split_by_the_driver(tmp_path):
     # Parquet sampling task needs one): the driver prepares every other seed's split up front.
     import ray
 
+    from raylife.catalog.specs import get_spec
     from raylife.config import TrainConfig
-    from raylife.dataset_export import export_embedded
-    from raylife.registry import get_spec
-    from raylife.tune import split_refs
+    from raylife.data.export import export_embedded
+    from raylife.training.tune import split_refs
 
     spec = get_spec("iris")
     streamed = TrainConfig(

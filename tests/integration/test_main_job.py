@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from raylife.cli import main
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import local
-from raylife.store import ModelStore
 
 
 def test_the_main_job_end_to_end(home: Path, capsys):

@@ -12,7 +12,7 @@ import pytest
 
 from raylife.serve import local as serving
 from raylife.serve.capture import read_captures
-from raylife.tools.loadtest import run_load
+from raylife_dev.loadtest import run_load
 from tests.integration.conftest import serving_quick_models
 from tests.support import oip_reference
 

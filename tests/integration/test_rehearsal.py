@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from raylife.deploy import rehearsal
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
+from raylife_dev import rehearsal
 
 ROOT = Path(__file__).resolve().parents[2]
 

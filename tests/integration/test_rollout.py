@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from raylife import history
+from raylife.lifecycle import history
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import canary
 from raylife.serve.rollout import PIN_HEADER, REQUEST_ID_HEADER
-from raylife.store import ModelStore
 from tests.conftest import prepared, quick_artifact
 from tests.integration.conftest import alive_replicas, serving_quick_models
 

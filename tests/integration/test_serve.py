@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from raylife.catalog.specs import MODEL_SPECS
 from raylife.cli import main
-from raylife.predict import Predictor
-from raylife.registry import MODEL_SPECS
+from raylife.inference.predict import Predictor
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import local as serving
 from raylife.settings import Settings
-from raylife.store import ModelStore
-from raylife.tools.loadtest import run_load
+from raylife_dev.loadtest import run_load
 from tests.conftest import prepared, quick_artifact
 from tests.integration.conftest import serving_quick_models, wait_for
 

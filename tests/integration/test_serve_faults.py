@@ -23,7 +23,7 @@ import pytest
 
 from raylife.serve import config as serve_config
 from raylife.serve import local as serving
-from raylife.tools.loadtest import run_load
+from raylife_dev.loadtest import run_load
 from tests.conftest import prepared
 from tests.integration.conftest import alive_replicas, serving_quick_models, wait_for
 

@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from raylife import streaming
+from raylife.catalog.specs import get_spec
 from raylife.cli import main
 from raylife.config import DataConfig
-from raylife.data import prepare
-from raylife.registry import get_spec
-from raylife.store import ModelStore
-from raylife.synth_table import make_table
+from raylife.data import streaming
+from raylife.data.prepare import prepare
+from raylife.lifecycle.store import ModelStore
 from raylife.tasks import TASKS
+from raylife_dev.synth_table import make_table
 from tests.unit.test_s3 import BUCKET, s3  # noqa: F401 (the moto server fixture)
 
 TRAIN = "train --model {model} --preset debug --num-workers {workers}"

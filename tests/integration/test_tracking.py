@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from raylife import tracking
 from raylife.cli import main
 from raylife.settings import Settings
+from raylife.tracking import runs as tracking
 
 
 def snapshot() -> dict[str, dict[str, Any]]:
@@ -58,7 +58,7 @@ def test_a_sweep_is_a_parent_run_with_nested_trials_and_a_resume_duplicates_noth
 
     version = re.search(r"registered iris version (\S+):", out)
     assert version, out
-    from raylife.model_mirror import Mirror
+    from raylife.tracking.registry_mirror import Mirror
 
     config = tracking.config_for(Settings.from_env())
     assert config is not None

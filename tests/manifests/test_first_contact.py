@@ -20,10 +20,11 @@ import yaml
 
 from raylife.deploy import checks, gpu_stack, kuberay, nodes
 from raylife.errors import RaylifeError
+from raylife_dev import manifest_checks
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("RAYLIFE_CHECK_ROOT", CHECKOUT))
-OBJECTS = checks.load(ROOT / "kuberay")
+OBJECTS = manifest_checks.load(ROOT / "kuberay")
 CLUSTER = yaml.safe_load((ROOT / "kuberay" / "eks" / "cluster.yaml").read_text())
 GROUPS = nodes.node_groups(CLUSTER)
 DOCS = (ROOT / "docs" / "deploy-eks.md").read_text()
@@ -42,7 +43,7 @@ def test_every_ray_pod_fits_the_node_group_it_is_sent_to():
 
 
 def test_worker_pods_fill_their_nodes():
-    _no(checks.packing_problems(OBJECTS, GROUPS))
+    _no(manifest_checks.packing_problems(OBJECTS, GROUPS))
 
 
 def test_the_reservation_formula_matches_eks():
@@ -71,7 +72,7 @@ def test_serve_keep_alive_outlasts_the_alb_idle_timeout():
 
 
 def test_every_manifest_is_applied_by_a_documented_step_or_make_target():
-    _no(checks.applied_problems(ROOT))
+    _no(manifest_checks.applied_problems(ROOT))
 
 
 def test_every_helm_chart_is_pinned_to_one_version():
@@ -129,14 +130,14 @@ def test_the_guide_states_quotas_and_tool_versions_before_the_first_step():
 
 
 def test_training_and_serving_have_separate_rotatable_tokens():
-    _no(checks.token_problems(OBJECTS))
+    _no(manifest_checks.token_problems(OBJECTS))
 
 
 # ---- 6. least privilege ------------------------------------------------------------------------
 
 
 def test_serving_pods_read_and_training_pods_write():
-    _no(checks.iam_problems(OBJECTS, CLUSTER, kuberay.BUCKET))
+    _no(manifest_checks.iam_problems(OBJECTS, CLUSTER, kuberay.BUCKET))
 
 
 def test_policy_files_are_the_roles_of_cluster_yaml():
@@ -215,11 +216,11 @@ def test_images_are_tagged_by_commit_and_make_image_builds_those_tags():
 
 
 def test_the_service_is_highly_available_and_stops_gracefully():
-    _no(checks.serving_problems(OBJECTS))
+    _no(manifest_checks.serving_problems(OBJECTS))
 
 
 def test_observability_is_shaped_as_kuberay_ships_it():
-    _no(checks.observability_problems(OBJECTS))
+    _no(manifest_checks.observability_problems(OBJECTS))
 
 
 # ---- bad input: refuse with one line, write nothing ---------------------------------------------

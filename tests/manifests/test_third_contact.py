@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raylife.deploy import checks, constraints, image_rehearsal, kuberay, preflight
+from raylife.deploy import checks, constraints, kuberay, preflight
+from raylife_dev import image_rehearsal, manifest_checks
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 ROOT = Path(os.environ.get("RAYLIFE_CHECK_ROOT", CHECKOUT))
 CRD_DIR = Path(os.environ.get("RAYLIFE_KUBERAY_CRDS", CHECKOUT.parent / "shared" / "kuberay-crds"))
-OBJECTS = checks.load(ROOT / "kuberay")
+OBJECTS = manifest_checks.load(ROOT / "kuberay")
 DOCS = (ROOT / "docs" / "deploy-eks.md").read_text()
 CONSTRAINTS = ROOT / "kuberay" / "docker" / "constraints.txt"
 
@@ -114,7 +115,7 @@ def test_disruption_budgets_allow_drains_of_pods_owned_by_a_raycluster():
     if not path.is_file():
         pytest.skip(f"KubeRay CRDs not found in {CRD_DIR}; set RAYLIFE_KUBERAY_CRDS")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRD is 17,000 lines
-    owner_scales = checks.has_scale_subresource(yaml.load(path.read_text(), Loader=loader))
+    owner_scales = manifest_checks.has_scale_subresource(yaml.load(path.read_text(), Loader=loader))
     _no(checks.disruption_budget_problems(OBJECTS, owner_scales))
 
 
@@ -164,7 +165,7 @@ def test_topology_spread_counts_one_ray_cluster_at_a_time():
 
 def test_the_tracking_volume_and_its_node_group_share_one_zone():
     cluster = yaml.safe_load((ROOT / "kuberay" / "eks" / "cluster.yaml").read_text())
-    _no(checks.volume_zone_problems(OBJECTS, cluster))
+    _no(manifest_checks.volume_zone_problems(OBJECTS, cluster))
 
 
 # ---- 2. the guide: rotation and placeholders ---------------------------------------------------

@@ -15,9 +15,10 @@ import yaml
 
 from raylife.deploy import checks, kuberay, tracking_server
 from raylife.errors import RaylifeError
+from raylife_dev import manifest_checks
 
 ROOT = Path(__file__).resolve().parents[2]
-OBJECTS = checks.load(ROOT / "kuberay")
+OBJECTS = manifest_checks.load(ROOT / "kuberay")
 SERVER = {o["kind"]: o for o in OBJECTS["mlflow.yaml"]}
 CLUSTER = yaml.safe_load((ROOT / "kuberay" / "eks" / "cluster.yaml").read_text())
 URI = f"http://mlflow.{kuberay.NAMESPACE}.svc:5000"
@@ -123,7 +124,7 @@ def test_artifacts_go_to_s3_with_the_servers_own_irsa_role():
     args = _container()["args"]
     assert args[args.index("--artifacts-destination") + 1] == f"s3://{kuberay.BUCKET}/mlflow"
     assert _pod()["serviceAccountName"] == tracking_server.ACCOUNT
-    _no(checks.tracking_iam_problems(OBJECTS, CLUSTER, kuberay.BUCKET))
+    _no(manifest_checks.tracking_iam_problems(OBJECTS, CLUSTER, kuberay.BUCKET))
     [account] = [
         a
         for a in CLUSTER["iam"]["serviceAccounts"]
@@ -267,7 +268,7 @@ def test_a_tracking_role_that_writes_the_store_is_named():
         if a["metadata"]["name"] == tracking_server.ACCOUNT
     ]
     account["attachPolicy"]["Statement"][1]["Resource"] = f"arn:aws:s3:::{kuberay.BUCKET}/*"
-    [problem] = checks.tracking_iam_problems(OBJECTS, cluster, kuberay.BUCKET)
+    [problem] = manifest_checks.tracking_iam_problems(OBJECTS, cluster, kuberay.BUCKET)
     assert "raylife-mlflow" in problem and "mlflow/*" in problem
 
 

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from raylife import batch_predict as bp
 from raylife import storage
 from raylife.errors import InputError, RaylifeError
-from raylife.predict import Predictor
-from raylife.store import COMPLETE_MARKER, ModelStore
+from raylife.inference import batch_predict as bp
+from raylife.inference.predict import Predictor
+from raylife.lifecycle.store import COMPLETE_MARKER, ModelStore
 
 from ..conftest import prepared, quick_artifact
 
@@ -359,7 +359,7 @@ def test_s3_input_and_output_round_trip(store, tmp_path, s3):  # noqa: F811
 
 def test_bench_table_and_plain_loop_without_ray(tmp_path, monkeypatch):
     from raylife.settings import Settings
-    from raylife.tools.bench import batch_bench
+    from raylife_dev.bench import batch_bench
 
     monkeypatch.setenv("RAYLIFE_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RAYLIFE_STORE", raising=False)
@@ -378,8 +378,8 @@ def test_bench_table_and_plain_loop_without_ray(tmp_path, monkeypatch):
 
 
 def test_bench_splits_the_whole_call_into_fixed_cost_and_rate():
-    from raylife.tools.bench import batch_bench
-    from raylife.tools.bench.stats import Section
+    from raylife_dev.bench import batch_bench
+    from raylife_dev.bench.stats import Section
 
     # Plain: 200k rows/s. Actors: 400k rows/s once up, after 5 s of start. Both take
     # 5 + n/400k = n/200k s at n = 2M rows: the break-even.

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig
-from raylife.data import prepare
+from raylife.data.prepare import prepare
 from raylife.errors import RaylifeError
-from raylife.registry import get_spec
-from raylife.tools.bench import report, runner
-from raylife.tools.bench.stats import Section, alternate
-from raylife.tools.bench.train_bench import plain_fit, steady_epoch_s
+from raylife_dev.bench import report, runner
+from raylife_dev.bench.stats import Section, alternate
+from raylife_dev.bench.train_bench import plain_fit, steady_epoch_s
 
 
 def test_alternate_interleaves_and_passes_the_round():
@@ -97,7 +97,7 @@ def test_bench_help_lists_every_section(capsys):
 def test_trial_epoch_time_is_read_from_the_reports_tune_received():
     import pandas as pd
 
-    from raylife.tools.bench.trials_bench import trial_epoch_s
+    from raylife_dev.bench.trials_bench import trial_epoch_s
 
     history = pd.DataFrame({"epoch": [1, 4, 10], "time_total_s": [5.0, 5.6, 6.8]})
     assert trial_epoch_s(history) == pytest.approx(0.2)  # (6.8 - 5.0) / 9 epochs

@@ -6,11 +6,11 @@ import time
 import numpy as np
 from fastapi.testclient import TestClient
 
+from raylife.lifecycle.store import ModelStore
 from raylife.serve.api import build_model_api
 from raylife.serve.capture import CAPTURE_DIR, SCHEMA, CaptureWriter, read_captures
 from raylife.serve.model_service import ModelService
 from raylife.serve.rollout import REQUEST_ID_HEADER
-from raylife.store import ModelStore
 from raylife.waiting import wait_until
 
 from ..conftest import quick_artifact

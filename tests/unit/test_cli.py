@@ -5,7 +5,7 @@ import json
 import pytest
 
 from raylife.cli import EXIT_USER_ERROR, main
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 
 from ..conftest import prepared, quick_artifact
 

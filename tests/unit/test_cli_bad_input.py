@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from raylife import history
 from raylife.cli import EXIT_USER_ERROR, main
 from raylife.cluster import free_port
+from raylife.lifecycle import history
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import config as serve_config
-from raylife.store import ModelStore
 
 from ..conftest import quick_artifact
 

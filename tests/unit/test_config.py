@@ -1,8 +1,8 @@
 import pytest
 
+from raylife.catalog.specs import MODEL_SPECS, get_spec
 from raylife.config import DataConfig, Hyperparams, TrainConfig, TuneConfig
 from raylife.errors import RaylifeError
-from raylife.registry import MODEL_SPECS, get_spec
 from raylife.settings import Settings
 
 

@@ -8,18 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig
-from raylife.data import (
-    InputSchema,
-    RawData,
-    load_table,
-    load_torchvision_mnist,
-    prepare,
-    split,
-    validate_rows,
-)
+from raylife.data.contracts import InputSchema, RawData, split, validate_rows
+from raylife.data.prepare import prepare
+from raylife.data.sources import load_table, load_torchvision_mnist
 from raylife.errors import InputError, RaylifeError
-from raylife.registry import get_spec
 
 from ..conftest import prepared
 

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig
-from raylife.data import load_raw
-from raylife.dataset_export import TARGET, _write_pngs, export_embedded
-from raylife.registry import get_spec
-from raylife.streaming import resolve, wants_streaming
+from raylife.data.export import TARGET, _write_pngs, export_embedded
+from raylife.data.sources import load_raw
+from raylife.data.streaming import resolve, wants_streaming
 
 
 @pytest.mark.parametrize("model", ["iris", "boston"])

@@ -12,9 +12,9 @@ pytest.importorskip("schemathesis", reason="the dev extra brings schemathesis")
 from fastapi import FastAPI
 
 from raylife.errors import RaylifeError
-from raylife.serve.bare import build
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 from raylife.waiting import poll
+from raylife_dev.bare import build
 from tests.support.fuzz import fuzz_routes, problems
 
 from ..conftest import quick_artifact

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from raylife.cluster import free_port
-from raylife.store import ModelStore
-from raylife.tools.loadtest import bare_server, percentile, run_load
+from raylife.lifecycle.store import ModelStore
+from raylife_dev.loadtest import bare_server, percentile, run_load
 from tests.conftest import quick_artifact
 
 BODY = {"row": [5.1, 3.5, 1.4, 0.2]}

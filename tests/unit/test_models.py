@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from raylife.loop import (
+from raylife.catalog.architectures import CNN, build_model
+from raylife.catalog.specs import MODEL_SPECS, get_spec
+from raylife.tasks import TASKS
+from raylife.training.loop import (
     as_tensors,
     evaluate,
     fit,
@@ -9,9 +12,6 @@ from raylife.loop import (
     make_optimizer,
     seed_everything,
 )
-from raylife.models import CNN, build_model
-from raylife.registry import MODEL_SPECS, get_spec
-from raylife.tasks import TASKS
 
 from ..conftest import prepared
 
@@ -81,7 +81,7 @@ def test_cosine_schedule_decays_from_lr_towards_zero_and_constant_stays():
     import math
 
     from raylife.config import Hyperparams
-    from raylife.loop import epoch_lr, schedule_lr
+    from raylife.training.loop import epoch_lr, schedule_lr
 
     hp = Hyperparams(lr=0.1, batch_size=8, epochs=10, hidden_sizes=(4,), lr_schedule="cosine")
     rates = [epoch_lr(hp, epoch) for epoch in range(1, 11)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from raylife.serve.bare import build
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
+from raylife_dev.bare import build
 
 from ..conftest import quick_artifact
 

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from raylife.cluster import free_port
-from raylife.serve.bare import build
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
+from raylife_dev.bare import build
 from tests.support import oip_reference
 
 from ..conftest import quick_artifact

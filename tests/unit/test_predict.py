@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from raylife.errors import InputError
-from raylife.evaluate import evaluate_artifact
-from raylife.predict import Predictor
-from raylife.store import ModelStore
+from raylife.inference.predict import Predictor
+from raylife.lifecycle.evaluate import evaluate_artifact
+from raylife.lifecycle.store import ModelStore
 
 from ..conftest import prepared, quick_artifact
 

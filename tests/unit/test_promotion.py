@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from raylife import history
 from raylife.cli import main
 from raylife.errors import RaylifeError
-from raylife.evaluate import evaluate_artifact
-from raylife.promotion import promote, rollback
-from raylife.register import register_checkpoint
-from raylife.store import ModelStore
+from raylife.lifecycle import history
+from raylife.lifecycle.evaluate import evaluate_artifact
+from raylife.lifecycle.promotion import promote, rollback
+from raylife.lifecycle.store import ModelStore
+from raylife.lifecycle.train_and_store import register_checkpoint
 from raylife.tasks import TASKS
 
 from ..conftest import prepared, quick_artifact

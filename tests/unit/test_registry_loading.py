@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from raylife import tracking
 from raylife.cli import main
 from raylife.errors import ArtifactError, RaylifeError
-from raylife.model_mirror import Mirror, RegistryModel
-from raylife.predict import Predictor
-from raylife.promotion import promote
+from raylife.inference.predict import Predictor
+from raylife.lifecycle.promotion import promote
+from raylife.lifecycle.store import ModelStore
 from raylife.serve.model_service import ModelService
 from raylife.settings import Settings
-from raylife.store import ModelStore
+from raylife.tracking import runs as tracking
+from raylife.tracking.registry_mirror import Mirror, RegistryModel
 
 from ..conftest import quick_artifact
 

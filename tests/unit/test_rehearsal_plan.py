@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from raylife.deploy import rehearsal
 from raylife.errors import RaylifeError
+from raylife_dev import rehearsal
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -210,11 +210,11 @@ def test_rollout_routes_never_answer_5xx(tmp_path: Any) -> None:
     pytest.importorskip("schemathesis", reason="the dev extra brings schemathesis")
     import asyncio
 
+    from raylife.lifecycle.store import ModelStore
     from raylife.serve.api import build_model_api
-    from raylife.serve.bare import PrefixRoute
     from raylife.serve.model_service import ModelService
     from raylife.serve.rollout import Rollouts
-    from raylife.store import ModelStore
+    from raylife_dev.bare import PrefixRoute
     from tests.conftest import quick_artifact
     from tests.support.fuzz import fuzz_routes, problems
 
@@ -266,9 +266,9 @@ def test_promote_with_a_bad_rollout_says_one_line(
 
 
 def test_check_plan_refuses_overlap_and_the_champion_itself(home: Any) -> None:
+    from raylife.lifecycle.store import ModelStore
     from raylife.serve import local as serving
     from raylife.settings import Settings
-    from raylife.store import ModelStore
     from tests.conftest import quick_artifact
 
     settings = Settings.from_env()

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from raylife import history
-from raylife.data import load_table
-from raylife.history import HistoryError
-from raylife.promotion import promote, rollback
-from raylife.store import COMPLETE_MARKER, ModelStore
+from raylife.data.sources import load_table
+from raylife.lifecycle import history
+from raylife.lifecycle.history import HistoryError
+from raylife.lifecycle.promotion import promote, rollback
+from raylife.lifecycle.store import COMPLETE_MARKER, ModelStore
 
 from ..conftest import quick_artifact
 

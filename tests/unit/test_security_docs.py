@@ -124,7 +124,7 @@ def test_ensure_ray_starts_a_loopback_dashboard_and_keeps_token_auth(monkeypatch
 
 def test_the_rehearsal_cluster_starts_with_token_auth_and_a_loopback_dashboard(monkeypatch):
     """`ray start` is never run: the first start is recorded and aborted."""
-    from raylife.deploy import rehearsal
+    from raylife_dev import rehearsal
 
     started = []
 
@@ -300,7 +300,7 @@ def test_every_ray_name_and_flag_in_the_doc_exists():
     assert not unknown, "names not in Ray or raylife"
 
     from raylife.cli import build_parser
-    from raylife.serve import bare
+    from raylife_dev import bare
 
     ray_cli_flags = {o for cmd in cli.commands.values() for p in cmd.params for o in p.opts}
     ours_flags = set(_argparse_flags(build_parser())) | set(_argparse_flags(bare.parser()))

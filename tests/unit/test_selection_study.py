@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from raylife.catalog.specs import get_spec
 from raylife.config import DataConfig
-from raylife.data import load_raw, prepare
-from raylife.registry import get_spec
-from raylife.tools.selection_study import development_rows, pooled, study_model
+from raylife.data.prepare import prepare
+from raylife.data.sources import load_raw
+from raylife_dev.selection_study import development_rows, pooled, study_model
 
 
 @pytest.mark.parametrize("model", ["ionosphere", "boston"])  # stratified, and not
@@ -49,7 +50,7 @@ def test_study_scores_every_ending_on_every_development_row():
 
 def test_the_choice_follows_the_metric_direction_and_pools_by_rows():
     from raylife.tasks import TASKS
-    from raylife.tools.selection_study import BASELINE, choose_ending
+    from raylife_dev.selection_study import BASELINE, choose_ending
 
     # Two folds: 10 rows and 90 rows. By mean of folds "cosine/last" looks best; by row it is not.
     folds = {
@@ -75,7 +76,7 @@ def test_registry_defaults_follow_the_committed_study():
     import json
     from pathlib import Path
 
-    from raylife.registry import MODEL_SPECS
+    from raylife.catalog.specs import MODEL_SPECS
 
     report = json.loads((Path(__file__).parents[2] / "reports/selection_study.json").read_text())
     for name, spec in MODEL_SPECS.items():

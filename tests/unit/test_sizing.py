@@ -1,14 +1,14 @@
-"""Workers per sweep trial (raylife.sizing) and the sweep's concurrency (raylife.tune)."""
+"""Workers per sweep trial (raylife.training.sizing) and the sweep's concurrency (raylife.training.tune)."""
 
 from __future__ import annotations
 
 import pytest
 
-from raylife import sizing
+from raylife.catalog.specs import get_spec
 from raylife.config import TrainConfig, TuneConfig
-from raylife.data import prepare
-from raylife.registry import get_spec
-from raylife.tune import concurrent_trials, required_cpus, trial_cpus
+from raylife.data.prepare import prepare
+from raylife.training import sizing
+from raylife.training.tune import concurrent_trials, required_cpus, trial_cpus
 
 
 def _cfg(model: str, **changes) -> TrainConfig:

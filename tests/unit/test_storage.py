@@ -17,14 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import fs as pafs
 
-from raylife import batch_predict as bp
-from raylife import storage, streaming
-from raylife.data import load_table
+from raylife import storage
+from raylife.data import streaming
+from raylife.data.sources import load_table
 from raylife.errors import InputError, RaylifeError
-from raylife.predict import Predictor
+from raylife.inference import batch_predict as bp
+from raylife.inference.predict import Predictor
+from raylife.lifecycle.store import ModelStore
 from raylife.serve.capture import CaptureWriter, read_captures
 from raylife.storage import COMPLETE_MARKER
-from raylife.store import ModelStore
 
 from ..conftest import prepared, quick_artifact
 from .test_batch_predict import run_in_process

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from raylife.errors import ArtifactError, RaylifeError
-from raylife.store import COMPLETE_MARKER, ModelStore
+from raylife.lifecycle.store import COMPLETE_MARKER, ModelStore
 
 from ..conftest import quick_artifact
 

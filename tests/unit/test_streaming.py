@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raylife import streaming
-from raylife.data import Preprocessing
+from raylife.data import streaming
+from raylife.data.contracts import Preprocessing
 from raylife.errors import RaylifeError
-from raylife.synth_table import make_table
+from raylife_dev.synth_table import make_table
 
 
 def _codes(ids: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -217,7 +217,7 @@ def test_make_table_is_seeded_and_parted(tmp_path):
 
 
 def test_data_bench_checks_its_bounds():
-    from raylife.tools.bench import data_bench
+    from raylife_dev.bench import data_bench
 
     setup = data_bench.setup_for(quick=True)
     assert setup.table_bytes >= 3 * setup.object_store_bytes

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import torch
 
-from raylife import tracking
+from raylife.catalog.specs import get_spec
 from raylife.cli import main
 from raylife.cli.tracking import ui_command
 from raylife.config import TrackingConfig, TrainConfig
 from raylife.errors import RaylifeError
-from raylife.promotion import promote, rollback
-from raylife.registry import get_spec
+from raylife.lifecycle.promotion import promote, rollback
+from raylife.lifecycle.store import ModelStore
 from raylife.settings import Settings
-from raylife.store import ModelStore
-from raylife.train import run_worker
+from raylife.tracking import runs as tracking
+from raylife.training.train import run_worker
 
 from ..conftest import prepared, quick_artifact
 
@@ -177,7 +177,7 @@ def test_a_sweeps_trials_are_logged_by_its_driver_nested_and_asha_stops_are_tagg
     import pandas as pd
 
     from raylife.config import TuneConfig
-    from raylife.tune import HPARAMS, TrialTracking
+    from raylife.training.tune import HPARAMS, TrialTracking
 
     base = tracked_config(tracked_home, epochs=2)
     sweep = tracking.start_sweep(base, TuneConfig(name="tune-iris-unit"), prepared("iris"))
@@ -286,8 +286,8 @@ def test_store_versions_mirror_as_mlflow_models_and_champion_follows_the_pointer
 ):
     import mlflow.pyfunc
 
-    from raylife.model_mirror import Mirror
-    from raylife.predict import Predictor
+    from raylife.inference.predict import Predictor
+    from raylife.tracking.registry_mirror import Mirror
 
     settings = Settings.from_env()
     store, config = ModelStore(settings.store_uri), tracking.config_for(settings)
@@ -328,10 +328,10 @@ def test_mirroring_a_version_prints_no_mlflow_advice(tmp_path):
     import sys
     import warnings
 
-    from raylife.model_mirror import save_pyfunc
+    from raylife.tracking.registry_mirror import save_pyfunc
 
     imported = subprocess.run(
-        [sys.executable, "-W", "always", "-c", "import raylife.model_mirror"],
+        [sys.executable, "-W", "always", "-c", "import raylife.tracking.registry_mirror"],
         capture_output=True,
         text=True,
         check=True,
@@ -354,7 +354,7 @@ def test_mirroring_a_version_prints_no_mlflow_advice(tmp_path):
 
 def test_a_failing_mirror_never_blocks_a_promotion_and_sync_repairs_it(tracked_home, capsys):
     from raylife.cluster import free_port
-    from raylife.model_mirror import Mirror
+    from raylife.tracking.registry_mirror import Mirror
 
     settings = Settings.from_env()
     store = ModelStore(settings.store_uri)

@@ -1,4 +1,4 @@
-"""Pins on Ray's code that raylife.trial_bridge and tune.TrialWatchdog rely on: each fails loudly,
+"""Pins on Ray's code that raylife.training.trial_bridge and tune.TrialWatchdog rely on: each fails loudly,
 naming what changed, when a Ray upgrade moves it (the bridge's soundness is argued from these)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
+from raylife.catalog.specs import Choice, LogUniform, get_spec
 from raylife.config import TrainConfig, TuneConfig
-from raylife.registry import Choice, LogUniform, get_spec
-from raylife.tune import grace_period, sample_configs, trial_train_config
+from raylife.training.tune import grace_period, sample_configs, trial_train_config
 
 
 def test_sampling_is_seeded_bounded_and_anchored():
@@ -42,7 +42,7 @@ def test_asha_grace_period_scales_with_the_budget():
 
 def test_sparse_report_count_is_improvements_plus_last():
     from raylife.tasks import TASKS
-    from raylife.tools.report_cost import _sparse_reports
+    from raylife_dev.report_cost import _sparse_reports
 
     history = [{"val_objective": v} for v in (0.5, 0.7, 0.6, 0.8, 0.8, 0.1)]
     # accuracy (max): 0.5, 0.7, 0.8 improve; plus the last epoch
@@ -54,7 +54,7 @@ def test_sparse_report_count_is_improvements_plus_last():
 def test_trials_are_scored_at_the_epoch_their_run_yields():
     import pandas as pd
 
-    from raylife.tune import Scoring
+    from raylife.training.tune import Scoring
 
     reports = pd.DataFrame({"epoch": [1, 2, 3], "val_objective": [0.8, 0.9, 0.85]})
     assert Scoring("val_objective", "max", "best").chosen_row(reports)["epoch"] == 2

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from raylife.catalog.specs import get_spec
 from raylife.config import StallPolicy, TrainConfig
 from raylife.errors import RaylifeError
-from raylife.registry import get_spec
-from raylife.tune import driver_stall_policy
-from raylife.watchdog import STALLED_EXIT_CODE, Beating, Pace, Watch
+from raylife.training.tune import driver_stall_policy
+from raylife.training.watchdog import STALLED_EXIT_CODE, Beating, Pace, Watch
 
 
 class Clock:
@@ -108,9 +108,9 @@ WORKER_WHOSE_REPORT_HANGS = textwrap.dedent(
     """
     import threading, time
     from raylife.config import TrainConfig
-    from raylife.data import prepare
-    from raylife.registry import get_spec
-    from raylife.train import run_worker
+    from raylife.data.prepare import prepare
+    from raylife.catalog.specs import get_spec
+    from raylife.training.train import run_worker
     from tests.unit.test_watchdog import HangingSession
 
     spec = get_spec("iris")
@@ -178,8 +178,9 @@ SCORER_WHOSE_READ_HANGS = textwrap.dedent(
     """
     import json, sys, time
     import numpy as np
-    from raylife import batch_predict as bp, storage
-    from raylife.store import ModelStore
+    from raylife import storage
+    from raylife.inference import batch_predict as bp
+    from raylife.lifecycle.store import ModelStore
     from tests.conftest import quick_artifact
     from tests.unit.test_batch_predict import features, write_parts
 
@@ -227,7 +228,7 @@ def test_a_batch_actor_whose_chunk_stops_ends_its_process_for_ray_data_to_retry(
 
 
 def test_a_batch_chunk_is_retried_at_most_max_failures_times():
-    from raylife import batch_predict as bp
+    from raylife.inference import batch_predict as bp
 
     cfg = bp.BatchConfig(model="iris", input="in", output="out", store_uri="s", max_failures=1)
     assert bp.actor_options(cfg)["max_task_retries"] == 1

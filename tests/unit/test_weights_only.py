@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from raylife.artifact import META_FILE, WEIGHTS_FILE
 from raylife.errors import RaylifeError
-from raylife.store import ModelStore
-from raylife.train import TRAIN_STATE_FILE, load_train_state
+from raylife.lifecycle.artifact import META_FILE, WEIGHTS_FILE
+from raylife.lifecycle.store import ModelStore
+from raylife.training.train import TRAIN_STATE_FILE, load_train_state
 
 from ..conftest import quick_artifact
 

@@ -5,8 +5,10 @@ The verbs live in one module per group; `raylife --help` lists them all:
   models.py    evaluate, models list|show|history|sync, predict
   governance.py  promote (gated), rollback, models history
   tracking.py  ui (MLflow UI of the local store), models sync (MLflow registry mirror)
-  serving.py   serve, loadtest, serve-configs
-  tools.py     quality, selection-study, bench, report-cost, gpu-check, kuberay-manifests, rehearse
+  serving.py   serve, serve-configs
+  deploy.py    kuberay-manifests
+Developer verbs (quality, selection-study, bench, report-cost, gpu-check, loadtest, rehearse,
+rehearse-ha, make-table) come from raylife_dev.cli where the dev package is installed.
 Flags that set a config field come from the config dataclasses (flags.py).
 """
 
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from raylife.cli import governance, models, serving, tools, tracking, training
+from raylife.cli import deploy, governance, models, serving, tracking, training
 from raylife.cli.common import EXIT_USER_ERROR, OneLineErrors
 from raylife.errors import RaylifeError
 
@@ -25,9 +28,22 @@ __all__ = ["EXIT_USER_ERROR", "build_parser", "main"]
 def build_parser() -> OneLineErrors:
     parser = OneLineErrors(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for group in (training, governance, models, serving, tracking, tools):
+    for group in (training, governance, models, serving, tracking, deploy):
         group.register(verbs)
+    _register_dev_verbs(verbs)
     return parser
+
+
+def _register_dev_verbs(verbs: Any) -> None:
+    """The developer verbs, where raylife_dev is installed (`make install`); the image has none."""
+    try:
+        # lazy: raylife_dev is optional (installed by the dev extra, absent from the wheel and image)
+        from raylife_dev import cli as dev_cli
+    except ModuleNotFoundError as exc:
+        if exc.name != "raylife_dev":
+            raise
+        return
+    dev_cli.register(verbs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _shutdown_ray() -> None:
     """Stop the local cluster this command started, so the process exits without teardown noise."""
     if "ray" in sys.modules:
+        # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
         from raylife.cluster import shutdown_if_started
 
         shutdown_if_started()

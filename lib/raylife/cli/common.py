@@ -52,7 +52,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def model_list(text: str) -> list[str]:
     """`all` or comma-separated registry keys, each checked (unknown keys name the choices)."""
-    from raylife.registry import MODEL_SPECS, get_spec
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.catalog.specs import MODEL_SPECS, get_spec
 
     if text == "all":
         return list(MODEL_SPECS)

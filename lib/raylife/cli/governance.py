@@ -1,6 +1,6 @@
 """Verbs that move a model's pointer, and its audit trail: `promote`, `rollback`, `models history`.
 
-Promote and rollback go through raylife.promotion (gated, audited); a running local Serve app then
+Promote and rollback go through raylife.lifecycle.promotion (gated, audited); a running local Serve app then
 follows the new pointer generation in place, the same way for both.
 """
 
@@ -95,16 +95,23 @@ def add_rollout_flags(parser: argparse.ArgumentParser) -> None:
 
 def _store_and_mirror(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Settings, the model store and its MLflow mirror (None when tracking is off)."""
-    from raylife import tracking
-    from raylife.store import ModelStore
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.lifecycle.store import ModelStore
+    from raylife.tracking import runs as tracking
 
     settings = settings_from(args)
-    mirror = tracking.mirror(tracking.config_for(settings))
+    config, mirror = tracking.config_for(settings), None
+    if config is not None:
+        # lazy: the mirror imports mlflow (seconds), needed only when tracking is on
+        from raylife.tracking.registry_mirror import Mirror
+
+        mirror = Mirror(config)
     return settings, ModelStore(settings.store_uri), mirror
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from raylife.promotion import promote
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.lifecycle.promotion import promote
 
     if args.canary is not None or args.shadow is not None:
         return cmd_rollout_promote(args)
@@ -120,6 +127,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_rollout_promote(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import canary
 
     if args.force:
@@ -148,6 +156,7 @@ def cmd_rollout_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_rollout(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import canary
 
     settings = settings_from(args)
@@ -158,7 +167,8 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    from raylife.promotion import rollback
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.lifecycle.promotion import rollback
 
     settings, store, mirror = _store_and_mirror(args)
     outcome = rollback(store, args.model, args.reason, mirror=mirror)
@@ -168,6 +178,7 @@ def cmd_rollback(args: argparse.Namespace) -> None:
 
 def _follow_serve(settings: Any, model: str, outcome: Any) -> None:
     """A running local Serve app loads the pointer's new generation in place, then we wait for it."""
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.serve import local
 
     url = local.notify_promotion(settings, model, outcome.pointer.generation)
@@ -177,9 +188,10 @@ def _follow_serve(settings: Any, model: str, outcome: Any) -> None:
 
 
 def cmd_history(args: argparse.Namespace) -> None:
-    from raylife import history
-    from raylife.registry import get_spec
-    from raylife.store import ModelStore
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.catalog.specs import get_spec
+    from raylife.lifecycle import history
+    from raylife.lifecycle.store import ModelStore
 
     spec = get_spec(args.model)
     store = ModelStore(settings_from(args).store_uri)

@@ -81,7 +81,9 @@ store comes from --store / RAYLIFE_STORE)."""
 
 
 def add_batch_predict_verb(verbs: Any) -> None:
-    from raylife.batch_predict import BatchConfig  # lazy: pyarrow and torch, for this verb only
+    from raylife.inference.batch_predict import (
+        BatchConfig,  # lazy: pyarrow and torch, for this verb only
+    )
 
     batch = verbs.add_parser(
         "batch-predict",
@@ -97,8 +99,9 @@ def add_batch_predict_verb(verbs: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from raylife.evaluate import evaluate_artifact
-    from raylife.store import ModelStore
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.lifecycle.evaluate import evaluate_artifact
+    from raylife.lifecycle.store import ModelStore
 
     version, artifact = ModelStore(settings_from(args).store_uri).load(args.model, args.version)
     metrics = evaluate_artifact(artifact)
@@ -109,7 +112,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_models_show(args: argparse.Namespace) -> None:
-    from raylife.store import ModelStore
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.lifecycle.store import ModelStore
 
     store = ModelStore(settings_from(args).store_uri)
     version = store.resolve(args.model, args.version)
@@ -117,8 +121,9 @@ def cmd_models_show(args: argparse.Namespace) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> None:
-    from raylife.registry import get_spec
-    from raylife.store import ModelStore
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.catalog.specs import get_spec
+    from raylife.lifecycle.store import ModelStore
 
     store = ModelStore(settings_from(args).store_uri)
     if args.model:
@@ -154,8 +159,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if args.url:
             print(json.dumps(_predict_url(args), indent=2))
             return
-        from raylife.predict import Predictor
-        from raylife.store import ModelStore
+        # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+        from raylife.inference.predict import Predictor
+        from raylife.lifecycle.store import ModelStore
 
         predictor = Predictor.from_store(
             ModelStore(settings_from(args).store_uri), args.model, args.version
@@ -170,8 +176,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_batch_predict(args: argparse.Namespace) -> None:
-    from raylife.batch_predict import BatchConfig, batch_predict
-    from raylife.store import COMPLETE_MARKER
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.inference.batch_predict import BatchConfig, batch_predict
+    from raylife.lifecycle.store import COMPLETE_MARKER
 
     cfg = BatchConfig(
         model=args.model,
@@ -209,7 +216,8 @@ def _registered_predictor(args: argparse.Namespace) -> Any:
             "--model-uri needs an MLflow registry, but tracking is off (--no-tracking or "
             "RAYLIFE_MLFLOW_URI=off); pass --tracking-uri URI"
         )
-    from raylife.model_mirror import RegistryModel
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.tracking.registry_mirror import RegistryModel
 
     registry = RegistryModel(args.model_uri, settings.mlflow_uri)
     if args.model and args.model != registry.name:

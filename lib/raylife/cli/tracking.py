@@ -1,5 +1,5 @@
 """Verbs over MLflow: `ui` (the MLflow UI of the local store) and `models sync` (the MLflow
-registry brought back in line with the store). Tracking itself: raylife.tracking."""
+registry brought back in line with the store). Tracking itself: raylife.tracking.runs."""
 
 from __future__ import annotations
 
@@ -91,6 +91,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _wait_ready(process: subprocess.Popen, url: str, port: int) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import httpx
 
     from raylife.waiting import wait_until
@@ -112,9 +113,10 @@ def _wait_ready(process: subprocess.Popen, url: str, port: int) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
-    from raylife import tracking
-    from raylife.registry import get_spec
-    from raylife.store import ModelStore
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.catalog.specs import get_spec
+    from raylife.lifecycle.store import ModelStore
+    from raylife.tracking import runs as tracking
 
     settings = settings_from(args)
     config = tracking.config_for(settings)
@@ -124,8 +126,10 @@ def cmd_sync(args: argparse.Namespace) -> None:
         )
     store = ModelStore(settings.store_uri)
     models = [get_spec(args.model).name] if args.model else store.models()
-    mirror, failed = tracking.mirror(config), []
-    assert mirror is not None
+    # lazy: the mirror imports mlflow (seconds)
+    from raylife.tracking.registry_mirror import Mirror
+
+    mirror, failed = Mirror(config), []
     for model in models:
         count, problems = mirror.sync(store, model)
         pointer = store.pointer(model)

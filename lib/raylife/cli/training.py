@@ -129,7 +129,8 @@ def train_config(
 ) -> TrainConfig:
     """The run's TrainConfig (a sweep's base takes SWEEP_TRAIN_FIELDS: its workers per trial
     are the TuneConfig's)."""
-    from raylife.registry import get_spec
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.catalog.specs import get_spec
 
     hparams = get_spec(args.model).preset(args.preset).replace(**config_values(args, HPARAM_FIELDS))
     data = DataConfig(**config_values(args, DATA_FIELDS, DATA_RENAME))
@@ -143,8 +144,9 @@ def train_config(
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from raylife.register import train_and_register
-    from raylife.train import storage_path
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.lifecycle.train_and_store import train_and_register
+    from raylife.training.train import storage_path
 
     settings = settings_from(args)
     if args.resume:
@@ -171,7 +173,8 @@ def _require_run(storage: str, name: str) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from raylife.register import tune_and_register
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.lifecycle.train_and_store import tune_and_register
 
     tune_cfg = TuneConfig(**config_values(args, TUNE_FIELDS, TUNE_RENAME))
     outcome, registered = tune_and_register(
@@ -201,7 +204,8 @@ def print_registered(registered: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from raylife.main_job import run_all
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife.cli.main_job import run_all
 
     run_all(
         model_list(args.models),

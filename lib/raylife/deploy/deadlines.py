@@ -4,7 +4,7 @@ KubeRay counts a RayJob's deadline from the moment an attempt starts creating it
 starts the count again on each retry (backoffLimit), but never retries an attempt that ran past the
 deadline. So a deadline is one attempt: the cluster's start, the job's own work, and for each
 failure the job's runtime may recover from inside the attempt, the time its watchdog takes to see a
-stall plus a restart. A stuck trial or worker then costs minutes inside the job (raylife.watchdog),
+stall plus a restart. A stuck trial or worker then costs minutes inside the job (raylife.training.watchdog),
 and the deadline is only the backstop for what no watchdog covers; it is no longer a blanket
 4 hours that a hang would sit out.
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 
+from raylife.catalog.specs import MODEL_SPECS
 from raylife.deploy import checks, deadlines, nodes, tracking_server
 from raylife.deploy import gpu_stack as stack
 from raylife.errors import RaylifeError
-from raylife.registry import MODEL_SPECS
 from raylife.serve import config as serve_config
 from raylife.settings import EXAMPLE_REGISTRY, Settings
 

@@ -2,7 +2,7 @@
 and errors that always name the problem (JSON, 4xx, never a 5xx for bad input).
 
 The same FastAPI app runs inside a Ray Serve replica (serve_apps/models.py) and in the bare uvicorn
-baseline (raylife.serve.bare), so the load test compares servers, not APIs.
+baseline (raylife_dev.bare), so the load test compares servers, not APIs.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime and
@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from raylife.data import InputSchema, validate_rows
+from raylife.data.contracts import InputSchema, validate_rows
 from raylife.errors import RaylifeError
-from raylife.predict import image_to_array
+from raylife.inference.predict import image_to_array
 from raylife.serve.capture import CaptureWriter, new_request_id
 from raylife.serve.http import MAX_ROWS, error_response
 from raylife.serve.model_service import ModelService

@@ -6,7 +6,7 @@ of serveConfigV2), and the live figures come from GET /<model>/rollout (the ledg
 replicas). At every check the challenger's figures in the current step are compared with the
 champion's over the whole rollout; a failed gate sends all traffic back to the champion and
 records why in the model's history, with the pointer never moved. Passing every step ends in the
-normal gated promotion (raylife.promotion.promote).
+normal gated promotion (raylife.lifecycle.promotion.promote).
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raylife import history
 from raylife.errors import RaylifeError
-from raylife.gate import schema_mismatch
-from raylife.promotion import Outcome, promote
+from raylife.lifecycle import history
+from raylife.lifecycle.gate import schema_mismatch
+from raylife.lifecycle.promotion import Outcome, promote
+from raylife.lifecycle.store import ModelStore
+from raylife.serve import config as serve_config
 from raylife.serve import local as serving
 from raylife.serve.rollout import Rollout, ShadowStats, VersionStats
 from raylife.settings import Settings
-from raylife.store import ModelStore
+from raylife.waiting import wait_until
 
 CHECK_EVERY_S = 0.5
 """How often the gates look at the live figures within a step's dwell."""
@@ -218,7 +220,6 @@ def _running(settings: Settings, model: str) -> serving.LocalServe:
 
 
 def current_rollout(local: serving.LocalServe, model: str) -> dict[str, Any] | None:
-    from raylife.serve import config as serve_config
 
     for _, deployment in serve_config.model_deployments(local.config, [model]):
         found: dict[str, Any] | None = deployment.get("user_config", {}).get("rollout")
@@ -250,7 +251,8 @@ def set_rollout(
 def check_plan(store: ModelStore, local: serving.LocalServe, plan: Plan) -> tuple[str, str, bool]:
     """(champion, challenger (resolved), whether the task is classification), or the one-line
     refusal (another rollout running, no champion, the champion itself, another input schema)."""
-    from raylife.registry import get_spec
+    # lazy: imports pyarrow, needed only on this path
+    from raylife.catalog.specs import get_spec
 
     spec = get_spec(plan.model)
     ongoing = current_rollout(local, plan.model)
@@ -311,7 +313,6 @@ def run(
 
 def _wait_step(local: serving.LocalServe, model: str, rollout: Rollout) -> None:
     """Until a replica reports this step (each replica counts its requests under its own step)."""
-    from raylife.waiting import wait_until
 
     def reached() -> bool:
         shown = figures(local.url, model).get("rollout") or {}

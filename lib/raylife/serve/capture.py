@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from raylife import storage
-from raylife.store import ModelStore
+from raylife.lifecycle.store import ModelStore
 
 logger = logging.getLogger(__name__)
 

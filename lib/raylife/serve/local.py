@@ -18,9 +18,9 @@ from typing import Any
 
 from raylife.cluster import free_port
 from raylife.errors import RaylifeError
+from raylife.lifecycle.store import ModelStore
 from raylife.serve import config as serve_config
 from raylife.settings import Settings
-from raylife.store import ModelStore
 from raylife.waiting import wait_until
 
 STATE_FILE = "serve.json"
@@ -88,6 +88,7 @@ def start(
 ) -> LocalServe:
     """Deploy the promoted versions of `models` on the local (or RAY_ADDRESS) cluster and wait.
     own_ports: see serving_cluster_env (a cluster already running keeps what it has)."""
+    # lazy: resolved at call time, so a stand-in for it (tests that prove no cluster starts) is the one called
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     from raylife.cluster import dashboard_url, ensure_ray
@@ -194,6 +195,7 @@ def read_state(settings: Settings) -> LocalServe | None:
 
 
 def stop(settings: Settings) -> None:
+    # lazy: resolved at call time, so a stand-in for it (tests that prove no cluster starts) is the one called
     from ray import serve
 
     from raylife.cluster import shutdown_if_started
@@ -290,9 +292,10 @@ def wait_for_version(url: str, model: str, version: str, timeout_s: float = 60.0
 
 def first_test_row(model: str) -> tuple[Any, Any]:
     """(raw inputs, truth) of the first row of `model`'s held-out test split (embedded data)."""
+    # lazy: imports pyarrow, needed only on this path
+    from raylife.catalog.specs import get_spec
     from raylife.config import DataConfig
-    from raylife.data import prepare
-    from raylife.registry import get_spec
+    from raylife.data.prepare import prepare
 
     test = prepare(get_spec(model), DataConfig()).test_raw
     return test.X[0], test.y[0]

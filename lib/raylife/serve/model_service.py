@@ -1,10 +1,10 @@
 """ModelService: the promoted version of one model, ready to answer requests; swaps versions safely.
 
 Both servers share it: the Ray Serve replica (serve_apps/models.py) and the bare uvicorn baseline
-(raylife.serve.bare). It knows nothing of HTTP or Ray.
+(raylife_dev.bare). It knows nothing of HTTP or Ray.
 
 The version comes from the store's promotion pointer, or, given a `model_uri`
-(`models:/iris@champion`, `models:/iris/3`), from an MLflow registry (raylife.model_mirror's
+(`models:/iris@champion`, `models:/iris/3`), from an MLflow registry (raylife.tracking.registry_mirror's
 RegistryModel, imported only then): a reload then follows the alias.
 """
 
@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from raylife.data import InputSchema
+from raylife.data.contracts import InputSchema
 from raylife.errors import ArtifactError
-from raylife.predict import Predictor
-from raylife.store import ModelStore
+from raylife.inference.predict import Predictor
+from raylife.lifecycle.store import ModelStore
+from raylife.settings import Settings
 
 if TYPE_CHECKING:
-    from raylife.model_mirror import Registered, RegistryModel
+    from raylife.tracking.registry_mirror import Registered, RegistryModel
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,8 @@ class ModelService:
 
 def registry_model(model_uri: str, tracking_uri: str | None) -> RegistryModel:
     """The MLflow registry model a service loads (tracking_uri: default RAYLIFE_MLFLOW_URI)."""
-    from raylife.model_mirror import RegistryModel
-    from raylife.settings import Settings
+    # lazy: imports mlflow, needed only on this path
+    from raylife.tracking.registry_mirror import RegistryModel
 
     uri = tracking_uri or Settings.from_env().mlflow_uri
     if uri is None:

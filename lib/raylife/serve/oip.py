@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from raylife.data import InputSchema, flatten, validate_rows
+from raylife.data.contracts import InputSchema, flatten, validate_rows
 from raylife.errors import RaylifeError
 from raylife.serve.model_service import ModelService
 from raylife.serve.rollout import current_request

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raylife.errors import RaylifeError
 
 if TYPE_CHECKING:  # Predictor imports torch; a Rollout config must parse without it
-    from raylife.predict import Predictor
+    from raylife.inference.predict import Predictor
 
 PIN_HEADER = "x-raylife-version"
 """A request with this header is answered by the version it names (debugging; 422 if not served)."""

@@ -1,0 +1,1 @@
+"""The model catalogue: each model's declaration (specs) and the torch architectures they name."""

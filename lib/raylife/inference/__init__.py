@@ -1,0 +1,1 @@
+"""Inference: the predictor of one artifact and batch prediction over a table or image folder."""

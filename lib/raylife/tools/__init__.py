@@ -1,1 +1,0 @@
-"""Developer and operator tools: quality, studies, load test, GPU check, the benchmark."""

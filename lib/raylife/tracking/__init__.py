@@ -1,0 +1,1 @@
+"""Tracking: MLflow runs of training and sweeps, and the store's mirror in the MLflow Model Registry."""

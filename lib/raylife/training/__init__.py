@@ -1,0 +1,1 @@
+"""Training: the one epoch loop, the Ray Train worker, the Tune sweep, trial sizing and the watchdog."""
