@@ -152,6 +152,29 @@ def test_a_resumed_run_continues_the_same_mlflow_run_without_duplicate_steps(
     assert steps(cfg, run.info.run_id) == [1, 2, 3, 4, 5]
 
 
+def test_a_resume_after_a_kill_between_metrics_and_tag_logs_no_epoch_twice(tracked_home, tmp_path):
+    """MLflow's SQL store commits a batch's metrics, then its tags: a driver killed between the
+    two leaves epoch metrics the LAST_EPOCH_TAG does not count. The resumed tracker must not log
+    those epochs again."""
+    cfg = tracked_config(tracked_home, epochs=5)
+    assert cfg.tracking is not None
+    first = tracking.Tracker(cfg.tracking)
+    first.start(cfg, {}, "train-iris-killed", [])
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_objective": 1.0}
+    first.log_epoch(row, flush=True)
+    client = tracking.client(cfg.tracking.uri)
+    # The kill: epoch 2's metrics committed, its tag never written.
+    from mlflow.entities import Metric
+
+    client.log_batch(first.run_id, metrics=[Metric(k, 0.5, 0, 2) for k in row if k != "epoch"])
+    resumed = tracking.Tracker(cfg.tracking)
+    resumed.start(cfg, {}, "train-iris-killed", [])
+    assert resumed.run_id == first.run_id and resumed.last_epoch == 2
+    for epoch in (2, 3):
+        resumed.log_epoch({**row, "epoch": epoch}, flush=True)
+    assert steps(cfg, first.run_id) == [1, 2, 3]
+
+
 class TuneSession(FakeSession):
     """A one-process trial: each report goes through the sweep driver's TrialTracking callback
     as Tune hands it over (a copy of the metrics; the checkpoint registered first)."""

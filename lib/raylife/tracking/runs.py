@@ -210,6 +210,17 @@ def run_params(cfg: TrainConfig, provenance: dict[str, Any]) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in params.items()}
 
 
+def _last_logged_step(mlflow: Any, run: Any) -> int:
+    """The last epoch whose metrics reached a run. LAST_EPOCH_TAG alone can lag one batch: MLflow's
+    SQL store commits a batch's metrics and its tags separately, so a process killed between the
+    two (a sweep's driver, say) leaves metrics the tag does not count, and a resume would log
+    those epochs again. Every row carries the same keys, so one key's history tells."""
+    key = next(iter(run.data.metrics), None)
+    if key is None:
+        return 0
+    return max((int(m.step) for m in mlflow.get_metric_history(run.info.run_id, key)), default=0)
+
+
 class NoTracker:
     """What a worker that does not log runs (tracking off, or a rank other than 0)."""
 
@@ -293,7 +304,8 @@ class Tracker(NoTracker):
             params = [Param(k, v) for k, v in run_params(cfg, provenance).items()]
             mlflow.log_batch(self.run_id, params=params)
         else:
-            self.last_epoch = int(run.data.tags.get(LAST_EPOCH_TAG, 0))
+            tagged = int(run.data.tags.get(LAST_EPOCH_TAG, 0))
+            self.last_epoch = max(tagged, _last_logged_step(mlflow, run))
 
     def log_epoch(self, row: dict[str, float], flush: bool = False) -> None:
         """Queue an epoch's row (epochs already logged before a resume are skipped); flush=True
