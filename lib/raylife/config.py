@@ -195,10 +195,11 @@ class StallPolicy:
     def bound_s(self, slowest_gap_s: float) -> float:
         return max(self.floor_s, self.factor * slowest_gap_s)
 
-    def scaled(self, attempts: int, allowance_s: float = 0.0) -> StallPolicy:
-        """The policy of an outer watch over a run that retries itself `attempts` times, each
-        under this policy: it waits for all of them (plus an allowance for each restart)."""
-        return StallPolicy(self.factor, attempts * (self.floor_s + allowance_s))
+    def over_trial(self, restarts: int) -> StallPolicy:
+        """A sweep driver's watch over a trial whose own run restarts itself up to `restarts`
+        times, each after its workers' watch (this policy) fired: it waits out every attempt, plus
+        one floor for start-up. The one formula for the driver's bound and the RayJob deadlines."""
+        return StallPolicy(self.factor, (restarts + 2) * self.floor_s)
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def worker_stall_s() -> int:
 def sweep_stall_s(max_failures: int = IN_JOB_FAILURES) -> int:
     """A sweep driver's watch over a DDP trial (tune.driver_stall_policy): it waits out each of the
     trial's own Ray Train restarts first."""
-    return int(StallPolicy().scaled(max_failures + 2).floor_s)
+    return int(StallPolicy().over_trial(max_failures).floor_s)
 
 
 WORK_S: dict[str, int] = {

@@ -283,8 +283,8 @@ def driver_stall_policy(base: TrainConfig, in_process: bool) -> StallPolicy:
     """The driver's bound on a trial: it waits out every restart the trial's own run makes (a
     DDP trial's Ray Train restarts its worker group up to max_failures times, each after a worker's
     watch fired), plus one floor for start-up."""
-    attempts = 1 if in_process else base.max_failures + 1
-    return base.stall.scaled(attempts + 1)
+    # A one-process trial does not restart itself: its watch ends it and Tune restarts it.
+    return base.stall.over_trial(0 if in_process else base.max_failures)
 
 
 class TrialTracking(Callback):
