@@ -5,34 +5,168 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from raylife.cli.common import add_store_flag, model_list, seed_list, settings_from
+from raylife.cli.flags import add_config_flags, config_from_args, field_docs
 from raylife.errors import RaylifeError
+
+# The options of the verbs that measure (one frozen dataclass each, one field per flag) live here,
+# not in the modules that run them: those load torch, Ray and mlflow, which `raylife --help` must
+# not wait for. A field's default is the flag's default and its docstring the flag's help.
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """`raylife quality`: registry defaults over seeds -> a report."""
+
+    models: str = "all"
+    """Comma-separated registry keys, or all."""
+    seeds: str = "0,1,2,3,4,5,6,7,8,9"
+    """Comma-separated seeds; each moves both the split and the initialisation."""
+    num_workers: int | None = None
+    """Ray Train workers per run (default: decided per model by measurement)."""
+    via: Literal["memory", "stream"] = "memory"
+    """memory: the embedded datasets' in-memory path; stream: the same datasets written as files
+    and trained through the Ray Data streaming path (--data)."""
+    output: str = "reports/quality.json"
+    """Where the report is written (JSON)."""
+
+
+@dataclass(frozen=True)
+class SelectionStudyOptions:
+    """`raylife selection-study`: how a run should end, by cross-validation off the test rows."""
+
+    models: str = "all"
+    """Comma-separated registry keys, or all."""
+    seeds: str = "0,1,2"
+    """Comma-separated quality seeds whose test rows are excluded."""
+    folds: int = 10
+    """Folds of each cross-validation repeat."""
+    repeats: int = 5
+    """Cross-validation repeats (fresh folds and initialisations each)."""
+    processes: int = 2
+    """Fits in parallel."""
+    first_repeat: int = 0
+    """Number of the first repeat: another value gives fresh folds and initialisations, to
+    confirm a choice on folds it was not made on."""
+    overrides: tuple[str, ...] = ()
+    """Study the defaults with this hyperparameter changed (repeatable; JSON values, e.g. --set
+    lr=1e-3 --set hidden_sizes=[64,32])."""
+    output: str = "reports/selection_study.json"
+    """Where the report is written (JSON; models studied separately keep their entries)."""
+
+    def __post_init__(self) -> None:
+        for flag, value, least in (
+            ("--folds", self.folds, 2),
+            ("--repeats", self.repeats, 1),
+            ("--processes", self.processes, 1),
+            ("--first-repeat", self.first_repeat, 0),
+        ):
+            if value < least:
+                raise RaylifeError(f"{flag} must be >= {least}, got {value}")
+        # argparse's append gives a list; a frozen config holds a tuple
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+        self.hparam_overrides()
+
+    def hparam_overrides(self) -> dict[str, Any]:
+        """NAME=VALUE pairs; values are JSON where they parse (numbers, lists), else strings."""
+        overrides: dict[str, Any] = {}
+        for pair in self.overrides:
+            name, sep, text = pair.partition("=")
+            if not sep or not name:
+                raise RaylifeError(f"--set takes NAME=VALUE like lr=0.001, got {pair!r}")
+            try:
+                overrides[name.strip()] = json.loads(text)
+            except json.JSONDecodeError:
+                overrides[name.strip()] = text
+        return overrides
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """`raylife bench`: raylife vs plain PyTorch / bare uvicorn, interleaved."""
+
+    quick: bool = False
+    """Smoke-test sizes (CI), about 2 min."""
+    sections: str | None = None
+    """Comma-separated subset of
+    train,trials,soak,tune,serve,oip-capture,rollout,batch,data,lifecycle
+    (default: all; --quick: train,trials,soak,tune,serve,oip-capture)."""
+    output_dir: str = "reports"
+    """Where bench.json/bench.md go."""
+
+
+@dataclass(frozen=True)
+class ReportCostOptions:
+    """`raylife report-cost`: every-epoch vs sparse reports, alternated."""
+
+    model: str = "iris"
+    """Registry key of the model whose training run is measured."""
+    repeats: int = 3
+    """Alternations of the two runs (each side's median fit time is reported)."""
+
+
+@dataclass(frozen=True)
+class GpuCheckOptions:
+    """`raylife gpu-check`: MNIST trained on a GPU worker, served by a GPU replica."""
+
+    epochs: int = 8
+    """Training epochs of the MNIST run on the GPU worker."""
+    gpus_per_replica: float = 0.5
+    """GPUs of the Serve replica (a fraction shares the device)."""
+    requests: int = 2000
+    """Requests of the load test against the GPU replica."""
+
+
+@dataclass(frozen=True)
+class LoadtestOptions:
+    """`raylife loadtest`: drive an endpoint at a concurrency; rps and latency."""
+
+    model: str = "iris"
+    """Registry key of the model to load (its route /<model>)."""
+    url: str | None = None
+    """Running endpoint (default: start a local Serve for the test)."""
+    concurrency: int = 16
+    """Requests in flight at once."""
+    requests: int = 2000
+    """Requests in all (per side and alternation with --baseline)."""
+    retries: int = 0
+    """Retries on connection errors / 500, 502, 503, 504."""
+    baseline: bool = False
+    """Also serve the same artifact from bare FastAPI + uvicorn; report Serve / bare."""
+    repeats: int = 3
+    """Alternations with --baseline."""
+    batching: Literal["on", "off"] | None = None
+    """Override the config's @serve.batch switch (only when loadtest starts Serve)."""
+    as_json: bool = False
+    """Print JSON instead of a table."""
+
+
+SELECTION_STUDY_RENAME = {"overrides": "set"}
+LOADTEST_RENAME = {"as_json": "json"}
+
+
+def add_option_flags(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    rename: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """One flag per field of an options dataclass (but `skip`: the command adds those itself)."""
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    add_config_flags(parser, cls, fields, rename)
 
 
 def register(verbs: Any) -> None:
     quality = verbs.add_parser(
         "quality", help="registry defaults over seeds -> reports/quality.json"
     )
-    quality.add_argument("--models", default="all")
-    quality.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
-    quality.add_argument(
-        "--num-workers",
-        type=int,
-        default=None,
-        help="Ray Train workers per run (default: decided per model by measurement)",
-    )
-    quality.add_argument(
-        "--via",
-        choices=("memory", "stream"),
-        default="memory",
-        help="memory: the embedded datasets' in-memory path (default); stream: the same "
-        "datasets written as files and trained through the Ray Data streaming path (--data)",
-    )
-    quality.add_argument("--output", default="reports/quality.json")
+    add_option_flags(quality, QualityOptions)
     quality.set_defaults(func=cmd_quality)
 
     study = verbs.add_parser(
@@ -40,80 +174,39 @@ def register(verbs: Any) -> None:
         help="best-validation vs last epoch by cross-validation on rows outside the quality "
         "test splits -> reports/selection_study.json",
     )
-    study.add_argument("--models", default="all")
-    study.add_argument(
-        "--seeds", default="0,1,2", help="quality seeds whose test rows are excluded"
-    )
-    study.add_argument("--folds", type=int, default=10)
-    study.add_argument("--repeats", type=int, default=5)
-    study.add_argument("--processes", type=int, default=2, help="fits in parallel")
-    study.add_argument(
-        "--first-repeat",
-        type=int,
-        default=0,
-        help="number of the first repeat: another value gives fresh folds and initialisations, "
-        "to confirm a choice on folds it was not made on",
-    )
+    add_option_flags(study, SelectionStudyOptions, SELECTION_STUDY_RENAME, skip=("overrides",))
     study.add_argument(
         "--set",
+        dest="set",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="study the defaults with this hyperparameter changed (repeatable; JSON values, "
-        "e.g. --set lr=1e-3 --set hidden_sizes=[64,32])",
+        help=field_docs(SelectionStudyOptions)["overrides"],
     )
-    study.add_argument("--output", default="reports/selection_study.json")
     study.set_defaults(func=cmd_selection_study)
 
     bench = verbs.add_parser(
         "bench", help="raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.*"
     )
-    bench.add_argument("--quick", action="store_true", help="smoke-test sizes (CI), about 2 min")
-    bench.add_argument(
-        "--sections",
-        help="comma-separated subset of train,trials,soak,tune,serve,oip-capture,rollout,batch,"
-        "data,lifecycle (default: all; --quick: train,trials,soak,tune,serve,oip-capture)",
-    )
-    bench.add_argument("--output-dir", default="reports", help="where bench.json/bench.md go")
+    add_option_flags(bench, BenchOptions)
     bench.set_defaults(func=cmd_bench)
 
     cost = verbs.add_parser(
         "report-cost",
         help="cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated",
     )
-    cost.add_argument("--model", default="iris")
-    cost.add_argument("--repeats", type=int, default=3)
+    add_option_flags(cost, ReportCostOptions)
     cost.set_defaults(func=cmd_report_cost)
 
     gpu = verbs.add_parser(
         "gpu-check",
         help="on a CUDA machine: MNIST trained on a GPU worker, served by a GPU replica",
     )
-    gpu.add_argument("--epochs", type=int, default=8)
-    gpu.add_argument("--gpus-per-replica", type=float, default=0.5)
-    gpu.add_argument("--requests", type=int, default=2000)
+    add_option_flags(gpu, GpuCheckOptions)
     gpu.set_defaults(func=cmd_gpu_check)
 
     load = verbs.add_parser("loadtest", help="drive an endpoint at a concurrency; rps and latency")
-    load.add_argument("--model", default="iris")
-    load.add_argument("--url", help="running endpoint (default: start a local Serve for the test)")
-    load.add_argument("--concurrency", type=int, default=16)
-    load.add_argument("--requests", type=int, default=2000)
-    load.add_argument(
-        "--retries", type=int, default=0, help="retries on connection errors / 500, 502, 503, 504"
-    )
-    load.add_argument(
-        "--baseline",
-        action="store_true",
-        help="also serve the same artifact from bare FastAPI + uvicorn; report Serve / bare",
-    )
-    load.add_argument("--repeats", type=int, default=3, help="alternations with --baseline")
-    load.add_argument(
-        "--batching",
-        choices=["on", "off"],
-        help="override the config's @serve.batch switch (only when loadtest starts Serve)",
-    )
-    load.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_option_flags(load, LoadtestOptions, LOADTEST_RENAME)
     add_store_flag(load)
     load.set_defaults(func=cmd_loadtest)
 
@@ -155,54 +248,34 @@ def cmd_quality(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife_dev import quality
 
+    options = config_from_args(QualityOptions, args)
     report = quality.measure(
-        model_list(args.models),
-        seed_list(args.seeds),
+        model_list(options.models),
+        seed_list(options.seeds),
         settings_from(args),
-        num_workers=args.num_workers,
-        via=args.via,
+        num_workers=options.num_workers,
+        via=options.via,
     )
-    path = quality.write_report(report, Path(args.output))
+    path = quality.write_report(report, Path(options.output))
     print(quality.format_report(report))
     print(f"wrote {path}")
-
-
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    """NAME=VALUE pairs; values are JSON where they parse (numbers, lists), else strings."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise RaylifeError(f"--set takes NAME=VALUE like lr=0.001, got {pair!r}")
-        try:
-            overrides[name.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            overrides[name.strip()] = text
-    return overrides
 
 
 def cmd_selection_study(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife_dev import selection_study
 
-    for flag, value, least in (
-        ("--folds", args.folds, 2),
-        ("--repeats", args.repeats, 1),
-        ("--processes", args.processes, 1),
-        ("--first-repeat", args.first_repeat, 0),
-    ):
-        if value < least:
-            raise RaylifeError(f"{flag} must be >= {least}, got {value}")
+    options = config_from_args(SelectionStudyOptions, args, SELECTION_STUDY_RENAME)
     report = selection_study.run(
-        model_list(args.models),
-        seed_list(args.seeds),
-        args.folds,
-        args.repeats,
-        args.processes,
-        overrides=_overrides(args.set),
-        first_repeat=args.first_repeat,
+        model_list(options.models),
+        seed_list(options.seeds),
+        options.folds,
+        options.repeats,
+        options.processes,
+        overrides=options.hparam_overrides(),
+        first_repeat=options.first_repeat,
     )
-    path = selection_study.write_report(report, Path(args.output))
+    path = selection_study.write_report(report, Path(options.output))
     print(f"wrote {path}")
 
 
@@ -210,9 +283,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife_dev.bench import runner
 
-    sections = runner.parse_sections(args.sections, args.quick)
+    options = config_from_args(BenchOptions, args)
+    sections = runner.parse_sections(options.sections, options.quick)
     home = settings_from(args).home / "bench"
-    _, json_path, md_path = runner.run_bench(home, Path(args.output_dir), args.quick, sections)
+    _, json_path, md_path = runner.run_bench(
+        home, Path(options.output_dir), options.quick, sections
+    )
     print("\n" + md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
 
@@ -222,15 +298,17 @@ def cmd_report_cost(args: argparse.Namespace) -> None:
     from raylife.catalog.specs import get_spec
     from raylife_dev.report_cost import report_cost
 
-    get_spec(args.model)
-    print(json.dumps(report_cost(args.model, settings_from(args), args.repeats), indent=2))
+    options = config_from_args(ReportCostOptions, args)
+    get_spec(options.model)
+    print(json.dumps(report_cost(options.model, settings_from(args), options.repeats), indent=2))
 
 
 def cmd_gpu_check(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife_dev import gpu_check
 
-    report = gpu_check.run(args.epochs, args.gpus_per_replica, args.requests)
+    options = config_from_args(GpuCheckOptions, args)
+    report = gpu_check.run(options.epochs, options.gpus_per_replica, options.requests)
     print("GPU_CHECK " + json.dumps(report))
 
 
@@ -292,38 +370,43 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     from raylife.serve import local
     from raylife_dev import loadtest
 
-    get_spec(args.model)
+    options = config_from_args(LoadtestOptions, args, LOADTEST_RENAME)
+    get_spec(options.model)
     settings = settings_from(args)
     started = None
-    if args.url:
-        url = args.url.rstrip("/")
+    if options.url:
+        url = options.url.rstrip("/")
     else:
-        batching = None if args.batching is None else args.batching == "on"
+        batching = None if options.batching is None else options.batching == "on"
         started = local.start(
-            settings, [args.model], port=free_port(), batching=batching, own_ports=True
+            settings, [options.model], port=free_port(), batching=batching, own_ports=True
         )
         url = started.url
     try:
-        if args.baseline:
-            with loadtest.bare_server(args.model, settings.store_uri) as bare_url:
+        if options.baseline:
+            with loadtest.bare_server(options.model, settings.store_uri) as bare_url:
                 summary = loadtest.compare(
                     url,
                     bare_url,
-                    args.model,
-                    args.requests,
-                    args.concurrency,
-                    args.repeats,
-                    args.retries,
+                    options.model,
+                    options.requests,
+                    options.concurrency,
+                    options.repeats,
+                    options.retries,
                 )
             print(
-                json.dumps(summary, indent=2) if args.json else loadtest.format_comparison(summary)
+                json.dumps(summary, indent=2)
+                if options.as_json
+                else loadtest.format_comparison(summary)
             )
             return
         result = loadtest.run_load(
-            f"{url}/{args.model}", args.requests, args.concurrency, args.retries
+            f"{url}/{options.model}", options.requests, options.concurrency, options.retries
         )
         print(
-            json.dumps(result.to_dict(), indent=2) if args.json else loadtest.format_result(result)
+            json.dumps(result.to_dict(), indent=2)
+            if options.as_json
+            else loadtest.format_result(result)
         )
     finally:
         if started:

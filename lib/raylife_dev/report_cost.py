@@ -17,8 +17,9 @@ from raylife.training.train import build_trainer, checkpoint_train_state, new_ru
 
 
 def report_cost(
-    model: str, settings: Settings, repeats: int = 3, say: Callable[[str], None] = print
+    model: str, settings: Settings, repeats: int, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
+    """`repeats` alternations of the two runs (its default: raylife_dev.cli.ReportCostOptions)."""
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     import ray
 

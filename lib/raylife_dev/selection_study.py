@@ -254,13 +254,16 @@ def run(
     seeds: list[int],
     folds: int,
     repeats: int,
-    processes: int = 2,
+    processes: int,
     say: Callable[[str], None] = print,
     overrides: dict[str, Any] | None = None,
-    first_repeat: int = 0,
+    *,
+    first_repeat: int,
 ) -> dict[str, dict[str, Any]]:
     """Study each model's registry defaults, or the defaults with `overrides` (a candidate
-    recipe, judged on the same development rows before it may become a default)."""
+    recipe, judged on the same development rows before it may become a default). The defaults
+    of processes and first_repeat are those of `raylife selection-study`
+    (raylife_dev.cli.SelectionStudyOptions)."""
     report = {}
     for model in models:
         hparams = get_spec(model).defaults.replace(**overrides) if overrides else None

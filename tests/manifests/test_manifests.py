@@ -76,7 +76,9 @@ def crd_validator(kind: str) -> jsonschema.Draft7Validator:
             "kuberay-operator/crds/"
         )
     if kind not in _VALIDATORS:
-        crd = yaml.safe_load((CRD_DIR / CRD_FILES[kind]).read_text())
+        # libyaml's safe loader when PyYAML has it: the same objects, ~8x faster on these 1 MB files
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        crd = yaml.load((CRD_DIR / CRD_FILES[kind]).read_text(), Loader=loader)
         [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
         _VALIDATORS[kind] = jsonschema.Draft7Validator(
             _strict(version["schema"]["openAPIV3Schema"])

@@ -92,6 +92,7 @@ def _oip_keys(app):
     ]
 
 
+@pytest.mark.slow  # ~6 s of schemathesis cases: in make test, not in make test-fast
 def test_a_5xx_and_a_broken_answer_are_counted_with_examples():
     """The harness itself: an app that crashes on some inputs and breaks its schema on others."""
     app = FastAPI()
@@ -133,6 +134,7 @@ def test_route_selection_and_unknown_routes(store):
         fuzz_routes(app, prefix="/wrong", per_route=1)
 
 
+@pytest.mark.slow  # ~14 s: a live uvicorn fuzzed over HTTP, in make test only
 def test_over_http_a_live_server_and_a_dead_one(store):
     """The URL mode a Serve deployment gets: a real uvicorn on a free loopback port, then the
     same routes with nothing listening (every request a connection error, none a 5xx)."""

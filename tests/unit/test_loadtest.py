@@ -97,6 +97,7 @@ def test_percentile_picks_ranked_values():
     assert percentile(values, 100) == 100 and percentile([3.0], 99) == 3.0
 
 
+@pytest.mark.slow  # ~4 s: starts the bare uvicorn process, in make test only
 def test_bare_baseline_serves_the_same_api(tmp_path):
     store = ModelStore(str(tmp_path / "store"))
     store.promote("iris", store.register(quick_artifact("iris")))

@@ -42,6 +42,7 @@ def _predict(capsys: Any, *argv: str) -> dict[str, Any]:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # ~5 s: trains and mirrors versions into MLflow, in make test only
 def test_predict_loads_the_champion_or_a_numbered_version_from_the_registry(tracked_home, capsys):
     store, mirror, uri = _store_and_mirror()
     first = _promoted(store, mirror, epochs=1)

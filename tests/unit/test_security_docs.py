@@ -211,6 +211,7 @@ CHECKED_BY_BEHAVIOUR = {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_SERVE_DEFA
 set in a fresh process and its effect observed."""
 
 
+@pytest.mark.slow  # ~4 s: three fresh interpreters import Ray, in make test only
 def test_the_variables_the_doc_names_do_what_it_says(tmp_path):
     token = "0123456789abcdef" * 2
     assert _probe(AUTH_HEADERS_PROBE, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}) == {
@@ -225,6 +226,7 @@ def test_the_variables_the_doc_names_do_what_it_says(tmp_path):
     assert {n for n in CHECKED_BY_BEHAVIOUR if n not in DOC} == set()
 
 
+@pytest.mark.slow  # ~3 s: a fresh interpreter imports Ray, in make test only
 def test_the_ports_the_doc_quotes_are_rays_defaults():
     """What Ray itself uses when nothing is set: its constants and `ray start`'s option defaults,
     read in a fresh process with no RAY_* variable in its environment (not its source text)."""

@@ -77,6 +77,7 @@ def test_unknown_overlay_keys_are_refused(tmp_path, monkeypatch):
         serve_config.render("bad")
 
 
+@pytest.mark.slow  # ~3-6 s each: a fresh interpreter imports Serve, in make test only
 @pytest.mark.parametrize("module", ["serve_apps.models", "serve_apps.ops"])
 def test_building_an_application_does_not_import_torch(module):
     """The controller imports every app's module in a build task of its own (one process each):

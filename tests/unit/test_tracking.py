@@ -342,6 +342,7 @@ def test_store_versions_mirror_as_mlflow_models_and_champion_follows_the_pointer
     assert list(answer["label"]) == [expected]
 
 
+@pytest.mark.slow  # ~6 s: a fresh interpreter imports MLflow, in make test only
 def test_mirroring_a_version_prints_no_mlflow_advice(tmp_path):
     # Every trained version is mirrored, so MLflow's advice would print in every `make run`
     # (issue 14: expected events print nothing). Importing the module defines the pyfunc class,

@@ -17,9 +17,10 @@ import itertools
 import textwrap
 import types
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 _UNSET = object()
+_Config = TypeVar("_Config")
 
 
 @functools.cache
@@ -86,6 +87,15 @@ def config_values(
     """The parsed values of the named fields (as add_config_flags added them), ready for
     `cls(**values)` or `.replace(**values)`."""
     return {name: getattr(args, (rename or {}).get(name, name)) for name in fields}
+
+
+def config_from_args(
+    cls: type[_Config], args: argparse.Namespace, rename: dict[str, str] | None = None
+) -> _Config:
+    """The config of every field of `cls` as parsed (a command whose options dataclass has one
+    flag per field: `add_config_flags(parser, cls, [every field])`)."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**config_values(args, names, rename))
 
 
 def _shown(value: Any) -> str:
