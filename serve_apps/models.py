@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from raylife.catalog.specs import MODEL_SPECS
+from raylife.catalog.declaration import NAME_PATTERN
 from raylife.serve.http import MAX_ROWS
 from raylife.serve.rollout import Rollout
 
@@ -33,7 +33,9 @@ class ModelAppArgs(BaseModel):
     """`args` of a model application in the Serve config."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(description="registry key: " + " | ".join(sorted(MODEL_SPECS)))
+    model: str = Field(
+        pattern=NAME_PATTERN, description="a declared model's name (its versions are in the store)"
+    )
     store: str = Field(description="model store: folder or s3://bucket/prefix")
     max_rows: int = Field(default=MAX_ROWS, ge=1, description="most rows in one request")
     torch_threads: int = Field(
@@ -49,10 +51,6 @@ class ModelAppArgs(BaseModel):
     )
 
     def model_post_init(self, context: Any) -> None:
-        if self.model not in MODEL_SPECS:
-            raise ValueError(
-                f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}"
-            )
         # The full parse is the replica's (raylife.tracking.registry_mirror imports mlflow: seconds).
         if self.model_uri is not None and not self.model_uri.startswith(
             (f"models:/{self.model}@", f"models:/{self.model}/")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from raylife.catalog.architectures import build_model
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig, TrainConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare

@@ -207,7 +207,7 @@ class TrainConfig:
     """One Ray Train run of one model."""
 
     model: str
-    """Registry key: boston, ionosphere, iris or mnist."""
+    """A declared model's name (raylife.catalog; `raylife catalog` lists them)."""
     hparams: Hyperparams
     """Hyperparameters (registry default, debug preset, or overridden by flags / Tune)."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -243,6 +243,9 @@ class TrainConfig:
     slowest gap so far is stopped and retried under max_failures; 0 turns the watch off."""
     stall_floor_s: float = StallPolicy.floor_s
     """Watchdog: the least time without progress that counts as a stall (covers start-up)."""
+    carried: dict[str, Any] | None = None
+    """A user model's declaration and factory code, for processes that cannot see the models
+    folder (Ray workers, trials); set by the driver (raylife.catalog.carry), None otherwise."""
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, f"num workers must be >= 1, got {self.num_workers}")

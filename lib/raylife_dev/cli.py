@@ -295,7 +295,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_report_cost(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife_dev.report_cost import report_cost
 
     options = config_from_args(ReportCostOptions, args)
@@ -365,7 +365,7 @@ def cmd_make_table(args: argparse.Namespace) -> None:
 
 def cmd_loadtest(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.cluster import free_port
     from raylife.serve import local
     from raylife_dev import loadtest

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import torch
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.cluster import free_port
 from raylife.config import TrainConfig
 from raylife.errors import RaylifeError

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig, TrainConfig, TuneConfig
 from raylife.data.export import export_embedded
 from raylife.data.prepare import prepare

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig
 from raylife.data.prepare import prepare
 from raylife.settings import Settings

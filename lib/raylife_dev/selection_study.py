@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from raylife.catalog.specs import ModelSpec, get_spec
+from raylife.catalog.lookup import get_spec
+from raylife.catalog.specs import ModelSpec
 from raylife.config import DataConfig, Hyperparams
 from raylife.data.contracts import RawData, Split, cut, fit_preprocessing, split
 from raylife.data.sources import load_raw

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig
 from raylife.data.prepare import prepare
 from raylife.settings import Settings

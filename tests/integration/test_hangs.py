@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from ray.tune import Callback
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data.prepare import prepare
 from raylife.settings import Settings

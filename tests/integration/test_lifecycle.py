@@ -123,7 +123,7 @@ def test_quality_through_the_streaming_path(home, tmp_path, monkeypatch):
     # Iris written out as a Parquet folder and trained through Ray Data (hashed splits): a broken
     # stream (wrong labels, unscaled features, lost rows) scores near chance (0.33). The recipe
     # runs 30 epochs instead of 100 here (each epoch is a Ray Data pass: about 0.6 s).
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife_dev import quality
 
     spec = get_spec("iris")
@@ -139,7 +139,7 @@ def test_a_seeds_grid_on_a_streamed_source_is_split_by_the_driver(tmp_path):
     # Parquet sampling task needs one): the driver prepares every other seed's split up front.
     import ray
 
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.config import TrainConfig
     from raylife.data.export import export_embedded
     from raylife.training.tune import split_refs

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raylife.catalog.specs import MODEL_SPECS
+from raylife.catalog.lookup import model_names
 from raylife.cli import main
 from raylife.inference.predict import Predictor
 from raylife.lifecycle.store import ModelStore
@@ -25,7 +25,7 @@ from raylife_dev.loadtest import run_load
 from tests.conftest import prepared, quick_artifact
 from tests.integration.conftest import serving_quick_models, wait_for
 
-MODELS = sorted(MODEL_SPECS)
+MODELS = sorted(model_names())
 
 
 @pytest.fixture(scope="module")

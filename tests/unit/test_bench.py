@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig
 from raylife.data.prepare import prepare
 from raylife.errors import RaylifeError

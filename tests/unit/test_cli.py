@@ -25,7 +25,7 @@ def _error(capsys, argv):
 
 
 def test_unknown_model(capsys, home):
-    assert "choose one of: boston, ionosphere, iris, mnist" in _error(
+    assert "choose one of: ionosphere, iris, boston, mnist" in _error(
         capsys, ["train", "--model", "irs"]
     )
     assert "choose one of" in _error(capsys, ["promote", "irs", "latest"])

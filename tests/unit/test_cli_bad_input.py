@@ -84,7 +84,7 @@ WRONG_TYPES = [  # argparse: the flag, the bad value, what it takes, and where t
     (["selection-study", "--folds", "x"], "--folds: invalid int value: 'x'"),
     (["train", "--model", "iris", "--conv-channels", ","], "at least one size, like 64,32"),
     (["train"], "the following arguments are required: --model"),
-    (["trian", "--model", "iris"], "invalid choice: 'trian' (choose from 'train'"),
+    (["trian", "--model", "iris"], "invalid choice: 'trian' (choose from 'init', 'catalog', 'train'"),
     (["tune", "--model", "iris", "--samples", "2.5"], "--samples: invalid int value: '2.5'"),
     (["tune", "--model", "iris", "--scheduler", "pbt"], "choose from 'asha', 'fifo'"),
     (["predict", "--model", "iris"], "one of the arguments --input --image is required"),
@@ -200,7 +200,7 @@ OVERLAYS = [  # (file, its new text, what the line must say)
     ),
     ("local.yaml", "store: 5\n", ["invalid args: store: Input should be a valid string"]),
     ("local.yaml", "http_options: {port: eighty}\n", ["http_options.port: Input should be"]),
-    ("eks.yaml", "apps: {resnet: {num_cpus: 1}}\n", ["apps ['resnet'] are not in base.yaml"]),
+    ("eks.yaml", "apps: {resnet: {num_cpus: 1}}\n", ["apps ['resnet'] are not declared models"]),
     ("eks.yaml", None, ["eks.yaml not found; environments: local, eks"]),
     ("base.yaml", "http_options: {host: 127.0.0.1}\n", ["applications: Field required"]),
     (

@@ -1,6 +1,6 @@
 import pytest
 
-from raylife.catalog.specs import MODEL_SPECS, get_spec
+from raylife.catalog.lookup import get_spec, model_names
 from raylife.config import DataConfig, Hyperparams, TrainConfig, TuneConfig
 from raylife.errors import RaylifeError
 from raylife.settings import Settings
@@ -8,7 +8,7 @@ from raylife.settings import Settings
 
 def test_unknown_model_lists_choices():
     with pytest.raises(
-        RaylifeError, match="unknown model 'irs'; choose one of: boston, ionosphere, iris, mnist"
+        RaylifeError, match=r"unknown model 'irs'; choose one of: ionosphere, iris, boston, mnist, or declare it with `raylife init irs"
     ):
         get_spec("irs")
 
@@ -59,7 +59,7 @@ def test_settings_follow_environment(monkeypatch, tmp_path):
     assert Settings.from_env(store="/elsewhere").store_uri == "/elsewhere"
 
 
-@pytest.mark.parametrize("model", sorted(MODEL_SPECS))
+@pytest.mark.parametrize("model", sorted(model_names()))
 def test_every_spec_has_valid_presets_and_search_space(model):
     spec = get_spec(model)
     assert spec.debug.epochs <= 2

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig
+from raylife.data import sources
 from raylife.data.contracts import InputSchema, RawData, split, validate_rows
 from raylife.data.prepare import prepare
 from raylife.data.sources import load_table, load_torchvision_mnist
@@ -43,7 +44,7 @@ def test_ionosphere_is_the_uci_data_without_the_constant_column():
         and len(data.schema.feature_names) == 33
     )
     spec = get_spec("ionosphere")
-    raw = spec.load_embedded()
+    raw = sources.EMBEDDED[spec.data.embedded]()
     assert int(raw.y.sum()) == 225  # 225 good returns, 126 bad
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig
 from raylife.data.export import TARGET, _write_pngs, export_embedded
 from raylife.data.sources import load_raw

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from raylife.catalog.architectures import CNN, build_model
-from raylife.catalog.specs import MODEL_SPECS, get_spec
+from raylife.catalog.lookup import get_spec, model_names
 from raylife.tasks import TASKS
 from raylife.training.loop import (
     as_tensors,
@@ -16,7 +16,7 @@ from raylife.training.loop import (
 from ..conftest import prepared
 
 
-@pytest.mark.parametrize("model", sorted(MODEL_SPECS))
+@pytest.mark.parametrize("model", sorted(model_names()))
 @pytest.mark.parametrize("preset", ["default", "debug"])
 def test_every_preset_builds_a_model_with_the_right_output(model, preset):
     spec = get_spec(model)

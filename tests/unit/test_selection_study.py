@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig
 from raylife.data.prepare import prepare
 from raylife.data.sources import load_raw
@@ -76,10 +76,10 @@ def test_registry_defaults_follow_the_committed_study():
     import json
     from pathlib import Path
 
-    from raylife.catalog.specs import MODEL_SPECS
+    from raylife.catalog.lookup import catalogue
 
     report = json.loads((Path(__file__).parents[2] / "reports/selection_study.json").read_text())
-    for name, spec in MODEL_SPECS.items():
+    for name, spec in catalogue().items():
         assert name in report, f"{name}: run `raylife selection-study --models {name}`"
         chosen = report[name]["recommended"]
         assert spec.defaults.lr_schedule == chosen["lr_schedule"], name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data.prepare import prepare
 from raylife.training import sizing

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.cli import main
 from raylife.cli.tracking import ui_command
 from raylife.config import TrackingConfig, TrainConfig

@@ -1,4 +1,5 @@
-from raylife.catalog.specs import Choice, LogUniform, get_spec
+from raylife.catalog.lookup import get_spec
+from raylife.catalog.specs import Choice, LogUniform
 from raylife.config import TrainConfig, TuneConfig
 from raylife.training.tune import grace_period, sample_configs, trial_train_config
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import StallPolicy, TrainConfig
 from raylife.errors import RaylifeError
 from raylife.training.tune import driver_stall_policy
@@ -109,7 +109,7 @@ WORKER_WHOSE_REPORT_HANGS = textwrap.dedent(
     import threading, time
     from raylife.config import TrainConfig
     from raylife.data.prepare import prepare
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.training.train import run_worker
     from tests.unit.test_watchdog import HangingSession
 

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from raylife.catalog import user_code
+from raylife.config import Hyperparams
 from raylife.errors import RaylifeError
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -105,7 +107,28 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
 
 
 def build_model(architecture: str, model_args: dict[str, Any]) -> nn.Module:
-    """Rebuild a module from the (architecture, model_args) pair that artifacts carry."""
+    """Rebuild a module from the (architecture, model_args) pair that artifacts carry: a built-in
+    class, or a user factory `package.module:function` called with the run's Hyperparams, the
+    input shape and the output count (raylife.catalog.user_code finds it)."""
+    if ":" in architecture:
+        return _from_factory(architecture, model_args)
     if architecture not in ARCHITECTURES:
         raise RaylifeError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[architecture](**model_args)
+
+
+def _from_factory(factory: str, model_args: dict[str, Any]) -> nn.Module:
+    build = user_code.load_factory(factory)
+    hp = Hyperparams.from_dict(model_args["hyperparameters"])
+    try:
+        module = build(hp, list(model_args["input_shape"]), int(model_args["n_outputs"]))
+    except Exception as exc:  # the user's code: name it, with its own message
+        raise RaylifeError(
+            f"factory {factory!r} raised {type(exc).__name__}: {exc}; fix the factory"
+        ) from exc
+    if not isinstance(module, nn.Module):
+        raise RaylifeError(
+            f"factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module; "
+            "return the model"
+        )
+    return module

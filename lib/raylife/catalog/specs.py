@@ -1,18 +1,27 @@
-"""MODEL_SPECS: the only place a model is added. Everything else looks a model up here by its key.
+"""ModelSpec: a model's declaration (raylife.catalog.declaration) in the form the code uses.
 
-The same key is used everywhere: `--model iris`, `ray-job.train-iris.yaml`, route `/iris`, store path
-`<store>/iris/<version>/`.
+Every model, the four tutorial ones included, is a declaration file; raylife.catalog.lookup finds
+them and builds these. The same name is used everywhere: `--model iris`, `ray-job.train-iris.yaml`,
+route `/iris`, store path `<store>/iris/<version>/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from raylife.config import Hyperparams
-from raylife.data import sources
-from raylife.data.contracts import InputKind, RawData
+from raylife.catalog.declaration import (
+    DataDecl,
+    Declaration,
+    LogUniformDecl,
+    ServeDecl,
+    Source,
+    hyperparams,
+)
+from raylife.config import DataConfig, Hyperparams
+from raylife.data.contracts import InputKind
 from raylife.errors import RaylifeError
 
 if TYPE_CHECKING:  # raylife.tasks imports torch: a Serve app's build task needs only the names
@@ -63,7 +72,7 @@ class PromotionGate:
     def __post_init__(self) -> None:
         if not (self.absolute >= 0 and 0 <= self.relative < 1):
             raise RaylifeError(
-                f"promotion gate tolerances must be >= 0 (relative < 1), got {self}; fix registry.py"
+                f"promotion gate tolerances must be >= 0 (relative < 1), got {self}; fix the model's declaration"
             )
 
 
@@ -72,18 +81,25 @@ class ModelSpec:
     name: str
     description: str
     task_name: TaskName
-    architecture: Literal["mlp", "cnn"]
+    architecture: str
+    """"mlp", "cnn" (raylife.catalog.architectures) or a user factory "package.module:function"."""
     input_kind: InputKind
-    load_embedded: Callable[[], RawData]
+    data: DataDecl
+    """The declared data: an embedded dataset, or a table/image URI with its target column."""
     defaults: Hyperparams
-    """Registry default: what `raylife train` and `make quality` use."""
+    """The declaration's default: what `raylife train` and `make quality` use."""
     debug: Hyperparams
     """Tiny preset for fast tests (`--preset debug`)."""
     search_space: dict[str, SearchDim]
     """What `raylife tune` searches; other fields keep the defaults (epochs = the sweep budget)."""
-    tutorial: Baseline
     gate: PromotionGate
     """How much worse than the champion a candidate may be (raylife promote, sweeps)."""
+    serve: ServeDecl
+    """The model's Serve application: replicas, autoscaling, batching, request limits."""
+    tutorial: Baseline | None = None
+    """The tutorial's figures (the four tutorial models only)."""
+    source: Source | None = None
+    """The declaration file (recorded in every artifact of this model)."""
 
     @property
     def task(self) -> TaskName:
@@ -96,14 +112,34 @@ class ModelSpec:
 
         return TASKS[self.task_name]
 
+    @property
+    def is_factory(self) -> bool:
+        return ":" in self.architecture
+
     def preset(self, name: str) -> Hyperparams:
         presets = {"default": self.defaults, "debug": self.debug}
         if name not in presets:
             raise RaylifeError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
         return presets[name]
 
+    def data_config(self, cfg: DataConfig) -> DataConfig:
+        """`cfg` with the declared data filled in: `source="embedded"` (the default) means the
+        model's own declared data, which for a declared table is its URI and target column."""
+        if cfg.source == "embedded" and self.data.uri is not None:
+            return dataclasses.replace(
+                cfg, source=self.data.uri, target=cfg.target or self.data.target
+            )
+        return cfg
+
     def model_args(self, hp: Hyperparams, input_shape: list[int], n_outputs: int) -> dict[str, Any]:
-        """Constructor arguments of models.ARCHITECTURES[architecture]; stored in artifacts."""
+        """Constructor arguments of the architecture; stored in artifacts. A factory gets the
+        hyperparameters, the input shape and the output count (raylife.catalog.architectures)."""
+        if self.is_factory:
+            return {
+                "hyperparameters": hp.to_dict(),
+                "input_shape": list(input_shape),
+                "n_outputs": n_outputs,
+            }
         if self.architecture == "cnn":
             return {
                 "in_channels": input_shape[0],
@@ -122,126 +158,67 @@ class ModelSpec:
         }
 
 
-MODEL_SPECS: dict[str, ModelSpec] = {
-    "ionosphere": ModelSpec(
-        name="ionosphere",
-        description="MLP binary classifier: radar returns good (g) / bad (b), 33 features",
-        task_name="binary",
-        architecture="mlp",
-        input_kind="tabular",
-        load_embedded=sources.load_ionosphere,
-        # Deep, heavily regularised: 245 training rows. Found by a random search scored only on
-        # the development rows of `raylife selection-study` and confirmed on fresh folds there
-        # (+1.5 +/- 0.6 points over the previous (128, 64) default). lr_schedule and
-        # epoch_selection (every model): chosen by `make selection-study`.
-        defaults=Hyperparams(
-            lr=6.17e-3,
-            batch_size=16,
-            epochs=100,
-            hidden_sizes=(128, 128, 64),
-            dropout=0.6,
-            weight_decay=7.43e-4,
-            lr_schedule="cosine",
-            epoch_selection="last",
-        ),
-        debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
-        search_space={
-            "lr": LogUniform(3e-4, 1e-2),
-            "hidden_sizes": Choice(((128, 64), (256, 128), (128, 128, 64))),
-            "batch_size": Choice((16, 32, 64)),
-        },
-        tutorial=Baseline("accuracy", reported=0.948, same_data=0.916),
-        # 53 test rows: one row is 0.019; a one-row drop is noise, two rows are not.
-        gate=PromotionGate(absolute=0.02),
-    ),
-    "iris": ModelSpec(
-        name="iris",
-        description="MLP multiclass classifier: iris species from 4 flower measurements",
-        task_name="multiclass",
-        architecture="mlp",
-        input_kind="tabular",
-        load_embedded=sources.load_iris,
-        defaults=Hyperparams(
-            lr=1e-2,
-            batch_size=16,
-            epochs=100,
-            hidden_sizes=(16, 8),
-            weight_decay=1e-4,
-            lr_schedule="cosine",
-            epoch_selection="last",
-        ),
-        debug=Hyperparams(lr=1e-2, batch_size=16, epochs=2, hidden_sizes=(8,)),
-        search_space={
-            "lr": LogUniform(1e-3, 3e-2),
-            "hidden_sizes": Choice(((10, 8), (16, 8), (32, 16))),
-            "batch_size": Choice((8, 16, 32)),
-        },
-        tutorial=Baseline("accuracy", reported=0.980, same_data=0.924),
-        # 23 test rows: one row is 0.043; a one-row drop is noise, two rows are not.
-        gate=PromotionGate(absolute=0.045),
-    ),
-    "boston": ModelSpec(
-        name="boston",
-        description="MLP regressor: median house value (k$) from 13 Boston housing features",
-        task_name="regression",
-        architecture="mlp",
-        input_kind="tabular",
-        load_embedded=sources.load_boston,
-        defaults=Hyperparams(
-            lr=3e-3,
-            batch_size=32,
-            epochs=300,
-            hidden_sizes=(64, 64),
-            dropout=0.1,
-            weight_decay=1e-4,
-            epoch_selection="last",
-        ),
-        debug=Hyperparams(lr=1e-2, batch_size=32, epochs=2, hidden_sizes=(8,)),
-        search_space={
-            "lr": LogUniform(1e-3, 1e-2),
-            "hidden_sizes": Choice(((64, 32), (64, 64), (128, 128))),
-            "batch_size": Choice((16, 32, 64)),
-        },
-        tutorial=Baseline("rmse", reported=9.09, same_data=9.54),
-        # 76 test rows: the rmse of two equally good models differs by a few percent.
-        gate=PromotionGate(relative=0.05),
-    ),
-    "mnist": ModelSpec(
-        name="mnist",
-        description="CNN image classifier: handwritten digits 0-9, 28x28 grayscale",
-        task_name="multiclass",
-        architecture="cnn",
-        input_kind="image",
-        load_embedded=sources.load_mnist_sample,
-        defaults=Hyperparams(
-            lr=2e-3,
-            batch_size=64,
-            epochs=15,
-            hidden_sizes=(128,),
-            dropout=0.5,
-            conv_channels=(32, 64),
-            lr_schedule="cosine",
-            epoch_selection="best",
-        ),
-        debug=Hyperparams(
-            lr=1e-3, batch_size=64, epochs=1, hidden_sizes=(16,), conv_channels=(4, 8)
-        ),
-        search_space={
-            "lr": LogUniform(5e-4, 4e-3),
-            "hidden_sizes": Choice(((64,), (128,))),
-            "batch_size": Choice((32, 64)),
-        },
-        tutorial=Baseline("accuracy", reported=0.985, same_data=0.891),
-        # 750 test images in the embedded sample (10,000 with torchvision): 1 point is a real drop.
-        gate=PromotionGate(absolute=0.01),
-    ),
-}
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The spec of a model key; the error lists the valid keys."""
-    if name not in MODEL_SPECS:
+def from_declaration(declaration: Declaration, source: Source | None = None) -> ModelSpec:
+    """The spec of a validated declaration; search choices are checked against the
+    hyperparameters' own rules, so a bad option fails here and not in trial 37."""
+    where = source.path if source else declaration.name
+    if declaration.hyperparameters is None:
         raise RaylifeError(
-            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_SPECS))}"
+            f"{where}: [hyperparameters] missing; `raylife init` writes a recipe scaled to the table"
         )
-    return MODEL_SPECS[name]
+    defaults = hyperparams(declaration.hyperparameters, f"{where}: [hyperparameters]")
+    debug = (
+        hyperparams(declaration.debug, f"{where}: [debug]")
+        if declaration.debug is not None
+        else defaults.replace(epochs=min(2, defaults.epochs))
+    )
+    space: dict[str, SearchDim] = {}
+    for field, dim in declaration.search.items():
+        options: tuple[Any, ...]
+        if isinstance(dim, LogUniformDecl):
+            space[field] = LogUniform(*dim.loguniform)
+            options = dim.loguniform
+        else:
+            options = tuple(_tupled(o) for o in dim.choice)
+            space[field] = Choice(options)
+        for option in options:
+            try:
+                defaults.replace(**{field: option})
+            except RaylifeError as exc:
+                raise RaylifeError(f"{where}: search.{field}: option {option!r}: {exc}") from None
+    data = declaration.data
+    if data.uri is not None and source is not None and _is_relative_path(data.uri):
+        # A relative path in a declaration is relative to its file, wherever raylife runs from.
+        data = data.model_copy(update={"uri": str((Path(source.path).parent / data.uri).resolve())})
+    image = (
+        declaration.architecture.kind == "cnn"
+        or declaration.data.embedded == "mnist"
+        or (declaration.data.uri is not None and declaration.data.kind == "images")
+    )
+    tutorial = declaration.tutorial
+    return ModelSpec(
+        name=declaration.name,
+        description=declaration.description,
+        task_name=declaration.task,
+        architecture=declaration.architecture.kind,
+        input_kind="image" if image else "tabular",
+        data=data,
+        defaults=defaults,
+        debug=debug,
+        search_space=space,
+        gate=PromotionGate(declaration.gate.absolute, declaration.gate.relative),
+        serve=declaration.serve,
+        tutorial=Baseline(tutorial.metric, tutorial.reported, tutorial.same_data)
+        if tutorial
+        else None,
+        source=source,
+    )
+
+
+def _is_relative_path(uri: str) -> bool:
+    return "://" not in uri and not Path(uri).is_absolute()
+
+
+def _tupled(value: Any) -> Any:
+    """TOML lists are Python lists; Hyperparams' sizes are tuples."""
+    return tuple(value) if isinstance(value, list) else value

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from raylife.cli import deploy, governance, models, serving, tracking, training
+from raylife.cli import catalog, deploy, governance, models, serving, tracking, training
 from raylife.cli.common import EXIT_USER_ERROR, OneLineErrors
 from raylife.errors import RaylifeError
 
@@ -28,9 +28,12 @@ __all__ = ["EXIT_USER_ERROR", "build_parser", "main"]
 def build_parser() -> OneLineErrors:
     parser = OneLineErrors(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for group in (training, governance, models, serving, tracking, deploy):
+    for group in (catalog, training, governance, models, serving, tracking, deploy):
         group.register(verbs)
     _register_dev_verbs(verbs)
+    catalog.add_models_dir_flag(parser)
+    for verb in verbs.choices.values():
+        catalog.add_models_dir_flag(verb)
     return parser
 
 
@@ -51,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, also in logs
     try:
+        catalog.apply_models_dir(args)
         args.func(args)
     except RaylifeError as exc:
         # One line even when a message quotes a multi-line library error (YAML, pydantic).

@@ -53,10 +53,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def model_list(text: str) -> list[str]:
     """`all` or comma-separated registry keys, each checked (unknown keys name the choices)."""
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import MODEL_SPECS, get_spec
+    from raylife.catalog.lookup import get_spec, model_names
 
     if text == "all":
-        return list(MODEL_SPECS)
+        return list(model_names())
     models = [get_spec(name.strip()).name for name in text.split(",") if name.strip()]
     if not models:
         raise RaylifeError(f"--models {text!r} names no model; pass e.g. iris,mnist or all")

@@ -189,7 +189,7 @@ def _follow_serve(settings: Any, model: str, outcome: Any) -> None:
 
 def cmd_history(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.lifecycle import history
     from raylife.lifecycle.store import ModelStore
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.cluster import ensure_ray, free_port, link_ray_logs
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data.prepare import prepare
@@ -36,8 +36,9 @@ class ModelReport:
     version: str
     val: float
     test: float
-    tutorial_reported: float
-    tutorial_same_data: float
+    tutorial_reported: float | None
+    """None for a model the tutorial does not have (every user model)."""
+    tutorial_same_data: float | None
     trials: int
     seconds: float
     promoted: bool
@@ -46,8 +47,10 @@ class ModelReport:
     plots: list[str] = field(default_factory=list)
 
     @property
-    def beats_tutorial(self) -> bool:
+    def beats_tutorial(self) -> bool | None:
         """Against the tutorial's code on the same embedded data (the like-for-like figure)."""
+        if self.tutorial_same_data is None:
+            return None
         return get_spec(self.model).task_obj.meets(self.test, self.tutorial_same_data)
 
 
@@ -150,8 +153,8 @@ def run_model(
         version=registered.version,
         val=registered.artifact.metrics[f"val_{metric}"],
         test=registered.artifact.metrics[f"test_{metric}"],
-        tutorial_reported=spec.tutorial.reported,
-        tutorial_same_data=spec.tutorial.same_data,
+        tutorial_reported=spec.tutorial.reported if spec.tutorial else None,
+        tutorial_same_data=spec.tutorial.same_data if spec.tutorial else None,
         trials=len(sweep.trials),
         promoted=registered.pointer is not None
         and registered.pointer.version == registered.version,
@@ -238,9 +241,13 @@ def format_table(reports: list[ModelReport]) -> str:
         "-" * len(header),
     ]
     for r in reports:
-        verdict = "better" if r.beats_tutorial else "worse"
+        verdict = {True: "better", False: "worse", None: "-"}[r.beats_tutorial]
         lines.append(
-            f"{r.model:<11} {r.metric:<9} {r.test:>7.4f} {r.val:>7.4f} {r.tutorial_reported:>9.3f} "
-            f"{r.tutorial_same_data:>10.3f}  {verdict:<12} {r.trials:>6} {r.seconds:>5.0f}s  {r.version}"
+            f"{r.model:<11} {r.metric:<9} {r.test:>7.4f} {r.val:>7.4f} {_shown(r.tutorial_reported):>9} "
+            f"{_shown(r.tutorial_same_data):>10}  {verdict:<12} {r.trials:>6} {r.seconds:>5.0f}s  {r.version}"
         )
     return "\n".join(lines)
+
+
+def _shown(figure: float | None) -> str:
+    return "-" if figure is None else f"{figure:.3f}"

@@ -122,7 +122,7 @@ def cmd_models_show(args: argparse.Namespace) -> None:
 
 def cmd_models_list(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.lifecycle.store import ModelStore
 
     store = ModelStore(settings_from(args).store_uri)

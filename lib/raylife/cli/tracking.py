@@ -114,7 +114,7 @@ def _wait_ready(process: subprocess.Popen, url: str, port: int) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.lifecycle.store import ModelStore
     from raylife.tracking import runs as tracking
 

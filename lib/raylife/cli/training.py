@@ -105,7 +105,9 @@ def _preset_flag(parser: argparse.ArgumentParser) -> None:
 
 def _run_flags(parser: argparse.ArgumentParser, train_fields: list[str] = TRAIN_FIELDS) -> None:
     """Flags shared by train and tune: the model, its data, hyperparameters and resources."""
-    parser.add_argument("--model", required=True, help="boston | ionosphere | iris | mnist")
+    parser.add_argument(
+        "--model", required=True, help="a declared model (`raylife catalog` lists them)"
+    )
     _preset_flag(parser)
     add_config_flags(
         parser.add_argument_group("hyperparameters (override the preset)"),
@@ -130,7 +132,7 @@ def train_config(
     """The run's TrainConfig (a sweep's base takes SWEEP_TRAIN_FIELDS: its workers per trial
     are the TuneConfig's)."""
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
 
     hparams = get_spec(args.model).preset(args.preset).replace(**config_values(args, HPARAM_FIELDS))
     data = DataConfig(**config_values(args, DATA_FIELDS, DATA_RENAME))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def prepare(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
     """Load, split, fit preprocessing on train, transform all splits: the data half of a run.
     Folders, globs and big files stream through Ray Data instead (raylife.data.streaming)."""
-
+    cfg = spec.data_config(cfg)  # "embedded": the model's declared data
     if streaming.wants_streaming(cfg.source):
         return streaming.prepare_streaming(spec, cfg)
     raw = load_raw(spec, cfg)

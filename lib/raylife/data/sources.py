@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -36,18 +37,48 @@ def _snake(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
 
 
-def load_iris() -> RawData:
-    from sklearn.datasets import load_iris as sk_load_iris
+def _sklearn_table(loader: str) -> RawData:
+    """A classification table that ships inside scikit-learn (no download)."""
+    from sklearn import datasets
 
-    bunch = sk_load_iris()
+    bunch = getattr(datasets, loader)()
     return RawData(
         X=np.asarray(bunch.data, dtype=np.float64),
         y=np.asarray(bunch.target, dtype=np.int64),
         feature_names=[_snake(n) for n in bunch.feature_names],
         label_names=[str(n) for n in bunch.target_names],
         input_kind="tabular",
-        origin="sklearn.datasets.load_iris",
+        origin=f"sklearn.datasets.{loader}",
     )
+
+
+def load_iris() -> RawData:
+    return _sklearn_table("load_iris")
+
+
+def load_wine() -> RawData:
+    """178 wines, 13 chemical measurements, 3 cultivars (UCI, via scikit-learn)."""
+    return _sklearn_table("load_wine")
+
+
+def load_diabetes() -> RawData:
+    """442 patients, 10 baseline variables, disease progression after one year (via scikit-learn)."""
+    from sklearn.datasets import load_diabetes as sk_load_diabetes
+
+    bunch = sk_load_diabetes(scaled=False)
+    return RawData(
+        X=np.asarray(bunch.data, dtype=np.float64),
+        y=np.asarray(bunch.target, dtype=np.float64),
+        feature_names=[_snake(n) for n in bunch.feature_names],
+        label_names=None,
+        input_kind="tabular",
+        origin="sklearn.datasets.load_diabetes",
+    )
+
+
+def load_breast_cancer() -> RawData:
+    """569 tumours, 30 features, malignant / benign (UCI Wisconsin, via scikit-learn)."""
+    return _sklearn_table("load_breast_cancer")
 
 
 BOSTON_FEATURES = [
@@ -187,10 +218,17 @@ def read_table(uri: str) -> pd.DataFrame:
         ) from exc
 
 
-def load_table(uri: str, target: str | None, task: str) -> RawData:
+def load_table(uri: str, target: str | None, task: str, id_column: str | None = None) -> RawData:
     if not target:
         raise RaylifeError("a data table needs its target column: pass --target COLUMN")
     frame = read_table(uri)
+    if id_column is not None:
+        if id_column not in frame.columns:
+            raise RaylifeError(
+                f"id column {id_column!r} not in {uri}; columns are: "
+                f"{', '.join(map(str, frame.columns))}"
+            )
+        frame = frame.drop(columns=[id_column])
     return _frame_to_raw(frame, target, task, origin=uri)
 
 
@@ -241,14 +279,30 @@ def _check_finite(X: np.ndarray, names: list[str], origin: str) -> None:
         )
 
 
+EMBEDDED: dict[str, Callable[[], RawData]] = {
+    "ionosphere": load_ionosphere,
+    "iris": load_iris,
+    "boston": load_boston,
+    "mnist": load_mnist_sample,
+    "wine": load_wine,
+    "breast_cancer": load_breast_cancer,
+    "diabetes": load_diabetes,
+}
+"""The datasets a declaration can name with `[data] embedded = NAME`."""
+
+
 def load_raw(spec: ModelSpec, cfg: DataConfig) -> RawData:
-    """The RawData of a model's data source (embedded default, torchvision, or a user table)."""
+    """The RawData of a model's data: its declared source (`embedded`), torchvision, or a table.
+    `cfg` is already resolved against the declaration (ModelSpec.data_config)."""
     if cfg.source == "embedded":
-        return spec.load_embedded()
+        if spec.data.embedded is None:
+            raise RaylifeError(f"{spec.name} declares no embedded data; pass --data URI")
+        return EMBEDDED[spec.data.embedded]()
     if cfg.source == "torchvision":
         if spec.input_kind != "image":
             raise RaylifeError(f"--data torchvision is for image models; {spec.name} takes tables")
         return load_torchvision_mnist(cfg.data_dir, cfg.download)
     if spec.input_kind != "tabular":
         raise RaylifeError(f"{spec.name} takes images: use --data embedded or --data torchvision")
-    return load_table(cfg.source, cfg.target, spec.task)
+    id_column = spec.data.id_column if cfg.source == spec.data.uri else None
+    return load_table(cfg.source, cfg.target, spec.task, id_column)

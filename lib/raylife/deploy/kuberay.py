@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from raylife.catalog.specs import MODEL_SPECS
+from raylife.catalog.lookup import model_names
 from raylife.deploy import checks, deadlines, nodes, tracking_server
 from raylife.deploy import gpu_stack as stack
 from raylife.errors import RaylifeError
@@ -474,7 +474,7 @@ def training_jobs(site: Site) -> dict[str, dict[str, Any]]:
             f"python -m jobs.train --model {model} --num-workers 2 --promote",
             deadlines.budget_for("train"),
         )
-        for model in MODEL_SPECS
+        for model in model_names()
     }
     jobs["ray-job.train-mnist-gpu.yaml"] = ray_job(
         site,
@@ -504,7 +504,7 @@ def batch_predict_jobs(site: Site) -> dict[str, dict[str, Any]]:
             f"--output s3://{BUCKET}/predictions/{model}/ --actors 4",
             deadlines.budget_for("batch-predict"),
         )
-        for model in MODEL_SPECS
+        for model in model_names()
     }
 
 

@@ -50,6 +50,10 @@ class Artifact:
     data: dict[str, Any] = field(default_factory=dict)
     """Data provenance: source, origin, split sizes and seed, sha256 of the raw data."""
     environment: dict[str, Any] = field(default_factory=dict)
+    declaration: dict[str, Any] = field(default_factory=dict)
+    """The model's declaration file when trained: path, sha256 and text (rebuild any version)."""
+    code: dict[str, Any] | None = None
+    """A user factory's module: name, file, sha256, source and git commit (raylife.catalog.user_code)."""
     created_at: str = ""
     weights_sha256: str = ""
 
@@ -78,6 +82,8 @@ class Artifact:
             "run": self.run,
             "data": self.data,
             "environment": self.environment,
+            "declaration": self.declaration,
+            "code": self.code,
             "created_at": self.created_at,
             "weights_sha256": self.weights_sha256,
         }
@@ -115,6 +121,8 @@ class Artifact:
                 run=meta.get("run", {}),
                 data=meta.get("data", {}),
                 environment=meta.get("environment", {}),
+                declaration=meta.get("declaration") or {},
+                code=meta.get("code"),
                 created_at=meta.get("created_at", ""),
                 weights_sha256=meta["weights_sha256"],
             )
@@ -125,8 +133,11 @@ class Artifact:
 
     def build_module(self) -> torch.nn.Module:
         # lazy: imports torch, needed only on this path
+        from raylife.catalog import user_code
         from raylife.catalog.architectures import build_model
 
+        if self.code is not None:
+            user_code.ensure(self.code, f"{self.model} ({self.architecture})")
         module = build_model(self.architecture, self.model_args)
         module.load_state_dict(self.state_dict)
         return module.eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.data.contracts import PreparedData
 from raylife.errors import RaylifeError
 from raylife.lifecycle.artifact import Artifact

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.data.contracts import PreparedData
 from raylife.errors import ArtifactError, RaylifeError
 from raylife.lifecycle import history

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrackingConfig, TrainConfig, TuneConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare

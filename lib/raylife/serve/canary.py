@@ -252,7 +252,7 @@ def check_plan(store: ModelStore, local: serving.LocalServe, plan: Plan) -> tupl
     """(champion, challenger (resolved), whether the task is classification), or the one-line
     refusal (another rollout running, no champion, the champion itself, another input schema)."""
     # lazy: imports pyarrow, needed only on this path
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
 
     spec = get_spec(plan.model)
     ongoing = current_rollout(local, plan.model)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from raylife.catalog.lookup import catalogue
 from raylife.errors import RaylifeError
 
 
@@ -96,28 +97,47 @@ def overlay(env: str) -> dict[str, Any]:
 
 
 def render(env: str) -> dict[str, Any]:
-    """The complete Serve config for `env` (validated)."""
-    base = {k: v for k, v in _read_yaml(CONFIG_DIR / "base.yaml").items() if not k.startswith("x-")}
+    """The complete Serve config for `env` (validated): base.yaml's ops app, plus one model app
+    per declared model (raylife.catalog), each a copy of base.yaml's `x-model-deployment` with,
+    in order, the environment's `model_deployment`, the declaration's [serve] settings and the
+    environment's `apps.<model>` merged over it."""
+    raw = _read_yaml(CONFIG_DIR / "base.yaml")
+    base = {k: v for k, v in raw.items() if not k.startswith("x-")}
     extra = overlay(env)
     top_level = ("http_options", "logging_config", "proxy_location")
     config = merge(base, {k: extra[k] for k in top_level if k in extra})
     _check_schema(config)  # before reading applications: base.yaml may be malformed too
-    app_names = {app["name"] for app in config["applications"]}
-    unknown_apps = set(extra.get("apps") or {}) - app_names
+    template = raw.get("x-model-deployment")
+    if not isinstance(template, dict):
+        raise RaylifeError(
+            "base.yaml: x-model-deployment (the model deployment template) is missing; restore it"
+        )
+    specs = dict(sorted(catalogue().items()))
+    unknown_apps = set(extra.get("apps") or {}) - set(specs)
     if unknown_apps:
-        raise RaylifeError(f"{env}.yaml: apps {sorted(unknown_apps)} are not in base.yaml")
+        raise RaylifeError(
+            f"{env}.yaml: apps {sorted(unknown_apps)} are not declared models; "
+            f"declared: {', '.join(specs)}"
+        )
     for app in config["applications"]:
-        if app["import_path"] != MODEL_IMPORT_PATH:
-            continue
+        if "models" in (app.get("args") or {}):
+            app["args"]["models"] = list(specs)
+    for name, spec in specs.items():
+        deployment = merge(template, extra.get("model_deployment") or {})
+        deployment = merge(deployment, spec.serve.deployment())
+        deployment = merge(deployment, (extra.get("apps") or {}).get(name) or {})
+        args: dict[str, Any] = {"model": name}
         if "store" in extra:
-            app["args"]["store"] = extra["store"]
-        app["deployments"] = [
-            merge(
-                merge(deployment, extra.get("model_deployment") or {}),
-                (extra.get("apps") or {}).get(app["name"]) or {},
-            )
-            for deployment in app["deployments"]
-        ]
+            args["store"] = extra["store"]
+        config["applications"].append(
+            {
+                "name": name,
+                "route_prefix": f"/{name}",
+                "import_path": MODEL_IMPORT_PATH,
+                "args": args,
+                "deployments": [deployment],
+            }
+        )
     validate(config)
     return config
 
@@ -132,7 +152,18 @@ def validate(config: dict[str, Any]) -> None:
     from pydantic import BaseModel, ValidationError
 
     _check_schema(config)
+    declared = catalogue()
     for app in config["applications"]:
+        model = (
+            (app.get("args") or {}).get("model")
+            if app["import_path"] == MODEL_IMPORT_PATH
+            else None
+        )
+        if model is not None and model not in declared:
+            raise RaylifeError(
+                f"application {app['name']!r}: unknown model {model!r}; declared: "
+                f"{', '.join(declared)} (declare it, or remove the application)"
+            )
         module_name, _, attr = app["import_path"].partition(":")
         builder = getattr(importlib.import_module(module_name), attr)
         params = list(inspect.signature(builder).parameters.values())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raylife.catalog.lookup import MODELS_ENV, get_spec, is_packaged, models_dir
 from raylife.cluster import free_port
 from raylife.errors import RaylifeError
 from raylife.lifecycle.store import ModelStore
@@ -69,7 +70,21 @@ def local_config(
             user_config.setdefault("batching", {})["enabled"] = batching
         if num_gpus:
             deployment.setdefault("ray_actor_options", {})["num_gpus"] = num_gpus
+    _user_models_env(config)
     return config
+
+
+def _user_models_env(config: dict[str, Any]) -> None:
+    """Replicas of a user's model find its declaration and factory module in the models folder
+    (this machine's: a cluster's image or runtime_env carries it there, docs/catalogue.md)."""
+    folder = models_dir()
+    if folder is None:
+        return
+    for app in config["applications"]:
+        model = (app.get("args") or {}).get("model")
+        if model is not None and not is_packaged(get_spec(model)):
+            env_vars = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
+            env_vars[MODELS_ENV] = str(folder)
 
 
 def _absolute(uri: str) -> str:
@@ -293,7 +308,7 @@ def wait_for_version(url: str, model: str, version: str, timeout_s: float = 60.0
 def first_test_row(model: str) -> tuple[Any, Any]:
     """(raw inputs, truth) of the first row of `model`'s held-out test split (embedded data)."""
     # lazy: imports pyarrow, needed only on this path
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.config import DataConfig
     from raylife.data.prepare import prepare
 

@@ -264,7 +264,7 @@ class Tracker(NoTracker):
     ) -> None:
         """Find or create the run; queue the restored epochs the run has not logged yet."""
         # lazy: imports pyarrow, needed only on this path
-        from raylife.catalog.specs import get_spec
+        from raylife.catalog.lookup import get_spec
 
         self.run_name, self.model = run_name, cfg.model
         self.metric = get_spec(cfg.model).task_obj.metric

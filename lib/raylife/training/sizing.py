@@ -17,7 +17,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig
 from raylife.data.contracts import PreparedData
 from raylife.training.loop import as_tensors

@@ -25,11 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from raylife.catalog import carry
 from raylife.catalog.architectures import build_model
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare
@@ -64,6 +66,33 @@ def model_args_for(cfg: TrainConfig, data: PreparedData) -> dict[str, Any]:
     return spec.model_args(cfg.hparams, data.schema.shape, n_outputs)
 
 
+def check_model_fits(cfg: TrainConfig, data: PreparedData) -> None:
+    """One forward pass of the run's model on one training example, before any worker starts: a
+    factory that raises, returns no module, or whose output does not fit the task fails here."""
+    spec = get_spec(cfg.model)
+    n_outputs = spec.task_obj.output_size(len(data.label_names or []))
+    model = build_model(spec.architecture, model_args_for(cfg, data)).eval()
+    raw = np.asarray(data.schema.example, dtype=np.float64).reshape(1, *data.schema.shape)
+    example = torch.as_tensor(data.preprocessing.transform(raw), dtype=torch.float32)
+    where = f"model {cfg.model} ({spec.architecture})"
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except Exception as exc:  # the user's forward: name it with its own message
+        raise RaylifeError(
+            f"{where}: forward pass on one example of shape {list(example.shape)} raised "
+            f"{type(exc).__name__}: {exc}; fix the model"
+        ) from exc
+    wanted = (1, n_outputs)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != wanted:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RaylifeError(
+            f"{where}: a {spec.task} task needs outputs of shape [batch, {n_outputs}] "
+            f"({'one logit' if n_outputs == 1 else 'one logit per class'}), got {got} for a "
+            "batch of 1; fix the model's last layer"
+        )
+
+
 def make_artifact(
     cfg: TrainConfig,
     data: PreparedData,
@@ -96,6 +125,8 @@ def make_artifact(
             "data_config": {k: v for k, v in cfg.data.__dict__.items()},
         },
         data=data.provenance,
+        declaration=spec.source.to_dict() if spec.source else {},
+        code=(cfg.carried or {}).get("code"),
     )
 
 
@@ -420,6 +451,7 @@ def run_worker(cfg: TrainConfig, data: PreparedData, session: WorkerSession) -> 
     objective, when report_interval_s has passed, at ASHA's rung epochs and at the end. A watch
     ends the process if the run stops making progress (a step, an epoch, a report) for longer
     than cfg.stall allows, so the runtime restarts it from the latest checkpoint."""
+    carry.unpack(cfg)  # a user model's declaration and code, on a node without its folder
     pace = Pace(cfg.stall)
     name = f"run {session.run_name} rank {session.rank}"
     with Watch(pace, name, exit_stalled):
@@ -518,7 +550,9 @@ def run_training(
 
     from raylife.cluster import ensure_ray
 
+    cfg = carry.pack(cfg)
     data = data or prepare(get_spec(cfg.model), cfg.data)  # bad data fails before Ray starts
+    check_model_fits(cfg, data)  # and so does a model that does not fit its task
     ensure_ray(num_cpus=cfg.num_workers * cfg.cpus_per_worker)
     run_name = cfg.run_name or new_run_name(cfg.model)
     storage = storage_path(settings)

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from ray.tune import Callback
 
-from raylife.catalog.specs import LogUniform, ModelSpec, get_spec
+from raylife.catalog import carry
+from raylife.catalog.lookup import get_spec
+from raylife.catalog.specs import LogUniform, ModelSpec
 from raylife.cluster import configure_train_env
 from raylife.config import Hyperparams, StallPolicy, TrainConfig, TuneConfig
 from raylife.data.contracts import PreparedData
@@ -38,6 +40,7 @@ from raylife.training.loop import OBJECTIVE
 from raylife.training.sizing import TrialPlan, plan_trials
 from raylife.training.train import (
     build_trainer,
+    check_model_fits,
     new_run_name,
     run_worker,
     storage_path,
@@ -109,6 +112,7 @@ def _trial(
     import ray
     from ray import tune
 
+    carry.unpack(base)  # a user model's declaration and code, on a node without its folder
     context = tune.get_context()
     run_name = f"{context.get_experiment_name()}-{context.get_trial_id()}"
     cfg = trial_train_config(base, config[HPARAMS], run_name, config.get(SEED))
@@ -252,7 +256,9 @@ class TrialWatchdog(Callback):
 
     on_trial_recover = on_trial_start
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         if trial.trial_id in self.paces:
             self.paces[trial.trial_id].beat()
 
@@ -265,7 +271,7 @@ class TrialWatchdog(Callback):
         for trial in trials:
             pace = self.paces.get(trial.trial_id)
             idle = pace.stalled_s() if pace is not None and trial.status == "RUNNING" else None
-            if idle is None:
+            if pace is None or idle is None:
                 continue
             actor = trial.temporary_state.ray_actor  # pinned by tests/unit/test_trial_bridge.py
             TrialProgress.say(
@@ -451,9 +457,11 @@ def run_sweep(
 
     from raylife.cluster import ensure_ray
 
+    base = carry.pack(base)
     spec = get_spec(base.model)
     task = spec.task_obj
     data = data or prepare(spec, base.data)  # bad data fails before Ray starts
+    check_model_fits(base, data)  # and so does a model that does not fit its task
     plan = plan_sweep(base, tune_cfg, data)
     base = base.replace(num_workers=plan.num_workers)
     if base.tracking is not None:  # the trials' runs are logged here (TrialTracking)
@@ -561,7 +569,7 @@ def split_refs(spec: ModelSpec, base: TrainConfig, seeds: list[int] | None) -> d
 
     from raylife.data.streaming import wants_streaming
 
-    if not seeds or not wants_streaming(base.data.source):
+    if not seeds or not wants_streaming(spec.data_config(base.data).source):
         return {}
     return {
         seed: ray.put(prepare(spec, dataclasses.replace(base.data, seed=seed)))

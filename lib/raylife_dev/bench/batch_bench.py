@@ -51,7 +51,7 @@ def bench_artifact(settings: Settings) -> tuple[str, list[str]]:
     """An untrained ionosphere version, promoted in the bench store: the cost of scoring does not
     depend on the weights. Returns (store uri, feature names)."""
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.config import TrainConfig
     from raylife.data.prepare import prepare
     from raylife.lifecycle.store import ModelStore

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from raylife.catalog.architectures import build_model
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.data.streaming import READ_TASKS, Plan, collate
 from raylife.errors import RaylifeError
 from raylife.tasks import Task
@@ -195,7 +195,7 @@ def _by_role(peaks: dict[str, int]) -> dict[str, int]:
 
 def _train(path: str) -> None:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.config import DataConfig, TrainConfig
     from raylife.settings import Settings
     from raylife.training.train import run_training
@@ -213,7 +213,7 @@ def _throughput(path: str, setup: DataBenchSetup) -> dict[str, list[float]]:
     """rows/s of one training pass: Ray Data, the DataLoader and Ray Data with the training
     run's local shuffle, alternated (after one warm-up each)."""
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.config import DataConfig
     from raylife.data.prepare import prepare
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from raylife.catalog.architectures import build_model
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig, TrainConfig
 from raylife.data.prepare import prepare
 from raylife.lifecycle.store import ModelStore

@@ -63,7 +63,7 @@ def parse_sections(text: str | None, quick: bool) -> list[str]:
 def cluster_cpus() -> float:
     """Logical CPUs for the bench cluster: what a `make run` sweep needs (the largest section)."""
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
-    from raylife.catalog.specs import get_spec
+    from raylife.catalog.lookup import get_spec
     from raylife.training.tune import required_cpus
 
     return required_cpus(TrainConfig(model="iris", hparams=get_spec("iris").defaults), TuneConfig())

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raylife.catalog.specs import MODEL_SPECS, get_spec
+from raylife.catalog.lookup import get_spec, model_names
 from raylife.cluster import free_port
 from raylife.config import TrainConfig
 from raylife.lifecycle.store import ModelStore
@@ -45,7 +45,7 @@ def setup_for(quick: bool) -> ServeBenchSetup:
     if quick:
         return ServeBenchSetup(("iris",), ("iris",), (16,), 200, 1, batching=False, train_epochs=1)
     return ServeBenchSetup(
-        tuple(MODEL_SPECS), ("iris", "mnist"), (1, 16), 1500, 3, batching=True, train_epochs=2
+        tuple(model_names()), ("iris", "mnist"), (1, 16), 1500, 3, batching=True, train_epochs=2
     )
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raylife.catalog.specs import MODEL_SPECS, get_spec
+from raylife.catalog.lookup import get_spec, model_names
 from raylife.config import StallPolicy, TrainConfig, TuneConfig
 from raylife.data.prepare import prepare
 from raylife.settings import Settings
@@ -54,8 +54,8 @@ def setup_for(quick: bool) -> SoakBenchSetup:
         return SoakBenchSetup(2, ("iris",), {"iris": 3}, "debug", "iris", 2, 2)
     # The race is at a trial's end, so the soak's trials are short (fifty fit in a bench run);
     # otherwise the arm's shape: the default preset's reports, one 2-worker trial per sweep.
-    epochs = {m: min(get_spec(m).defaults.epochs, 2 if m == "mnist" else 30) for m in MODEL_SPECS}
-    return SoakBenchSetup(SOAK_TARGET, tuple(MODEL_SPECS), epochs, "default", "iris", 4, 6)
+    epochs = {m: min(get_spec(m).defaults.epochs, 2 if m == "mnist" else 30) for m in model_names()}
+    return SoakBenchSetup(SOAK_TARGET, tuple(model_names()), epochs, "default", "iris", 4, 6)
 
 
 def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> Section:

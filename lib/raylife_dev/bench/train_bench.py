@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from raylife.catalog.architectures import build_model
-from raylife.catalog.specs import MODEL_SPECS, get_spec
+from raylife.catalog.lookup import get_spec, model_names
 from raylife.cluster import free_port
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data.contracts import PreparedData
@@ -59,7 +59,7 @@ class TrialsBenchSetup:
 def setup_for(quick: bool) -> TrialsBenchSetup:
     if quick:
         return TrialsBenchSetup(("iris",), "debug", {"iris": 3}, 1, before=False, crossover=False)
-    models = tuple(MODEL_SPECS)
+    models = tuple(model_names())
     epochs = {m: min(get_spec(m).defaults.epochs, 4 if m == "mnist" else 300) for m in models}
     return TrialsBenchSetup(models, "default", epochs, 2, before=True, crossover=True)
 

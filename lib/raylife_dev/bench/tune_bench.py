@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from raylife.catalog.specs import get_spec
+from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig, TuneConfig
 from raylife.data.prepare import prepare
 from raylife.lifecycle.store import ModelStore
