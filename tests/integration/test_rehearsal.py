@@ -1,6 +1,8 @@
 """The KubeRay rehearsal (`make rehearse`): every CPU RayJob entrypoint of kuberay/ through the
 Jobs API on a real 2-node cluster with token auth, then the rendered `local` Serve config deployed
-through Serve's REST API and every model queried over HTTP."""
+through Serve's REST API and every model queried over HTTP; then the ops replica and one model
+replica killed while every proxy answers the ALB's health path, and the session's logs walked
+against kuberay/fluent-bit.yaml. The same code as `make rehearse`, with two jobs."""
 
 from __future__ import annotations
 
@@ -29,3 +31,13 @@ def test_rehearsal_on_a_two_node_cluster(tmp_path):
     for model in ("iris", "mnist"):
         assert report["served"][model]["version"] == store.pointer(model).version
         assert report["answers"][model]["version"] == store.pointer(model).version
+    health = report["health"]
+    assert health["health_path"] == "/-/healthz"
+    assert len(health["killed"]) == 2  # the ops replica and one of the first model's two
+    assert len(health["in_window"]) == 2  # the head's proxy and the worker's
+    for proxy, answered in health["in_window"].items():
+        assert set(answered["health"]) == {200}, (proxy, answered)
+        assert set(answered["model"]) == {200}, (proxy, answered)
+    logs = report["logs"]
+    assert logs["files"] == logs["shipped"] > 0
+    assert logs["access_lines"]["proxy"] > 0 and logs["access_lines"]["replica"] > 0

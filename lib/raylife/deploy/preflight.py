@@ -51,8 +51,9 @@ PLACEHOLDERS = (
     Placeholder(
         re.compile("@sha256:0{64}"),
         "the all-zero digest of the log sidecar's image",
-        "set FLUENT_BIT_DIGEST in lib/raylife/deploy/kuberay.py (docs/deploy-eks.md step 4), "
-        "then regenerate",
+        f"look up the real one with `docker buildx imagetools inspect {kuberay.FLUENT_BIT_IMAGE}` "
+        f"or `crane digest {kuberay.FLUENT_BIT_IMAGE}`, set FLUENT_BIT_DIGEST in "
+        "lib/raylife/deploy/kuberay.py to it (docs/deploy-eks.md step 4), then regenerate",
     ),
 )
 
