@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -342,3 +343,69 @@ def test_a_bad_factory_is_named_before_any_worker_starts(
     with pytest.raises(RaylifeError, match=expected) as caught:
         check_model_fits(cfg, data)
     assert "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# The exported program: serving without the user's code
+
+
+def registered_factory_version(models: Path, tmp_path: Path, factory: str = FACTORY) -> Any:
+    from raylife.lifecycle.store import ModelStore
+
+    cfg = carry.pack(factory_model(models, tmp_path, factory))
+    data = prepare(lookup.get_spec("churn"), cfg.data)
+    torch.manual_seed(0)
+    module = build_model("churn_net:build", model_args_for(cfg, data))
+    store = ModelStore(str(tmp_path / "store"))
+    version = store.register(make_artifact(cfg, data, module, [], {}, "unit"))
+    return store, version, module.eval(), data
+
+
+def test_a_factory_version_serves_its_exported_program_without_the_users_code(
+    models: Path, tmp_path: Path
+):
+    from raylife.inference.predict import Predictor
+
+    store, version, eager, data = registered_factory_version(models, tmp_path)
+    meta = store.metadata("churn", version)
+    assert set(meta["exported"]["files"]) == {
+        "program.json",
+        "program_state.pt",
+        "program_constants.pt",
+        "program_inputs.pt",
+    }
+    # The user's code is gone from disk and from this process: the program still answers.
+    (models / "churn_net.py").unlink()
+    sys.modules.pop("churn_net", None)
+    predictor = Predictor.from_store(store, "churn", version)
+    assert predictor.artifact.program is not None
+    X = torch.as_tensor(data.test.X)
+    with torch.no_grad():
+        gap = (predictor.module(X) - eager(X)).abs().max().item()
+    assert gap <= 1e-5  # the stated tolerance (raylife.lifecycle.exported.TOLERANCE)
+    answers = predictor.predict_array(data.test_raw.X[:3])
+    assert len(answers) == 3
+
+
+def test_a_model_export_refuses_says_why_and_is_served_eagerly(models: Path, tmp_path: Path):
+    from raylife.inference.predict import Predictor
+
+    branching = FACTORY.replace(
+        "        return self.out(h + h * torch.sigmoid(self.gate(h)))",
+        "        if h.sum() > 0:  # data-dependent control flow: torch.export cannot trace it\n"
+        "            return self.out(h)\n"
+        "        return self.out(h + h * torch.sigmoid(self.gate(h)))",
+    )
+    store, version, _, _ = registered_factory_version(models, tmp_path, branching)
+    reason = store.metadata("churn", version)["exported"]["error"]
+    assert reason and "files" not in store.metadata("churn", version)["exported"]
+    predictor = Predictor.from_store(store, "churn", version)
+    assert predictor.artifact.program is None and type(predictor.module).__name__ == "Gated"
+
+
+def test_a_tampered_program_file_is_refused(models: Path, tmp_path: Path):
+    store, version, _, _ = registered_factory_version(models, tmp_path)
+    path = tmp_path / "store" / "churn" / version / "program.json"
+    path.write_bytes(path.read_bytes().replace(b"{", b"{ ", 1))
+    with pytest.raises(ArtifactError, match="program.json checksum mismatch"):
+        store.load("churn", version)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import raylife
@@ -54,6 +55,13 @@ class Artifact:
     """The model's declaration file when trained: path, sha256 and text (rebuild any version)."""
     code: dict[str, Any] | None = None
     """A user factory's module: name, file, sha256, source and git commit (raylife.catalog.user_code)."""
+    exported: dict[str, Any] = field(default_factory=dict)
+    """A user factory's torch.export program: its files' sha256, or the reason export failed
+    (raylife.lifecycle.exported); empty for built-in architectures and unregistered checkpoints."""
+    program: Any = None
+    """The loaded exported program (not serialized): what build_module returns when present."""
+    program_files: dict[str, bytes] = field(default_factory=dict)
+    """The exported program's files, written beside the weights at registration."""
     created_at: str = ""
     weights_sha256: str = ""
 
@@ -84,10 +92,15 @@ class Artifact:
             "environment": self.environment,
             "declaration": self.declaration,
             "code": self.code,
+            "exported": self.exported,
             "created_at": self.created_at,
             "weights_sha256": self.weights_sha256,
         }
-        return {WEIGHTS_FILE: weights, META_FILE: json.dumps(meta, indent=2, default=str).encode()}
+        return {
+            WEIGHTS_FILE: weights,
+            META_FILE: json.dumps(meta, indent=2, default=str).encode(),
+            **self.program_files,
+        }
 
     @classmethod
     def from_files(cls, meta_bytes: bytes, weights: bytes, where: str) -> Artifact:
@@ -123,6 +136,7 @@ class Artifact:
                 environment=meta.get("environment", {}),
                 declaration=meta.get("declaration") or {},
                 code=meta.get("code"),
+                exported=meta.get("exported") or {},
                 created_at=meta.get("created_at", ""),
                 weights_sha256=meta["weights_sha256"],
             )
@@ -136,11 +150,33 @@ class Artifact:
         from raylife.catalog import user_code
         from raylife.catalog.architectures import build_model
 
+        if self.program is not None:  # a user factory's exported program: no user code needed
+            return self.program  # type: ignore[no-any-return]
         if self.code is not None:
             user_code.ensure(self.code, f"{self.model} ({self.architecture})")
         module = build_model(self.architecture, self.model_args)
         module.load_state_dict(self.state_dict)
         return module.eval()
+
+    def attach_program(self) -> None:
+        """Export a user factory's module (raylife.lifecycle.exported) so that serving this
+        version needs no user code; a model torch.export refuses records why instead."""
+        if self.code is None or self.exported:
+            return
+        # lazy: torch.export is loaded only for user factories, at registration
+        from raylife.lifecycle import exported
+
+        raw = np.asarray(self.schema.example, dtype=np.float64).reshape(1, *self.schema.shape)
+        example = torch.as_tensor(self.preprocessing.transform(np.concatenate([raw, raw])))
+        self.exported, self.program_files = exported.export(self.build_module(), example)
+
+    def load_program(self, read: Any, where: str) -> None:
+        """Load the exported program recorded in artifact.json (`read(name)` gives a file)."""
+        if self.exported.get("files"):
+            # lazy: torch.export is loaded only for user factories' versions
+            from raylife.lifecycle import exported
+
+            self.program = exported.load(self.exported, read, where)
 
 
 def environment_info() -> dict[str, Any]:

@@ -67,6 +67,7 @@ class ModelStore:
 
     def register(self, artifact: Artifact) -> str:
         """Store a new version of artifact.model; returns its version id."""
+        artifact.attach_program()  # a user factory's torch.export program (needs no user code)
         files = artifact.to_files()
         for _ in range(3):  # two registrations in the same microsecond: retry with a fresh id
             version = new_version_id()
@@ -126,7 +127,14 @@ class ModelStore:
             raise ArtifactError(
                 f"{where}: file {exc} is missing; the version is corrupt, promote another"
             ) from exc
-        return version, Artifact.from_files(meta, weights, where=where)
+        artifact = Artifact.from_files(meta, weights, where=where)
+        try:
+            artifact.load_program(lambda name: self._read(f"{where}/{name}"), where)
+        except FileNotFoundError as exc:
+            raise ArtifactError(
+                f"{where}: file {exc} is missing; the version is corrupt, promote another"
+            ) from exc
+        return version, artifact
 
     def metadata(self, model: str, version: str) -> dict[str, Any]:
         """artifact.json of a version, without loading weights (for listings)."""
