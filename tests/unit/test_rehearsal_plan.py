@@ -26,6 +26,9 @@ def test_every_cpu_job_is_rehearsed_and_the_gpu_job_is_not():
         "rayjob-train-ionosphere",
         "rayjob-train-iris",
         "rayjob-train-mnist",
+        "rayjob-tune-boston",
+        "rayjob-tune-ionosphere",
+        "rayjob-tune-iris",
         "rayjob-tune-mnist",
     }
 

@@ -27,8 +27,11 @@ EKS_STANDARD_SUPPORT_ENDS = {
 }
 """docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html; extended support costs
 0.60 USD per cluster hour instead of 0.10."""
-IMMUTABLE_TAG = re.compile(r":\d+\.\d+\.\d+-ray\d+\.\d+\.\d+-g[0-9a-f]{12}-(cpu|gpu)$")
-"""<raylife version>-ray<Ray version>-g<12-digit git commit>-<variant>: one tag, one build."""
+IMMUTABLE_TAG = re.compile(
+    r":\d+\.\d+\.\d+-ray\d+\.\d+\.\d+-g[0-9a-f]{12}-(cpu|gpu)(-m[0-9a-f]{12})?$"
+)
+"""<raylife version>-ray<Ray version>-g<12-digit git commit>-<variant>[-m<models digest>]: one
+tag, one build (the suffix: the team's models layer, raylife.deploy.models_layer)."""
 PINNED_TAG = re.compile(r":v?\d+\.\d+(\.\d+)?(-[\w.]+)?$")
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 PROXY_HEALTH_PATH = "/-/healthz"

@@ -5,8 +5,8 @@ mutable image tags, unpinned charts; node groups of unknown instance types) and 
 unless all pass. A test fails when the committed files differ from what this module renders.
 
 Files: namespace.yaml, network-policy.yaml, fluent-bit.yaml, mlflow.yaml (the tracking server:
-`raylife.deploy.tracking_server`), ray-job.train-<model>.yaml (+ train-mnist-gpu),
-ray-job.tune-mnist.yaml, ray-job.batch-predict-<model>.yaml, ray-service.models.yaml, pdb.models.yaml, ingress.models.yaml,
+`raylife.deploy.tracking_server`), ray-job.train-<model>.yaml (+ train-<model>-gpu for image models),
+ray-job.tune-<model>.yaml, ray-job.batch-predict-<model>.yaml, ray-service.models.yaml, pdb.models.yaml, ingress.models.yaml,
 monitoring.yaml, helm/install.sh.
 
 Pod sizes come from the node groups of kuberay/eks/cluster.yaml and the instance table of
@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from raylife.catalog.lookup import model_names
-from raylife.deploy import checks, deadlines, nodes, tracking_server
+from raylife.catalog.lookup import catalogue, model_names
+from raylife.deploy import checks, deadlines, models_layer, nodes, tracking_server
 from raylife.deploy import gpu_stack as stack
 from raylife.errors import RaylifeError
 from raylife.serve import config as serve_config
@@ -163,6 +163,8 @@ class Site:
     serve_token: int = 1
     """Rotation number of the serving cluster's token Secret raylife-ray-token-serve-<N>."""
     alb_idle_timeout_s: int = ALB_IDLE_TIMEOUT_S
+    models_suffix: str = ""
+    """`-m<digest>` of the team's models layer (raylife.deploy.models_layer), or nothing."""
 
     def groups(self) -> dict[str, nodes.NodeGroup]:
         return nodes.node_groups(self.cluster_config)
@@ -176,12 +178,15 @@ def load_site(folder: Path = Path("kuberay"), **overrides: Any) -> Site:
         raise RaylifeError(f"{path} not found; run from the repository root") from None
     given = {k: v for k, v in overrides.items() if v is not None}
     given.setdefault("registry", Settings.from_env().image_registry)
+    given.setdefault("models_suffix", models_layer.tag_suffix())
     return Site(cluster_config=config, **given)
 
 
 def image(site: Site, variant: str) -> str:
-    """<registry>:<raylife>-ray<ray>-g<commit>-<cpu|gpu>: one tag per build, never overwritten."""
-    return f"{site.registry}:{RAYLIFE_VERSION}-ray{RAY_VERSION}-g{site.commit}-{variant}"
+    """<registry>:<raylife>-ray<ray>-g<commit>-<cpu|gpu>[-m<models digest>]: one tag per build,
+    never overwritten (the suffix: the team's models layer on top, raylife.deploy.models_layer)."""
+    base = f"{site.registry}:{RAYLIFE_VERSION}-ray{RAY_VERSION}-g{site.commit}-{variant}"
+    return base + site.models_suffix
 
 
 # --------------------------------------------------------------------------------------------------
@@ -476,19 +481,21 @@ def training_jobs(site: Site) -> dict[str, dict[str, Any]]:
         )
         for model in model_names()
     }
-    jobs["ray-job.train-mnist-gpu.yaml"] = ray_job(
-        site,
-        "train-mnist-gpu",
-        "python -m jobs.train --model mnist --num-workers 2 --use-gpu --promote",
-        deadlines.budget_for("train"),
-        gpu=True,
-    )
-    jobs["ray-job.tune-mnist.yaml"] = ray_job(
-        site,
-        "tune-mnist",
-        "python -m jobs.tune --model mnist --samples 8 --max-concurrent 2 --promote",
-        deadlines.budget_for("tune"),
-    )
+    for spec in catalogue().values():
+        if spec.input_kind == "image":  # image models also train on the GPU node group
+            jobs[f"ray-job.train-{spec.name}-gpu.yaml"] = ray_job(
+                site,
+                f"train-{spec.name}-gpu",
+                f"python -m jobs.train --model {spec.name} --num-workers 2 --use-gpu --promote",
+                deadlines.budget_for("train"),
+                gpu=True,
+            )
+        jobs[f"ray-job.tune-{spec.name}.yaml"] = ray_job(
+            site,
+            f"tune-{spec.name}",
+            f"python -m jobs.tune --model {spec.name} --samples 8 --max-concurrent 2 --promote",
+            deadlines.budget_for("tune"),
+        )
     return jobs
 
 
@@ -857,11 +864,15 @@ def render(site: Site) -> dict[str, str]:
     objects = manifests(site)
     texts = {name: render_text(items) for name, items in objects.items()}
     texts["helm/install.sh"] = helm_script()
+    layer = models_layer.dockerfile()
+    if layer is not None:
+        texts[models_layer.DOCKERFILE] = layer
     charts = {name: chart.version for name, chart in CHARTS.items()}
     problems = checks.generation_problems(
         objects, site.groups(), charts, {"kuberay/helm/install.sh": texts["helm/install.sh"]}
     )
     problems += checks.version_problems(site.cluster_config, datetime.date.today())
+    problems += models_layer.problems()
     if problems:
         raise RaylifeError(checks.lines(problems))
     return texts

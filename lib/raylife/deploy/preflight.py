@@ -77,7 +77,8 @@ PREFLIGHT = re.compile(r"make eks-preflight(?:\s+FILES=(\"[^\"]*\"|'[^']*'|\S+))
 
 
 def _code_blocks(markdown: str) -> list[str]:
-    return re.findall(r"```(?:bash|sh)?\n(.*?)```", markdown, flags=re.S)
+    # Any info string (```yaml too): a block the pattern skipped would pair the fences wrongly after it.
+    return re.findall(r"```[\w-]*\n(.*?)```", markdown, flags=re.S)
 
 
 def guide_problems(markdown: str, root: Path) -> list[str]:

@@ -151,7 +151,7 @@ class Artifact:
         from raylife.catalog.architectures import build_model
 
         if self.program is not None:  # a user factory's exported program: no user code needed
-            return self.program  # type: ignore[no-any-return]
+            return self.program
         if self.code is not None:
             user_code.ensure(self.code, f"{self.model} ({self.architecture})")
         module = build_model(self.architecture, self.model_args)
