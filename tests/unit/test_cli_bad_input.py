@@ -84,7 +84,10 @@ WRONG_TYPES = [  # argparse: the flag, the bad value, what it takes, and where t
     (["selection-study", "--folds", "x"], "--folds: invalid int value: 'x'"),
     (["train", "--model", "iris", "--conv-channels", ","], "at least one size, like 64,32"),
     (["train"], "the following arguments are required: --model"),
-    (["trian", "--model", "iris"], "invalid choice: 'trian' (choose from 'init', 'catalog', 'train'"),
+    (
+        ["trian", "--model", "iris"],
+        "invalid choice: 'trian' (choose from 'init', 'catalog', 'train'",
+    ),
     (["tune", "--model", "iris", "--samples", "2.5"], "--samples: invalid int value: '2.5'"),
     (["tune", "--model", "iris", "--scheduler", "pbt"], "choose from 'asha', 'fifo'"),
     (["predict", "--model", "iris"], "one of the arguments --input --image is required"),

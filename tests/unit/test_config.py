@@ -8,7 +8,8 @@ from raylife.settings import Settings
 
 def test_unknown_model_lists_choices():
     with pytest.raises(
-        RaylifeError, match=r"unknown model 'irs'; choose one of: ionosphere, iris, boston, mnist, or declare it with `raylife init irs"
+        RaylifeError,
+        match=r"unknown model 'irs'; choose one of: ionosphere, iris, boston, mnist, or declare it with `raylife init irs",
     ):
         get_spec("irs")
 
