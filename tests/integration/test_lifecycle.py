@@ -127,7 +127,7 @@ def test_quality_through_the_streaming_path(home, tmp_path, monkeypatch):
     from raylife_dev import quality
 
     spec = get_spec("iris")
-    shorter = dataclasses.replace(spec, defaults=spec.defaults.replace(epochs=30))
+    shorter = dataclasses.replace(spec, declared_defaults=spec.defaults.replace(epochs=30))
     monkeypatch.setattr(quality, "get_spec", lambda _: shorter)
     report = quality.measure(["iris"], [0, 1], Settings.from_env(), via="stream", say=print)
     assert report["iris"]["via"] == "stream" and min(report["iris"]["values"]) >= 0.8

@@ -409,3 +409,45 @@ def test_a_tampered_program_file_is_refused(models: Path, tmp_path: Path):
     path.write_bytes(path.read_bytes().replace(b"{", b"{ ", 1))
     with pytest.raises(ArtifactError, match="program.json checksum mismatch"):
         store.load("churn", version)
+
+
+# ------------------------------------------------------------------------------------------------
+# A declaration with no hyperparameters: the recipe for its table
+
+
+def test_a_declaration_without_hyperparameters_gets_the_recipe_for_its_table(
+    models: Path, tmp_path: Path
+):
+    from raylife.catalog import recipe
+
+    churn_table(tmp_path, rows=1000)
+    text = TABLE_MODEL.replace('uri = "churn.csv"', 'uri = "../churn.csv"')
+    text = text[: text.index("[hyperparameters]")]  # no hyperparameters, search or gate
+    declare(models, text)
+    spec = lookup.get_spec("churn")
+    assert spec.declared_defaults is None
+    planned = recipe.for_table(1000, 5, "binary")  # 5 features: the id column is kept out
+    made = spec.defaults.to_dict()
+    assert {k: made[k] for k in planned.hyperparameters} == planned.hyperparameters
+    assert set(spec.search_space) == set(planned.search)
+    assert spec.gate.absolute == planned.gate["absolute"] and spec.debug.epochs == 2
+
+
+def test_search_without_hyperparameters_is_refused(models: Path):
+    text = TABLE_MODEL.replace(
+        TABLE_MODEL[TABLE_MODEL.index("[hyperparameters]") : TABLE_MODEL.index("[search]")], ""
+    )
+    declare(models, text)
+    with pytest.raises(RaylifeError, match=r"\[search\] without \[hyperparameters\]"):
+        lookup.catalogue()
+
+
+def test_an_image_model_without_hyperparameters_is_told_to_declare_them(models: Path):
+    declare(
+        models,
+        'name = "digits"\ndescription = "d"\ntask = "multiclass"\n'
+        '[data]\nembedded = "mnist"\n[architecture]\nkind = "cnn"\n',
+        name="digits",
+    )
+    with pytest.raises(RaylifeError, match="the recipe is for tables"):
+        _ = lookup.get_spec("digits").defaults

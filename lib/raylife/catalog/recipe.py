@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from raylife.catalog.specs import ModelSpec
 
 TRAIN_SHARE = 0.7
 """Rows left for training by the default validation and test fractions (0.15 each)."""
@@ -27,6 +32,28 @@ class Recipe:
     debug: dict[str, Any]
     search: dict[str, Any]
     gate: dict[str, float]
+
+
+def table_shape(spec: ModelSpec) -> tuple[int, int]:
+    """(rows, features) of a model's declared table: a file is read, a folder or glob counted
+    from its Parquet footers (the streaming path's own checks name a bad part)."""
+    # lazy: the data readers (pandas, pyarrow) load only for a declaration without a recipe
+    from raylife.config import DataConfig
+    from raylife.data import sources, streaming
+
+    if spec.data.embedded is not None:
+        raw = sources.EMBEDDED[spec.data.embedded]()
+        return len(raw.X), int(np.prod(raw.X.shape[1:]))
+    cfg = spec.data_config(DataConfig())
+    if not streaming.wants_streaming(cfg.source):
+        raw = sources.load_table(cfg.source, cfg.target, spec.task, spec.data.id_column)
+        return len(raw.X), raw.X.shape[1]
+    import pyarrow.dataset as ds
+
+    files = streaming.resolve(cfg.source)
+    table = streaming.check_tables(files, cfg.target)
+    rows = ds.dataset(files.paths, filesystem=files.filesystem, format=files.format).count_rows()
+    return rows, len(table.features)
 
 
 def _pow2(value: float, low: int, high: int) -> int:

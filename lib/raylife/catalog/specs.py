@@ -8,11 +8,13 @@ route `/iris`, store path `<store>/iris/<version>/`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from raylife.catalog.declaration import (
+    ChoiceDecl,
     DataDecl,
     Declaration,
     LogUniformDecl,
@@ -86,14 +88,11 @@ class ModelSpec:
     input_kind: InputKind
     data: DataDecl
     """The declared data: an embedded dataset, or a table/image URI with its target column."""
-    defaults: Hyperparams
-    """The declaration's default: what `raylife train` and `make quality` use."""
-    debug: Hyperparams
-    """Tiny preset for fast tests (`--preset debug`)."""
-    search_space: dict[str, SearchDim]
-    """What `raylife tune` searches; other fields keep the defaults (epochs = the sweep budget)."""
-    gate: PromotionGate
-    """How much worse than the champion a candidate may be (raylife promote, sweeps)."""
+    declared_defaults: Hyperparams | None
+    """The declaration's [hyperparameters]; None: the recipe for its table (`defaults`)."""
+    declared_debug: Hyperparams | None
+    declared_search: dict[str, SearchDim] | None
+    declared_gate: PromotionGate | None
     serve: ServeDecl
     """The model's Serve application: replicas, autoscaling, batching, request limits."""
     tutorial: Baseline | None = None
@@ -115,6 +114,55 @@ class ModelSpec:
     @property
     def is_factory(self) -> bool:
         return ":" in self.architecture
+
+    @functools.cached_property
+    def _recipe(self) -> dict[str, Any]:
+        """A declaration that leaves hyperparameters, search or gate out gets them from the recipe
+        for its table (raylife.catalog.recipe), sized once, when first asked for."""
+        # lazy: reading the table's shape imports the data readers; most specs never need it
+        from raylife.catalog import recipe
+
+        if self.input_kind != "tabular":
+            raise RaylifeError(
+                f"{self.source.path if self.source else self.name}: [hyperparameters] missing; "
+                "the recipe is for tables: declare the hyperparameters of an image model"
+            )
+        rows, features = recipe.table_shape(self)
+        plan = recipe.for_table(rows, features, self.task)
+        where = f"{self.name}: the recipe"
+        defaults = hyperparams(plan.hyperparameters, where)
+        return {
+            "defaults": defaults,
+            "debug": hyperparams(plan.debug, where),
+            "search": search_space(plan.search, defaults, where),
+            "gate": PromotionGate(**plan.gate),
+        }
+
+    @property
+    def defaults(self) -> Hyperparams:
+        """The declaration's [hyperparameters]: what `raylife train` and `make quality` use."""
+        return self.declared_defaults or self._recipe["defaults"]
+
+    @property
+    def debug(self) -> Hyperparams:
+        """Tiny preset for fast tests (`--preset debug`)."""
+        if self.declared_debug is not None:
+            return self.declared_debug
+        if self.declared_defaults is not None:
+            return self.declared_defaults.replace(epochs=min(2, self.declared_defaults.epochs))
+        return self._recipe["debug"]
+
+    @property
+    def search_space(self) -> dict[str, SearchDim]:
+        """What `raylife tune` searches; other fields keep the defaults (epochs = the budget)."""
+        if self.declared_search is not None:
+            return self.declared_search
+        return self._recipe["search"]
+
+    @property
+    def gate(self) -> PromotionGate:
+        """How much worse than the champion a candidate may be (raylife promote, sweeps)."""
+        return self.declared_gate or self._recipe["gate"]
 
     def preset(self, name: str) -> Hyperparams:
         presets = {"default": self.defaults, "debug": self.debug}
@@ -160,32 +208,30 @@ class ModelSpec:
 
 def from_declaration(declaration: Declaration, source: Source | None = None) -> ModelSpec:
     """The spec of a validated declaration; search choices are checked against the
-    hyperparameters' own rules, so a bad option fails here and not in trial 37."""
+    hyperparameters' own rules, so a bad option fails here and not in trial 37. What the
+    declaration leaves out of [hyperparameters], [search] and [gate] comes from the recipe."""
     where = source.path if source else declaration.name
-    if declaration.hyperparameters is None:
-        raise RaylifeError(
-            f"{where}: [hyperparameters] missing; `raylife init` writes a recipe scaled to the table"
-        )
-    defaults = hyperparams(declaration.hyperparameters, f"{where}: [hyperparameters]")
+    defaults = (
+        hyperparams(declaration.hyperparameters, f"{where}: [hyperparameters]")
+        if declaration.hyperparameters is not None
+        else None
+    )
     debug = (
         hyperparams(declaration.debug, f"{where}: [debug]")
         if declaration.debug is not None
-        else defaults.replace(epochs=min(2, defaults.epochs))
+        else None
     )
-    space: dict[str, SearchDim] = {}
-    for field, dim in declaration.search.items():
-        options: tuple[Any, ...]
-        if isinstance(dim, LogUniformDecl):
-            space[field] = LogUniform(*dim.loguniform)
-            options = dim.loguniform
-        else:
-            options = tuple(_tupled(o) for o in dim.choice)
-            space[field] = Choice(options)
-        for option in options:
-            try:
-                defaults.replace(**{field: option})
-            except RaylifeError as exc:
-                raise RaylifeError(f"{where}: search.{field}: option {option!r}: {exc}") from None
+    space = (
+        search_space(declaration.search, defaults, where)
+        if defaults is not None  # declared without [search]: nothing sampled, the defaults run
+        else None
+    )
+    if declaration.search and defaults is None:
+        raise RaylifeError(
+            f"{where}: [search] without [hyperparameters]; declare both, or neither (the recipe)"
+        )
+    gate = declaration.gate
+    declared_gate = PromotionGate(gate.absolute, gate.relative) if gate.model_fields_set else None
     data = declaration.data
     if data.uri is not None and source is not None and _is_relative_path(data.uri):
         # A relative path in a declaration is relative to its file, wherever raylife runs from.
@@ -203,16 +249,48 @@ def from_declaration(declaration: Declaration, source: Source | None = None) -> 
         architecture=declaration.architecture.kind,
         input_kind="image" if image else "tabular",
         data=data,
-        defaults=defaults,
-        debug=debug,
-        search_space=space,
-        gate=PromotionGate(declaration.gate.absolute, declaration.gate.relative),
+        declared_defaults=defaults,
+        declared_debug=debug,
+        declared_search=space,
+        declared_gate=declared_gate,
         serve=declaration.serve,
         tutorial=Baseline(tutorial.metric, tutorial.reported, tutorial.same_data)
         if tutorial
         else None,
         source=source,
     )
+
+
+def search_space(
+    declared: dict[str, Any], defaults: Hyperparams | None, where: str
+) -> dict[str, SearchDim]:
+    """Search dimensions from a declaration's [search] (or the recipe's), each option checked."""
+    space: dict[str, SearchDim] = {}
+    for field, raw in declared.items():
+        dim = raw if isinstance(raw, LogUniformDecl | ChoiceDecl) else _dim(raw, where, field)
+        options: tuple[Any, ...]
+        if isinstance(dim, LogUniformDecl):
+            space[field] = LogUniform(*dim.loguniform)
+            options = dim.loguniform
+        else:
+            options = tuple(_tupled(o) for o in dim.choice)
+            space[field] = Choice(options)
+        for option in options:
+            try:
+                if defaults is not None:
+                    defaults.replace(**{field: option})
+            except RaylifeError as exc:
+                raise RaylifeError(f"{where}: search.{field}: option {option!r}: {exc}") from None
+    return space
+
+
+def _dim(raw: Any, where: str, field: str) -> LogUniformDecl | ChoiceDecl:
+    try:
+        if "loguniform" in raw:
+            return LogUniformDecl.model_validate(raw)
+        return ChoiceDecl.model_validate(raw)
+    except (TypeError, ValueError) as exc:
+        raise RaylifeError(f"{where}: search.{field}: {exc}") from None
 
 
 def _is_relative_path(uri: str) -> bool:
