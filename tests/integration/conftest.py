@@ -24,13 +24,11 @@ def ray_cluster():
 
     from raylife import cluster
     from raylife.serve import local
-    from raylife.serve.rollout import FAULTS_ENV
 
     # Exactly as `raylife run` starts its local cluster, HAProxy on ports of its own: HAProxy's
     # default ports stay taken for the whole session, as a `raylife serve` left running takes
     # them, so every Serve test fails if the cluster ever falls back to them.
-    # FAULTS_ENV: the rollout tests' challengers may misbehave on purpose (never set elsewhere).
-    cluster_env = {**local.serving_cluster_env(own_ports=True), FAULTS_ENV: "1"}
+    cluster_env = local.serving_cluster_env(own_ports=True)
     with contextlib.ExitStack() as held:
         for port in (8404, 9101):
             held.enter_context(_listening(port))

@@ -15,6 +15,7 @@ from raylife.lifecycle import history
 from raylife.lifecycle.store import ModelStore
 from raylife.serve import canary
 from raylife.serve.rollout import PIN_HEADER, REQUEST_ID_HEADER
+from raylife_dev.faulty_models import faulty_artifact
 from tests.conftest import prepared, quick_artifact
 from tests.integration.conftest import alive_replicas, serving_quick_models
 
@@ -52,8 +53,7 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    """iris served (the session cluster allows the test fault hook); yields (settings, local,
-    store)."""
+    """iris served; yields (settings, local, store)."""
     with serving_quick_models(tmp_path_factory.mktemp("rollout-home"), ["iris"]) as (
         settings,
         local,
@@ -81,10 +81,8 @@ def test_good_canary_reaches_100_and_moves_the_pointer(served: Any) -> None:
 def test_failing_canary_is_rolled_back_and_the_pointer_stays(served: Any) -> None:
     settings, local, store = served
     before = store.pointer("iris")
-    bad = store.register(quick_artifact("iris", epochs=3))
-    plan = canary.Plan(
-        "iris", bad, (20.0, 100.0), dwell_s=5, gates=QUICK_GATES, fault={"kind": "error"}
-    )
+    bad = store.register(faulty_artifact("iris", "failing"))
+    plan = canary.Plan("iris", bad, (20.0, 100.0), dwell_s=5, gates=QUICK_GATES)
     with Traffic(local.url) as traffic:
         result = canary.run(settings, plan, say=lambda line: None)
     assert result.action == "rolled_back" and "5xx rate" in result.line, result.line

@@ -72,8 +72,6 @@ class Plan:
     """Fraction of requests mirrored to the challenger (a shadow run: nothing is promoted)."""
     sticky_header: str | None = None
     gates: Gates = field(default_factory=Gates)
-    fault: dict[str, Any] | None = None
-    """Test-only challenger fault (rollout.Fault); the CLI never sets it."""
 
 
 @dataclass
@@ -293,7 +291,6 @@ def run(
             weight=0.0 if plan.shadow is not None else plan.steps[0],
             shadow_fraction=plan.shadow or 0.0,
             sticky_header=plan.sticky_header,
-            fault=plan.fault,  # type: ignore[arg-type]  # validated by Rollout
         )
         try:
             set_rollout(settings, local, plan.model, first)

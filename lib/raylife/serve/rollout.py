@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import hashlib
 import math
-import os
 import random
 import time
 import uuid
@@ -41,9 +40,6 @@ PIN_HEADER = "x-raylife-version"
 REQUEST_ID_HEADER = "x-raylife-request-id"
 """Every answer carries one (the caller's own, if it sent a usable one): feedback names it. Not
 x-request-id: Serve's proxy sets that one on its own answers, and a second would join the first."""
-FAULTS_ENV = "RAYLIFE_TEST_FAULTS"
-"""Faults are honoured only in replicas whose environment sets this to 1 (tests and the bench set
-it in the app's runtime_env; no shipped config does, and validation refuses a fault without it)."""
 LEDGER_NAMESPACE = "raylife"
 FLUSH_S = 0.2
 """How often a replica sends its figures to the ledger (feedback waits this long for stragglers)."""
@@ -56,14 +52,6 @@ SHADOW_QUEUE = 256
 
 Answer = tuple[str, list[dict[str, Any]]]
 ChampionFn = Callable[[np.ndarray], Awaitable[Answer]]
-
-
-class Fault(BaseModel):
-    """A test-only misbehaviour of the challenger: answer 500, or take `factor`x as long."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["error", "slow"]
-    factor: float = Field(default=10.0, ge=1, description="slowdown of kind=slow")
 
 
 class Rollout(BaseModel):
@@ -81,7 +69,6 @@ class Rollout(BaseModel):
     sticky_header: str | None = Field(
         default=None, description="requests with the same value of this header see one version"
     )
-    fault: Fault | None = Field(default=None, description=f"tests only (needs {FAULTS_ENV}=1)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -383,11 +370,6 @@ class Rollouts:
     ) -> None:
         """Take the new rollout state: load (or drop) the challenger, then switch routing."""
         await self.flush()
-        if rollout is not None and rollout.fault is not None and os.environ.get(FAULTS_ENV) != "1":
-            raise RaylifeError(
-                f"rollout.fault is a test hook; it needs {FAULTS_ENV}=1 in the replica's "
-                "environment (remove the fault from the Serve config)"
-            )
         if rollout is None:
             self.rollout, self.challenger = None, None
             return
@@ -414,7 +396,7 @@ class Rollouts:
             if chosen == champion:
                 version, predictions = await champion_fn(X)
             else:
-                version, predictions = await self._challenger(X, rollout)
+                version, predictions = await self._challenger(X)
         except Exception:
             stats.errors += 1
             raise
@@ -428,18 +410,14 @@ class Rollouts:
             self._enqueue_mirror(X, predictions, elapsed_ms, rollout.step)
         return version, predictions
 
-    async def _challenger(self, X: np.ndarray, rollout: Rollout) -> Answer:
+    async def _challenger(self, X: np.ndarray) -> Answer:
         assert self.challenger is not None
-        challenger, start = self.challenger, time.perf_counter()
-        if rollout.fault is not None and rollout.fault.kind == "error":
-            raise RuntimeError(f"test fault: challenger {challenger.version} fails")
+        challenger = self.challenger
         predictions = (
             await asyncio.to_thread(challenger.predict_array, X)
             if X.size >= 2048
             else challenger.predict_array(X)
         )
-        if rollout.fault is not None and rollout.fault.kind == "slow":
-            await asyncio.sleep((time.perf_counter() - start) * (rollout.fault.factor - 1))
         return challenger.version, predictions
 
     # ---- shadow: the caller has its answer; the challenger runs after, off its path
@@ -463,7 +441,7 @@ class Rollouts:
             shadow.mirrored += 1
             start = time.perf_counter()
             try:
-                _, predictions = await self._challenger(X, rollout)
+                _, predictions = await self._challenger(X)
             except Exception:
                 shadow.errors += 1
                 continue

@@ -3,9 +3,10 @@
 Iris on the local Serve app. A good challenger (another seed) goes through 10,50,100 while the
 load-test client (`--retries 0`) runs; each step's split, counted by the ledger, must sit in the
 99% binomial interval of its weight. Three bad challengers must be rolled back in their first step:
-one that answers 500 and one 10x slower (the test fault hook, allowed in this app's runtime_env
-only), and one trained on shuffled labels whose wrong answers the feedback client reveals. Shadow
-at 100% is alternated with no rollout: throughput and p99 of the champion's callers.
+one that answers 500 and one 10x slower or more (test-only models from raylife_dev.faulty_models,
+served like any user's factory), and one trained on shuffled labels whose wrong answers the
+feedback client reveals. Shadow at 100% is alternated with no rollout: throughput and p99 of the champion's
+callers.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from raylife.data.prepare import prepare
 from raylife.lifecycle.store import ModelStore
 from raylife.serve import canary
 from raylife.serve import local as serving
-from raylife.serve.rollout import FAULTS_ENV, REQUEST_ID_HEADER, Rollout
+from raylife.serve.rollout import REQUEST_ID_HEADER, Rollout
 from raylife.settings import Settings
 from raylife.training.loop import fit, make_loader, make_optimizer, seed_everything
 from raylife.training.train import make_artifact, model_args_for
 from raylife_dev import loadtest
 from raylife_dev.bench.serve_bench import section_serve
 from raylife_dev.bench.stats import Section
+from raylife_dev.faulty_models import faulty_artifact
 
 MODEL = "iris"
 Z99 = 2.576
@@ -164,9 +166,6 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None]) -> Section:
     champion = train_version(store, seed=0)
     store.promote(MODEL, champion)
     with section_serve(settings, [MODEL]) as local:
-        for app in local.config["applications"]:
-            app.setdefault("runtime_env", {}).setdefault("env_vars", {})[FAULTS_ENV] = "1"
-        serving.redeploy(settings, local)
         bench = _Bench(settings, store, local, setup, section, say)
         _good(bench)
         _bad(bench)
@@ -222,15 +221,15 @@ def _good(bench: _Bench) -> None:
 
 def _bad(bench: _Bench) -> None:
     settings, store, local, setup, section, say = _fields(bench)
-    kinds: dict[str, tuple[str, dict[str, Any] | None]] = {
-        "5xx": (train_version(store, seed=2), {"kind": "error"}),
-        "10x slower": (train_version(store, seed=3), {"kind": "slow", "factor": 10.0}),
-        "wrong answers": (train_version(store, seed=4, shuffle_labels=True), None),
+    kinds = {
+        "5xx": store.register(faulty_artifact(MODEL, "failing")),
+        "10x slower": store.register(faulty_artifact(MODEL, "slow")),
+        "wrong answers": train_version(store, seed=4, shuffle_labels=True),
     }
     outcomes = {}
-    for kind, (version, fault) in kinds.items():
+    for kind, version in kinds.items():
         before = store.pointer(MODEL)
-        plan = canary.Plan(MODEL, version, setup.steps, dwell_s=setup.bad_dwell_s, fault=fault)
+        plan = canary.Plan(MODEL, version, setup.steps, dwell_s=setup.bad_dwell_s)
         result, errors = under_load(local.url, setup, partial(canary.run, settings, plan, say))
         first: dict[str, Any] = (
             result.steps[0]
