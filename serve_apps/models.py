@@ -8,7 +8,6 @@ No `from __future__ import annotations`: Serve reads the builder's argument type
 validate the config's `args` with it.
 """
 
-import asyncio
 from itertools import pairwise
 from typing import Any
 
@@ -18,15 +17,12 @@ from ray import serve
 from ray.serve import Application
 
 from raylife.catalog.declaration import NAME_PATTERN
+from raylife.serve.endpoint_config import EndpointConfig
 from raylife.serve.http import MAX_ROWS
-from raylife.serve.rollout import Rollout
 
 # What only a replica runs (torch, the model, the API) is imported in the replica: the Serve
 # controller builds each application from this module in a process of its own, and importing
 # torch there cost ~4 s of CPU per application (measured on 2 cores).
-
-OFFLOAD_MIN_VALUES = 2048
-"""Requests with at least this many input values (160 Boston rows, 3 MNIST images) run off-loop."""
 
 
 class ModelAppArgs(BaseModel):
@@ -68,100 +64,70 @@ class Batching(BaseModel):
     wait_timeout_s: float = Field(default=0.002, ge=0)
 
 
-class ModelUserConfig(BaseModel):
+class ModelUserConfig(EndpointConfig):
     """`user_config` of ModelServer: changing it calls reconfigure() on running replicas."""
 
-    model_config = ConfigDict(extra="forbid")
-    promotion: int = Field(
-        default=0, description="bump to make replicas reload the promoted version"
-    )
     batching: Batching = Field(default_factory=Batching)
-    capture: float = Field(
-        default=0.0,
-        ge=0,
-        le=1,
-        description="fraction of requests captured to <store>/<model>/captures (Parquet); 0: off",
-    )
-    rollout: Rollout | None = Field(
-        default=None, description="a challenger beside the champion (raylife promote --canary)"
-    )
 
 
 @serve.deployment(name="ModelServer")
 @serve.ingress()
 class ModelServer:
     def __init__(self, args: dict[str, Any]) -> None:
-        from raylife.serve.capture import CaptureWriter
-        from raylife.serve.model_service import ModelService
-        from raylife.serve.rollout import Rollouts
+        from raylife.serve.endpoint import ModelEndpoint
 
         self.args = ModelAppArgs.model_validate(args)
-        self.service = ModelService(
+        self.endpoint = ModelEndpoint(
             self.args.model,
             self.args.store,
             self.args.torch_threads,
+            self.args.max_rows,
             model_uri=self.args.model_uri,
             tracking_uri=self.args.tracking_uri,
+            champion=self.predict_champion,  # batching is this app's own
         )
         self.batching = Batching()
-        self.capture = CaptureWriter(self.args.store, self.args.model)
-        self.rollouts = Rollouts(self.args.model, self.service.device, self.service.load_version)
 
     def __serve_build_asgi_app__(self) -> Any:
-        from raylife.serve.api import build_model_api
-
-        return build_model_api(
-            self.service,
-            self.predict,
-            self.args.max_rows,
-            rollouts=self.rollouts,
-            capture=self.capture,
-        )
-
-    async def predict(self, X: np.ndarray) -> tuple[str, list[dict[str, Any]]]:
-        """The answer of the version the rollout (if any) routes this request to."""
-        return await self.rollouts.answer(X, self.service.current.version, self.predict_champion)
+        return self.endpoint.app
 
     async def predict_champion(self, X: np.ndarray) -> tuple[str, list[dict[str, Any]]]:
-        """Small requests run inline (a thread hop would cost ~40% of Iris throughput); large ones
-        in a worker thread, so the event loop keeps taking requests meanwhile and Serve's
-        autoscaler, which samples in-flight requests on this loop, sees them queue up."""
+        """Concurrent requests in one forward pass when batching is on, else one at a time."""
         if self.batching.enabled:
             result: tuple[str, list[dict[str, Any]]] = await self._predict_batch(X)
             return result
-        if X.size >= OFFLOAD_MIN_VALUES:
-            loaded, predictions = await asyncio.to_thread(self.service.predict, X)
-        else:
-            loaded, predictions = self.service.predict(X)
-        return loaded.version, predictions
+        return await self.endpoint.predict_champion(X)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _predict_batch(
         self, batch: list[np.ndarray]
     ) -> list[tuple[str, list[dict[str, Any]]]]:
         """Concurrent requests as one forward pass; each gets its own rows back."""
-        loaded, predictions = self.service.predict(np.concatenate(batch))
+        loaded, predictions = self.endpoint.service.predict(np.concatenate(batch))
         bounds = np.cumsum([0] + [len(X) for X in batch])
         return [(loaded.version, predictions[a:b]) for a, b in pairwise(bounds)]
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = ModelUserConfig.model_validate(user_config)
         self.batching = config.batching
-        self.capture.fraction = config.capture
         self._predict_batch.set_max_batch_size(config.batching.max_batch_size)  # type: ignore[attr-defined]  # @serve.batch
         self._predict_batch.set_batch_wait_timeout_s(config.batching.wait_timeout_s)  # type: ignore[attr-defined]
-        # Load off the event loop: requests keep flowing on the old version until the swap.
-        await asyncio.to_thread(self.service.reload)
-        await self.rollouts.configure(config.rollout, self.service.check_schema)
+        await self.endpoint.configure(config)
 
     async def info(self) -> dict[str, Any]:
-        return self.service.info()
+        return self.endpoint.service.info()
+
+    async def oip(
+        self, what: str, name: str, version: str | None, raw: bytes, header_length: str | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The Open Inference Protocol at the server's root (serve_apps.pool) forwards here."""
+        return await self.endpoint.oip(what, name, version, raw, header_length)
 
     def __del__(self) -> None:
         """Serve calls this on a graceful replica stop (after draining requests): the captured
         answers still queued are written before the process goes."""
-        if hasattr(self, "capture"):
-            self.capture.close()
+        if hasattr(self, "endpoint"):
+            self.endpoint.close()
 
 
 def build_app(args: ModelAppArgs) -> Application:

@@ -196,7 +196,7 @@ def serving_problems(objects: Objects) -> list[str]:
             )
     for app in config["applications"]:
         for deployment in app.get("deployments", []):
-            if app["name"] != "ops" and not deployment.get("max_replicas_per_node"):
+            if app["name"] != "pool" and not deployment.get("max_replicas_per_node"):
                 problems.append(
                     f"Serve app {app['name']!r}: no max_replicas_per_node (replicas may share a node)"
                 )

@@ -6,7 +6,7 @@ from kuberay/ through the Jobs API with the store and storage on local paths (th
 manifests set) and short runs, then deploy the rendered `local` Serve config through Serve's REST
 API, with the logging config of kuberay/'s RayService, and query each model. Then, as on EKS:
 
-- **Health.** The `Ops` replica and one replica of a two-replica model are killed; every proxy (one
+- **Health.** The `ModelPool` replica (the app at `/`) and one replica of a two-replica model are killed; every proxy (one
   per node, each on its own port here as on its own pod address there) must answer the ALB's
   health path of kuberay/ingress.models.yaml with 200, and the model through it, until Serve has
   replaced both.
@@ -412,7 +412,7 @@ def lose_replicas(
     spread: str,
     row: Any,
 ) -> dict[str, Any]:
-    """Kill the ops app's replica and one of model `spread`'s two; every proxy must keep answering
+    """Kill the pool app's replica and one of model `spread`'s two; every proxy must keep answering
     the ALB's health path with 200, and `spread` with 200, until Serve has replaced both."""
     health_path = alb_health_path(kuberay_dir)
     wait_proxies(proxies, health_path)
@@ -442,7 +442,7 @@ def lose_replicas(
 
 
 def _victim_apps(config: dict[str, Any], spread: str) -> list[str]:
-    """The apps that lose a replica: every one that is not a model (the ops app), and `spread`'s."""
+    """The apps that lose a replica: every one that is not a model (the pool app at /), and `spread`'s."""
     return [
         app["name"]
         for app in config["applications"]

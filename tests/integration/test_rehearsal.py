@@ -1,6 +1,6 @@
 """The KubeRay rehearsal (`make rehearse`): every CPU RayJob entrypoint of kuberay/ through the
 Jobs API on a real 2-node cluster with token auth, then the rendered `local` Serve config deployed
-through Serve's REST API and every model queried over HTTP; then the ops replica and one model
+through Serve's REST API and every model queried over HTTP; then the pool app's replica and one model
 replica killed while every proxy answers the ALB's health path, and the session's logs walked
 against kuberay/fluent-bit.yaml. The same code as `make rehearse`, with two jobs."""
 
@@ -33,7 +33,7 @@ def test_rehearsal_on_a_two_node_cluster(tmp_path):
         assert report["answers"][model]["version"] == store.pointer(model).version
     health = report["health"]
     assert health["health_path"] == "/-/healthz"
-    assert len(health["killed"]) == 2  # the ops replica and one of the first model's two
+    assert len(health["killed"]) == 2  # the pool app's replica and one of the first model's two
     assert len(health["in_window"]) == 2  # the head's proxy and the worker's
     for proxy, answered in health["in_window"].items():
         assert set(answered["health"]) == {200}, (proxy, answered)

@@ -33,6 +33,7 @@ epochs = 20
 hidden_sizes = [32]
 
 [serve]
+mode = "dedicated"
 min_replicas = 1
 max_replicas = 3
 batching = true
@@ -72,7 +73,7 @@ def test_a_team_model_gets_its_rayjobs_service_app_and_image_layer(team: Path):
     assert deployment["autoscaling_config"]["max_replicas"] == 3
     assert deployment["user_config"]["batching"]["enabled"] is True
     assert (
-        "churn" in next(a for a in config["applications"] if a["name"] == "ops")["args"]["models"]
+        "churn" in next(a for a in config["applications"] if a["name"] == "pool")["args"]["dedicated"]
     )
     layer = texts[models_layer.DOCKERFILE]
     assert (

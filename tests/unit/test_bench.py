@@ -12,7 +12,13 @@ from raylife.data.prepare import prepare
 from raylife.errors import RaylifeError
 from raylife_dev.bench import report, runner
 from raylife_dev.bench.stats import Section, alternate
-from raylife_dev.bench.train_bench import plain_fit, steady_epoch_s
+from raylife_dev.bench.train_bench import (
+    Arrival,
+    ReportClock,
+    plain_fit,
+    steady_epoch_s,
+    worker_timeline,
+)
 
 
 def test_alternate_interleaves_and_passes_the_round():
@@ -47,6 +53,32 @@ def test_steady_epoch_time_skips_the_first_epoch():
     assert steady_epoch_s(epochs) == pytest.approx((14.5 - 10.5) / 3)
     with pytest.raises(ValueError):
         steady_epoch_s([[0.0, 1.0]])
+
+
+def test_worker_timeline_is_rebuilt_from_report_arrivals_and_epoch_seconds():
+    # The timeline above: epochs of 10, 1, 1, 1 s compute, 0.5 s from each epoch's end to the
+    # arrival of its report at the controller.
+    arrivals = [Arrival(10.5, 1, 10.0), Arrival(12.0, 2, 1.0), Arrival(13.5, 3, 1.0)]
+    arrivals.append(Arrival(15.0, 4, 1.0))
+    epochs, gap = worker_timeline(arrivals)
+    assert gap == pytest.approx(0.5)
+    expected = [0.0, 10.0, 10.5, 11.5, 12.0, 13.0, 13.5, 14.5]
+    assert [t for span in epochs for t in span] == pytest.approx(expected)
+    assert steady_epoch_s(epochs) == pytest.approx((14.5 - 10.5) / 3)
+    for broken in (arrivals[1:], arrivals[:2] + arrivals[1:2], arrivals[:1]):
+        with pytest.raises(ValueError):  # epoch 1 missing, an epoch twice, one epoch
+            worker_timeline(broken)
+
+
+def test_report_clock_queues_rank_zeros_epoch_and_epoch_seconds():
+    class Queued(list):
+        put = list.append
+
+    queued = Queued()
+    rows = [{"epoch": 2.0, "epoch_s": 1.5, "val_objective": 0.3}, {"epoch": 2.0, "epoch_s": 9.0}]
+    ReportClock(queued).after_report(None, rows, None)
+    [arrival] = queued
+    assert (arrival.epoch, arrival.epoch_s) == (2, 1.5) and arrival.at > 0
 
 
 def test_plain_loop_runs_the_shared_training_code():

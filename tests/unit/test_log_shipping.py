@@ -142,7 +142,7 @@ def test_the_rehearsals_health_check_fails_on_a_non_200_or_an_empty_window():
     answered = {"health": {200: 9}, "model": {200: 9}}
     result = {
         "health_path": "/-/healthz",
-        "killed": {"ops": "SERVE_REPLICA::ops#Ops#a"},
+        "killed": {"pool": "SERVE_REPLICA::pool#ModelPool#a"},
         "in_window": {p: answered for p in proxies},
         "throughout": {p: answered for p in proxies},
     }

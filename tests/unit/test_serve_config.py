@@ -52,10 +52,10 @@ def test_batching_is_on_only_for_the_cnn():
     assert enabled == {"boston": False, "ionosphere": False, "iris": False, "mnist": True}
 
 
-def test_for_models_keeps_the_ops_app_in_step():
+def test_for_models_keeps_the_pool_app_in_step():
     config = serve_config.for_models(serve_config.render("local"), ["iris"])
-    assert [a["name"] for a in config["applications"]] == ["ops", "iris"]
-    assert config["applications"][0]["args"]["models"] == ["iris"]
+    assert [a["name"] for a in config["applications"]] == ["pool", "iris"]
+    assert config["applications"][0]["args"]["dedicated"] == ["iris"]
 
 
 def test_invalid_configs_are_refused():
@@ -78,7 +78,7 @@ def test_unknown_overlay_keys_are_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # ~3-6 s each: a fresh interpreter imports Serve, in make test only
-@pytest.mark.parametrize("module", ["serve_apps.models", "serve_apps.ops"])
+@pytest.mark.parametrize("module", ["serve_apps.models", "serve_apps.pool"])
 def test_building_an_application_does_not_import_torch(module):
     """The controller imports every app's module in a build task of its own (one process each):
     with torch imported there, a 2-core machine spent ~20 s more CPU starting `raylife serve`."""

@@ -107,6 +107,9 @@ class GateDecl(_Strict):
 class ServeDecl(_Strict):
     """The model's Serve settings; a field left out keeps the environment's (serve_apps/config)."""
 
+    mode: Literal["pool", "dedicated"] = "pool"
+    """pool: served by the shared model pool (loaded on first use, evicted beyond its budget);
+    dedicated: an application of its own (for GPUs, batching or a hot path), sized below."""
     min_replicas: int | None = Field(default=None, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
     target_ongoing_requests: float | None = Field(default=None, gt=0)
@@ -117,6 +120,12 @@ class ServeDecl(_Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> ServeDecl:
+        own = [f for f in self.model_fields_set if f != "mode"]
+        if self.mode == "pool" and own:
+            raise ValueError(
+                f"{', '.join(sorted(own))} size a model's own application; a pooled model shares "
+                'the pool\'s: add mode = "dedicated" (or remove them)'
+            )
         low, high = self.min_replicas, self.max_replicas
         if low is not None and high is not None and low > high:
             raise ValueError(

@@ -625,8 +625,8 @@ def ingress(site: Site) -> dict[str, Any]:
                 f"{alb}/scheme": "internet-facing",
                 f"{alb}/target-type": "ip",
                 # What each Serve proxy answers by itself (200 unless it drains): a target's health
-                # is its own. /readyz would be one global signal, forwarded to the single Ops
-                # replica (one restarting replica anywhere would fail every target at once).
+                # is its own. /readyz would be one global signal, answered by the pool app
+                # at / (one restarting replica anywhere would fail every target at once).
                 f"{alb}/healthcheck-path": checks.PROXY_HEALTH_PATH,
                 f"{alb}/healthcheck-interval-seconds": "10",
                 f"{alb}/healthy-threshold-count": "2",

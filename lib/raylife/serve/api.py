@@ -24,7 +24,7 @@ from raylife.inference.predict import image_to_array
 from raylife.serve.capture import CaptureWriter, new_request_id
 from raylife.serve.http import MAX_ROWS, error_response
 from raylife.serve.model_service import ModelService
-from raylife.serve.oip import oip_router
+from raylife.serve.oip import OipEndpoint, oip_router
 from raylife.serve.rollout import RequestIds, Rollouts, add_rollout_routes, current_request
 from raylife.tasks import TASKS
 
@@ -314,6 +314,7 @@ def build_model_api(
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": model, "version": service.current.version}
 
-    app.include_router(oip_router(service, _predict, max_rows))
+    app.state.oip = OipEndpoint(service, _predict, max_rows)  # the root's /v2 forwards here too
+    app.include_router(oip_router(app.state.oip))
     install_error_handlers(app, media_types)
     return app

@@ -1,7 +1,7 @@
 """The HTTP contract every Serve application shares: the request size limit and the JSON error body.
 
 Kept free of torch: the Serve controller imports each application's module in a build task of its
-own, and the `ops` app serves no model, so neither should pay for importing torch.
+own, and the `pool` app loads models only in its replicas, so neither should pay for importing torch.
 """
 
 from __future__ import annotations

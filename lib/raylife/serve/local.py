@@ -66,6 +66,8 @@ def local_config(
         pointer = store.pointer(model)
         user_config = deployment.setdefault("user_config", {})
         user_config["promotion"] = pointer.generation if pointer else 0
+        if isinstance(deployment, serve_config.PooledDeployment):
+            continue  # batching and GPUs are a dedicated app's (the pool has neither)
         if batching is not None:
             user_config.setdefault("batching", {})["enabled"] = batching
         if num_gpus:
@@ -81,8 +83,9 @@ def _user_models_env(config: dict[str, Any]) -> None:
     if folder is None:
         return
     for app in config["applications"]:
-        model = (app.get("args") or {}).get("model")
-        if model is not None and not is_packaged(get_spec(model)):
+        args = app.get("args") or {}
+        models = [args["model"]] if "model" in args else args.get("models", [])
+        if any(not is_packaged(get_spec(model)) for model in models):
             env_vars = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
             env_vars[MODELS_ENV] = str(folder)
 

@@ -1,10 +1,11 @@
 """The Open Inference Protocol v2 (REST) of one model: what KServe, Triton, MLServer and Seldon clients
 speak, mapped onto the same `answer` (ModelService/Predictor) as the native route.
 
-Routes sit under the model's own prefix (`/<model>/v2/...`), in the model's FastAPI app: a client
-configured with the base URL `http://host:8000/<model>` builds `<base>/v2/models/<model>/infer`
-(tritonclient's `url="host:8000/<model>"`, kserve's `InferenceRESTClient` base URL), so each
-request reaches the replica that holds the model without an extra hop.
+Two places answer it. At the server's root (`serve_apps.pool`): a standard client pointed at the
+base URL `http://host:8000` (tritonclient's `url="host:8000"`, kserve's `InferenceRESTClient`)
+reaches every model there; `/v2/models/<m>/...` is forwarded to the model's replica through a
+deployment handle (one hop more). And under each model's own prefix (`/<model>/v2/...`), in the
+model's FastAPI app, with no extra hop: a client with the base URL `http://host:8000/<model>`.
 
 Tensors: one input named `input`, shape `[n, *input shape]` (or `[n, values per row]`), any numeric
 datatype; outputs `predictions` (class labels as BYTES, or regression values as FP64) and, for
@@ -21,7 +22,7 @@ import json
 import struct
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -30,8 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raylife.data.contracts import InputSchema, flatten, validate_rows
 from raylife.errors import RaylifeError
-from raylife.serve.model_service import ModelService
 from raylife.serve.rollout import current_request
+
+if TYPE_CHECKING:  # imports torch: the root app (serve_apps.pool) builds without it
+    from raylife.serve.model_service import ModelService
 
 INPUT_NAME = "input"
 HEADER_LENGTH = "inference-header-content-length"
@@ -292,43 +295,103 @@ def oip_error(exc: OipError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
 
-def oip_router(service: ModelService, answer: AnswerFn, max_rows: int) -> APIRouter:
-    """GET /v2, /v2/health/{live,ready}, /v2/models/<m>[/versions/<v>][/ready];
-    POST /v2/models/<m>[/versions/<v>]/infer."""
-    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
-    model = service.model
+Forwarded = tuple[int, dict[str, str], bytes]
+"""A protocol answer across a deployment handle: status, headers, body."""
 
-    def check(name: str, version: str | None) -> None:
+
+class OipEndpoint:
+    """One model's protocol answers, whoever asks: the model app's own /v2 routes, and the root's
+    (`serve_apps.pool`, which forwards through a deployment handle: `forward`)."""
+
+    def __init__(self, service: "ModelService", answer: AnswerFn, max_rows: int) -> None:
+        self.service, self.answer, self.max_rows = service, answer, max_rows
+
+    def check(self, name: str, version: str | None) -> None:
+        model = self.service.model
         if name != model:
             raise OipError(f"unknown model {name!r}; this endpoint serves {model!r}", 404)
-        if version is not None and version != service.current.version:
+        if version is not None and version != self.service.current.version:
             raise OipError(
                 f"version {version!r} of {model!r} is not served; the served version is "
-                f"{service.current.version!r} (or leave the version out)",
+                f"{self.service.current.version!r} (or leave the version out)",
                 404,
             )
 
-    def checked(name: str, version: str | None, body: Callable[[], dict[str, Any]]) -> Response:
+    def _checked(
+        self, name: str, version: str | None, body: Callable[[], dict[str, Any]]
+    ) -> Response:
         """The body for a served model and version, else the protocol's 404."""
         try:
-            check(name, version)
+            self.check(name, version)
         except OipError as exc:
             return oip_error(exc)
         return JSONResponse(body())
 
-    def metadata() -> dict[str, Any]:
-        return {
-            "name": model,
-            "versions": [service.current.version],
-            "platform": "pytorch",
-            "inputs": [input_spec(service.schema)],
-            "outputs": output_specs(service.label_names),
-            "parameters": {"labels": service.label_names},
+    def metadata(self, name: str, version: str | None = None) -> Response:
+        service = self.service
+        return self._checked(
+            name,
+            version,
+            lambda: {
+                "name": service.model,
+                "versions": [service.current.version],
+                "platform": "pytorch",
+                "inputs": [input_spec(service.schema)],
+                "outputs": output_specs(service.label_names),
+                "parameters": {"labels": service.label_names},
+            },
+        )
+
+    def ready(self, name: str, version: str | None = None) -> Response:
+        return self._checked(name, version, lambda: {"name": name, "ready": True})
+
+    async def infer(
+        self, name: str, version: str | None, raw: bytes, header_length: str | None
+    ) -> Response:
+        try:
+            self.check(name, version)
+            body, binary = split_body(raw, header_length)
+            X = decode_inputs(body, binary, self.service.schema, self.max_rows)
+            labels = self.service.label_names
+            specs = {spec["name"]: spec["datatype"] for spec in output_specs(labels)}
+            asked = wanted_outputs(body, list(specs))
+            served, predictions = await self.answer(X, "oip")
+            tensors = encode_outputs(predictions, labels)
+        except OipError as exc:
+            return oip_error(exc)
+        except RaylifeError as exc:  # the shared validation (validate_rows, the predictor)
+            return oip_error(OipError(str(exc)))
+        return infer_response(body, self.service.model, served, tensors, asked, specs)
+
+    async def forward(
+        self, what: str, name: str, version: str | None, raw: bytes, header_length: str | None
+    ) -> Forwarded:
+        """`what` (metadata | ready | infer) as plain values a deployment handle can carry."""
+        if what == "infer":
+            response = await self.infer(name, version, raw, header_length)
+        elif what == "metadata":
+            response = self.metadata(name, version)
+        else:
+            response = self.ready(name, version)
+        headers = {
+            k: v for k, v in response.headers.items() if k.lower() not in ("content-length",)
         }
+        return response.status_code, headers, bytes(response.body)
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": "raylife", "version": "2", "extensions": ["binary_tensor_data"]}
+
+
+def oip_router(endpoint: OipEndpoint) -> APIRouter:
+    """GET /v2, /v2/health/{live,ready}, /v2/models/<m>[/versions/<v>][/ready];
+    POST /v2/models/<m>[/versions/<v>]/infer."""
+    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+    service = endpoint.service
 
     @router.get("", summary="Server metadata")
     async def server() -> dict[str, Any]:
-        return {"name": "raylife", "version": "2", "extensions": ["binary_tensor_data"]}
+        return server_metadata()
 
     @router.get("/health/live", summary="Server live")
     async def live() -> dict[str, bool]:
@@ -341,12 +404,12 @@ def oip_router(service: ModelService, answer: AnswerFn, max_rows: int) -> APIRou
     @router.get("/models/{name}", summary="Model metadata")
     @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
     async def model_metadata(name: str, version: str | None = None) -> Response:
-        return checked(name, version, metadata)
+        return endpoint.metadata(name, version)
 
     @router.get("/models/{name}/ready", summary="Model ready")
     @router.get("/models/{name}/versions/{version}/ready", summary="Model version ready")
     async def model_ready(name: str, version: str | None = None) -> Response:
-        return checked(name, version, lambda: {"name": name, "ready": True})
+        return endpoint.ready(name, version)
 
     example = {
         "inputs": [{**input_spec(service.schema), "shape": [1, *service.schema.shape]}],
@@ -362,19 +425,7 @@ def oip_router(service: ModelService, answer: AnswerFn, max_rows: int) -> APIRou
         "/models/{name}/versions/{version}/infer", summary="Infer", openapi_extra=infer_doc
     )
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        try:
-            check(name, version)
-            body, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-            X = decode_inputs(body, binary, service.schema, max_rows)
-            labels = service.label_names
-            specs = {spec["name"]: spec["datatype"] for spec in output_specs(labels)}
-            asked = wanted_outputs(body, list(specs))
-            served, predictions = await answer(X, "oip")
-            tensors = encode_outputs(predictions, labels)
-        except OipError as exc:
-            return oip_error(exc)
-        except RaylifeError as exc:  # the shared validation (validate_rows, the predictor)
-            return oip_error(OipError(str(exc)))
-        return infer_response(body, model, served, tensors, asked, specs)
+        raw = await request.body()
+        return await endpoint.infer(name, version, raw, request.headers.get(HEADER_LENGTH))
 
     return router

@@ -18,6 +18,7 @@ from raylife_dev.bench import (
     data_bench,
     lifecycle_bench,
     oip_capture_bench,
+    pool_bench,
     report,
     rollout_bench,
     serve_bench,
@@ -35,6 +36,7 @@ SECTIONS = (
     "tune",
     "serve",
     "oip-capture",
+    "pool",
     "rollout",
     "batch",
     "data",
@@ -43,7 +45,8 @@ SECTIONS = (
 OWN_PROCESS = ("data", "lifecycle")
 """Sections with their own cluster, run after ours is down (data caps its object store)."""
 QUICK_SECTIONS = ("train", "trials", "soak", "tune", "serve", "oip-capture")
-"""--quick skips the lifecycle section (`raylife run` alone takes minutes), batch and data
+"""--quick skips the lifecycle section (`raylife run` alone takes minutes), pool (its small size
+runs in tests/integration/test_pool.py), batch and data
 (`--sections batch --quick` / `--sections data --quick` run their small sizes; data starts a
 second, capped cluster, which the test session's shared cluster must not meet)."""
 
@@ -98,6 +101,7 @@ def run_bench(
             "tune": tune_bench.run,
             "serve": serve_bench.run,
             "oip-capture": oip_capture_bench.run,
+            "pool": pool_bench.run,
             "batch": batch_bench.run,
             "rollout": rollout_bench.run,
         }
