@@ -21,6 +21,7 @@ def test_the_pool_section_at_small_size(home: Path) -> None:
     assert figures[f"pool ({n} models) replica processes"] <= 3, figures
     assert figures["rotating load non-2xx"] == 0, section.extra["rotating load statuses"]
     assert figures["hot pooled rps"] > 0 and figures["hot dedicated rps"] > 0
+    assert set(section.extra["from zero"]) == {"pool", "dedicated"}  # measured, as Ray does it
     # Every figure the issue names is measured (the targets themselves are judged at full size).
     assert {c.name.split(":")[0] for c in section.checks} >= {
         f"{n} models at once",

@@ -8,8 +8,10 @@ taken, in the package or twice in the folder, is refused. Processes that cannot 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,21 @@ def models_dir() -> Path | None:
             )
         return folder.resolve()
     return DEFAULT_DIR.resolve() if DEFAULT_DIR.is_dir() else None
+
+
+@contextlib.contextmanager
+def use_models_dir(folder: Path | str) -> Iterator[Path]:
+    """The declarations in `folder` are the user's models while the block runs (as --models-dir;
+    processes started inside inherit it): for tools and notebooks that declare models on the fly."""
+    before = os.environ.get(MODELS_ENV)
+    os.environ[MODELS_ENV] = str(folder)
+    try:
+        yield Path(folder)
+    finally:
+        if before is None:
+            os.environ.pop(MODELS_ENV, None)
+        else:
+            os.environ[MODELS_ENV] = before
 
 
 def _packaged_files() -> list[Path]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tempfile
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from raylife.catalog.lookup import MODELS_ENV
+from raylife.catalog.lookup import use_models_dir
 from raylife.serve import local as serving
 from raylife.settings import Settings
 from raylife_dev import loadtest
@@ -86,32 +85,23 @@ def generated_models(settings: Settings, count: int) -> Iterator[list[str]]:
     from raylife.lifecycle.store import ModelStore
     from raylife.training.train import make_artifact, model_args_for
 
-    before = os.environ.get(MODELS_ENV)
-    with tempfile.TemporaryDirectory(prefix="pool-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="pool-bench-") as folder, use_models_dir(folder):
         generated = [*names(count), HOT_POOLED]
         for name in generated:
             (Path(folder) / f"{name}.toml").write_text(DECLARATION.format(name=name, serve=""))
         (Path(folder) / f"{HOT_DEDICATED}.toml").write_text(
             DECLARATION.format(name=HOT_DEDICATED, serve='\n[serve]\nmode = "dedicated"\n')
         )
-        os.environ[MODELS_ENV] = folder
-        try:
-            store = ModelStore(settings.store_uri)
-            data = prepare(
-                get_spec(HOT_POOLED), TrainConfig(HOT_POOLED, get_spec(HOT_POOLED).defaults).data
-            )
-            torch.manual_seed(0)
-            for name in [*generated, HOT_DEDICATED]:
-                cfg = TrainConfig(model=name, hparams=get_spec(name).defaults)
-                module = build_model("mlp", model_args_for(cfg, data))
-                artifact = make_artifact(cfg, data, module, [], {"val_accuracy": 0.0}, "pool-bench")
-                store.promote(name, store.register(artifact))
-            yield generated
-        finally:
-            if before is None:
-                os.environ.pop(MODELS_ENV, None)
-            else:
-                os.environ[MODELS_ENV] = before
+        store = ModelStore(settings.store_uri)
+        spec = get_spec(HOT_POOLED)
+        data = prepare(spec, TrainConfig(HOT_POOLED, spec.defaults).data)
+        torch.manual_seed(0)
+        for name in [*generated, HOT_DEDICATED]:
+            cfg = TrainConfig(model=name, hparams=get_spec(name).defaults)
+            module = build_model("mlp", model_args_for(cfg, data))
+            artifact = make_artifact(cfg, data, module, [], {"val_accuracy": 0.0}, "pool-bench")
+            store.promote(name, store.register(artifact))
+        yield generated
 
 
 def replicas() -> list[Any]:
@@ -225,9 +215,45 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
             for label, values in measured.items():
                 section.add(f"hot {label} rps", values["rps"], "1/s")
                 section.add(f"hot {label} p99_ms", values["p99_ms"], "ms")
+            say("  pool: min_replicas 0 -- the first request after scaling to zero")
+            section.extra["from zero"] = {
+                "pool": _from_zero(settings, local, "pool", HOT_POOLED, row),
+                "dedicated": _from_zero(settings, local, HOT_DEDICATED, HOT_DEDICATED, row),
+            }
     _checks(section, setup)
     section.seconds = time.monotonic() - started
     return section
+
+
+def _from_zero(
+    settings: Settings, local: serving.LocalServe, app: str, model: str, row: list[float]
+) -> dict[str, Any]:
+    """Scale `app` to zero (min_replicas 0, downscale after 1 s idle), wait until no replica is
+    left, then send one request: answered (status, seconds) or not, as the pinned Ray does it."""
+    import httpx
+
+    [entry] = [a for a in local.config["applications"] if a["name"] == app]
+    autoscaling = entry["deployments"][0].setdefault("autoscaling_config", {})
+    entry["deployments"][0].pop("num_replicas", None)
+    autoscaling.update(min_replicas=0, initial_replicas=0, downscale_delay_s=1, upscale_delay_s=0)
+    autoscaling.setdefault("max_replicas", 1)
+    serving.redeploy(settings, local)
+    deadline = time.monotonic() + 120
+    while [a for a in replicas() if a.class_name.startswith(f"ServeReplica:{app}:")]:
+        if time.monotonic() > deadline:
+            return {"scaled to zero": False}
+        time.sleep(1)
+    started = time.monotonic()
+    try:
+        answer = httpx.post(f"{local.url}/{model}", json={"row": row}, timeout=120)
+        status: int | str = answer.status_code
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
+    return {
+        "scaled to zero": True,
+        "status": status,
+        "seconds": round(time.monotonic() - started, 2),
+    }
 
 
 def _checks(section: Section, setup: PoolBenchSetup) -> None:
