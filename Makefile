@@ -12,7 +12,7 @@ SEEDS ?= 0,1,2
 QUALITY_SEEDS ?= 0,1,2,3,4,5,6,7,8,9
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ui test test-fast test-ha test-unit test-integration test-manifests quality quality-stream selection-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
+.PHONY: help install run ui test test-fast test-ha test-unit test-integration test-manifests quality quality-stream selection-study recipe-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ quality-stream: $(INSTALLED) ## The same recipes through the Ray Data streaming 
 selection-study: $(INSTALLED) ## LR schedule x best/last epoch by CV off the quality test rows -> reports/selection_study.json (~8 min)
 	$(RAYLIFE) selection-study --models ionosphere,iris,boston --seeds $(SEEDS)
 	$(RAYLIFE) selection-study --models mnist --seeds $(SEEDS) --folds 5 --repeats 2
+
+recipe-study: $(INSTALLED) ## The recipe `raylife init` writes, tuned with the default budget, vs sklearn's baselines, 5 seeds -> reports/recipe_study.json (~5 min)
+	$(RAYLIFE) recipe-study
 
 report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
 	$(RAYLIFE) report-cost --model iris

@@ -1,6 +1,6 @@
 """The developer verbs of `raylife` (registered only where raylife_dev is installed): `quality`,
-`selection-study`, `bench`, `report-cost`, `gpu-check`, `loadtest`, `rehearse`, `rehearse-ha`,
-`make-table`."""
+`selection-study`, `recipe-study`, `bench`, `report-cost`, `gpu-check`, `loadtest`, `rehearse`,
+`rehearse-ha`, `make-table`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from raylife.cli.common import add_store_flag, model_list, seed_list, settings_from
 from raylife.cli.flags import add_config_flags, config_from_args, field_docs
+from raylife.config import TuneConfig
 from raylife.errors import RaylifeError
 
 # The options of the verbs that measure (one frozen dataclass each, one field per flag) live here,
@@ -85,6 +86,26 @@ class SelectionStudyOptions:
             except json.JSONDecodeError:
                 overrides[name.strip()] = text
         return overrides
+
+
+@dataclass(frozen=True)
+class RecipeStudyOptions:
+    """`raylife recipe-study`: the recipe `raylife init` writes vs scikit-learn's baselines."""
+
+    datasets: str = "wine,breast_cancer,diabetes"
+    """Comma-separated embedded tables; each is declared as `raylife init` would."""
+    seeds: str = "0,1,2,3,4"
+    """Comma-separated seeds; each moves the split, the initialisation and the search's sampling."""
+    samples: int = TuneConfig.num_samples
+    """Trials of each sweep (`raylife tune`'s budget)."""
+    preset: Literal["default", "debug"] = "default"
+    """The declaration's preset the sweeps start from: default (the recipe) or debug (tests)."""
+    output: str = "reports/recipe_study.json"
+    """Where the report is written (JSON); the markdown table is printed."""
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise RaylifeError(f"--samples must be >= 1, got {self.samples}")
 
 
 @dataclass(frozen=True)
@@ -185,6 +206,14 @@ def register(verbs: Any) -> None:
     )
     study.set_defaults(func=cmd_selection_study)
 
+    recipe = verbs.add_parser(
+        "recipe-study",
+        help="the recipe `raylife init` writes, tuned with the default budget, vs scikit-learn's "
+        "baselines on the same splits -> reports/recipe_study.json",
+    )
+    add_option_flags(recipe, RecipeStudyOptions)
+    recipe.set_defaults(func=cmd_recipe_study)
+
     bench = verbs.add_parser(
         "bench", help="raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.*"
     )
@@ -277,6 +306,23 @@ def cmd_selection_study(args: argparse.Namespace) -> None:
     )
     path = selection_study.write_report(report, Path(options.output))
     print(f"wrote {path}")
+
+
+def cmd_recipe_study(args: argparse.Namespace) -> None:
+    # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
+    from raylife_dev import recipe_study
+
+    options = config_from_args(RecipeStudyOptions, args)
+    report = recipe_study.run(
+        recipe_study.dataset_list(options.datasets),
+        seed_list(options.seeds),
+        settings_from(args),
+        TuneConfig(num_samples=options.samples),
+        options.preset,
+    )
+    path = recipe_study.write_report(report, Path(options.output))
+    print(recipe_study.format_table(report))
+    print(f"wrote {path} ({report['wall_s'] / 60:.1f} min)")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
