@@ -4,7 +4,7 @@ Standardised inputs (every table run does that), an MLP two layers deep and abou
 as the features, a batch of about 1/40 of the training rows, epochs for about STEPS optimizer
 steps, a cosine learning-rate decay, dropout where the rows are few, and the epoch with the best
 validation score (the validation split ends the run, not the epoch count). The search space
-brackets the recipe: learning rate, width and depth, dropout. `docs/catalogue.md` reports how
+brackets the recipe: learning rate, width and depth, dropout. `docs/performance.md` reports how
 this recipe does against scikit-learn's strong baselines (`raylife recipe-study`).
 """
 
