@@ -71,6 +71,30 @@ def names(count: int) -> list[str]:
     return [f"gen-{i:03d}" for i in range(count)]
 
 
+def promote_untrained(settings: Settings, models: list[str], say: Callable[[str], None]) -> None:
+    """A promoted version of each model that has none: its default architecture, untrained (what
+    a served model weighs and costs does not depend on its training)."""
+    # lazy: torch and the data path load only when a pool section runs
+    from raylife.catalog.architectures import build_model
+    from raylife.catalog.lookup import get_spec
+    from raylife.config import TrainConfig
+    from raylife.data.prepare import prepare
+    from raylife.lifecycle.store import ModelStore
+    from raylife.training.train import make_artifact, model_args_for
+
+    store = ModelStore(settings.store_uri)
+    for model in models:
+        if store.pointer(model) is not None:
+            continue
+        say(f"  pool: an untrained {model} of its default size to serve")
+        spec = get_spec(model)
+        cfg = TrainConfig(model=model, hparams=spec.defaults)
+        data = prepare(spec, cfg.data)
+        module = build_model(spec.architecture, model_args_for(cfg, data))
+        artifact = make_artifact(cfg, data, module, [], {}, "pool-bench")
+        store.promote(model, store.register(artifact))
+
+
 @contextlib.contextmanager
 def generated_models(settings: Settings, count: int) -> Iterator[list[str]]:
     """`count` pooled models plus the hot pair, declared in a temporary folder ($RAYLIFE_MODELS)
@@ -168,7 +192,7 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
     setup = setup_for(quick)
     section = Section("pool", asdict(setup))
     started = time.monotonic()
-    serve_bench.ensure_models(settings, serve_bench.setup_for(True), say)
+    promote_untrained(settings, TUTORIAL, say)
     row = [5.1, 3.5, 1.4, 0.2]
 
     say("  pool: today's four dedicated tutorial apps")
