@@ -20,7 +20,7 @@ from raylife.lifecycle.promotion import promote, rollback
 from raylife.lifecycle.store import ModelStore
 from raylife.settings import Settings
 from raylife.tracking import runs as tracking
-from raylife.training.train import run_worker
+from raylife.training.train import TRAIN_STATE_FILE, load_train_state, run_worker
 
 from ..conftest import prepared, quick_artifact
 
@@ -127,7 +127,7 @@ def test_a_run_is_one_mlflow_run_with_params_epochs_files_and_plot(tracked_home,
     assert params["data_sha256"] == prepared("iris").provenance["sha256"]
     assert {"git_commit", "ray_version", "torch_version", "seed", "data_source"} <= set(params)
     assert steps(cfg, run.info.run_id) == [1, 2, 3]
-    assert {"train_loss", "val_accuracy", "val_objective"} <= set(run.data.metrics)
+    assert {"train_loss", "val_accuracy", "val_objective", "epoch_s"} <= set(run.data.metrics)
     client = tracking.client(cfg.tracking.uri)
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert files == {"artifact", "learning_curves.png"}
@@ -150,6 +150,25 @@ def test_a_resumed_run_continues_the_same_mlflow_run_without_duplicate_steps(
     (run,) = runs_of(cfg)
     assert run.info.run_id == crashed.info.run_id and run.info.status == "FINISHED"
     assert steps(cfg, run.info.run_id) == [1, 2, 3, 4, 5]
+
+
+def test_rows_carry_epoch_seconds_and_an_older_train_state_still_resumes(tmp_path):
+    """Every row carries its epoch's compute seconds; the train state keeps no timings, and a
+    checkpoint whose state still holds an older raylife's "timings" resumes all the same."""
+    hparams = get_spec("iris").debug.replace(epochs=3)
+    cfg = TrainConfig(model="iris", hparams=hparams, num_workers=1, report_interval_s=0)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(Crash):
+        run_worker(cfg, prepared("iris"), FakeSession(folder, "train-iris-state", crash_at=3))
+    state = load_train_state(folder / "epoch-2")
+    assert "timings" not in state and all(row["epoch_s"] > 0 for row in state["history"])
+    older = {**state, "timings": {"epochs": [[0.0, 1.0], [1.5, 2.5]], "reports": [0.1]}}
+    torch.save(older, folder / "epoch-2" / TRAIN_STATE_FILE)
+    session = FakeSession(folder, "train-iris-state")
+    run_worker(cfg, prepared("iris"), session)
+    assert session.reported == [3]
+    final = load_train_state(folder / "epoch-3")
+    assert [row["epoch"] for row in final["history"]] == [1, 2, 3] and "timings" not in final
 
 
 def test_a_resume_after_a_kill_between_metrics_and_tag_logs_no_epoch_twice(tracked_home, tmp_path):

@@ -53,6 +53,8 @@ from raylife.training.loop import (
 from raylife.training.watchdog import Beating, Pace, Watch, exit_stalled
 
 TRAIN_STATE_FILE = "train_state.pt"
+EPOCH_SECONDS = "epoch_s"
+"""Every epoch's row: seconds of the epoch's compute (train + validation) on its worker."""
 
 
 def new_run_name(model: str, kind: str = "train") -> str:
@@ -162,10 +164,11 @@ def _all_reduce(sums: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _restore(
     checkpoint: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[int, list[dict[str, float]], float | None, dict[str, list]]:
-    """Weights (checksum-verified), optimizer state, epochs done, history, best-so-far, timings."""
+) -> tuple[int, list[dict[str, float]], float | None]:
+    """Weights (checksum-verified), optimizer state, epochs done, history, best-so-far. Keys a
+    train state holds beyond these (older checkpoints' "timings") are ignored."""
     if checkpoint is None:
-        return 0, [], None, new_timings()
+        return 0, [], None
     with checkpoint.as_directory() as folder:
         path = Path(folder)
         artifact = Artifact.from_files(
@@ -174,16 +177,7 @@ def _restore(
         state = load_train_state(path)
     _unwrap(model).load_state_dict(artifact.state_dict)
     optimizer.load_state_dict(state["optimizer"])
-    timings = state.get("timings") or new_timings()
-    return int(state["epochs_done"]), list(state["history"]), state["best"], timings
-
-
-def new_timings() -> dict[str, list]:
-    """Rank 0's wall clock, kept in the train state of every checkpoint (not in the metrics):
-    `epochs` = [start, end] of each epoch's compute (train + validation), `reports` = seconds each
-    ray.train.report call took (checkpoint write included). The benchmark reads them; a report's
-    own duration reaches the next checkpoint, so the last report is never in it."""
-    return {"epochs": [], "reports": []}
+    return int(state["epochs_done"]), list(state["history"]), state["best"]
 
 
 class WorkerSession(Protocol):
@@ -277,7 +271,7 @@ class _WorkerRun:
         torch.manual_seed(cfg.seed * 1000 + self.rank)
         self.device = session.device()
         self.optimizer = make_optimizer(hp, self.model.parameters())
-        self.epochs_done, self.history, self.best, self.timings = _restore(
+        self.epochs_done, self.history, self.best = _restore(
             session.latest_checkpoint(), self.model, self.optimizer
         )
         self.last_report = time.monotonic()
@@ -335,8 +329,9 @@ class _WorkerRun:
         )
 
     def finish_epoch(self, epoch: Epoch) -> tuple[dict[str, float], bool]:
-        """All-reduce one epoch's statistics; returns its metrics row and whether to report it."""
-        self.timings["epochs"].append([epoch.started, epoch.ended])
+        """All-reduce one epoch's statistics; returns its metrics row and whether to report it.
+        The row's epoch_s is this worker's own compute time (train + validation): rank 0's is the
+        one its history, checkpoints and MLflow run keep."""
         # Rank 0's clock decides time-based reports; riding on the metrics all-reduce keeps every
         # worker's decision identical (all must call ray.train.report equally often) at no cost.
         interval_due = (
@@ -348,6 +343,7 @@ class _WorkerRun:
         )
         target_std = self.data.preprocessing.target_std or 1.0
         row = epoch_metrics(epoch.number, sums[:4], sums[4:8], self.task, target_std)
+        row[EPOCH_SECONDS] = epoch.ended - epoch.started
         self.history.append(row)
         if self.task.is_better(row[OBJECTIVE], self.best):
             self.best = row[OBJECTIVE]
@@ -391,7 +387,6 @@ class _WorkerRun:
         )
 
     def _report(self, snapshot: _Snapshot) -> None:
-        started = time.monotonic()
         metrics: dict[str, Any] = snapshot.row
         if self.rows_for_driver:
             epoch = int(snapshot.row["epoch"])
@@ -405,7 +400,6 @@ class _WorkerRun:
                 self.session.report(metrics, Path(folder))
         self.pace.beat()
         self.last_report = time.monotonic()
-        self.timings["reports"].append(self.last_report - started)
 
     def artifact(self, row: dict[str, float]) -> Artifact:
         """The current weights as a complete artifact, with `row` as its metrics."""
@@ -429,7 +423,6 @@ class _WorkerRun:
             "epochs_done": int(snapshot.row["epoch"]),
             "history": snapshot.history,
             "best": snapshot.best,
-            "timings": self.timings,
         }
         torch.save(state, folder / TRAIN_STATE_FILE)
 
@@ -592,7 +585,7 @@ def _load_history(checkpoint: Any) -> list[dict[str, float]]:
 
 
 def load_train_state(folder: Path) -> dict[str, Any]:
-    """The train state of a checkpoint folder (optimizer, epochs done, history, best, timings).
+    """The train state of a checkpoint folder (optimizer, epochs done, history, best).
     weights_only: a checkpoint is data, and unpickling anything else would run its code."""
     try:
         state = torch.load(folder / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)

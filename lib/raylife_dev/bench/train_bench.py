@@ -3,8 +3,20 @@
 Both run the same raylife.training.loop code, data, global batch size, torch threads and epochs, and both
 validate every epoch. The steady-state epoch time is the wall time from the start of epoch 2 to the
 end of the last epoch, divided by the epochs in between: for Ray Train it includes every per-epoch
-cost Ray adds (here a report with a checkpoint after EVERY epoch, the worst case). The timestamps
-come from the worker itself (raylife.training.train keeps them in each checkpoint's train state).
+cost Ray adds (here a report with a checkpoint after EVERY epoch, the worst case).
+
+The plain loop's epochs are timed in this process. A Ray Train run's worker timeline is rebuilt
+from what the run reports anyway, with nothing written into its checkpoints for the bench: each
+epoch's own compute time (the `epoch_s` of every metrics row, rank 0's clock) and the wall clock
+when each report reached the Train controller (`ReportClock`, this section's Ray Train callback).
+The time between two epochs' compute (a report with its checkpoint, the metrics all-reduce) is
+the first-to-last arrival span less the compute of the epochs in it, per gap: `report_s`. Epoch k
+then ended `report_s` before its report arrived, and started `epoch_s` earlier; from that timeline
+come the steady epoch time, `fit_start_s` (fit() called to epoch 1's start) and `fit_end_s`
+(the last epoch's end to fit() returning). An arrival is late by up to one controller poll
+(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: 0.05 s with raylife's settings, 2 s with Ray's defaults), so
+`report_s` and the steady epoch time are good to one poll / (epochs - 1), each fit() part to one
+poll and their sum, `fit_fixed_s`, to one poll.
 """
 
 from __future__ import annotations
@@ -16,6 +28,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ray.train import UserCallback
+from ray.util.queue import Queue
+
 from raylife.catalog.lookup import get_spec
 from raylife.config import TrainConfig
 from raylife.data.contracts import PreparedData
@@ -24,8 +39,8 @@ from raylife.settings import Settings
 from raylife.tracking import runs as tracking
 from raylife.training.loop import as_tensors, fit, make_loader
 from raylife.training.train import (
+    EPOCH_SECONDS,
     build_trainer,
-    checkpoint_train_state,
     fresh_model,
     new_run_name,
     storage_path,
@@ -91,20 +106,75 @@ def plain_fit(cfg: TrainConfig, data: PreparedData) -> dict[str, float]:
     return {"epoch_s": steady_epoch_s(epochs)}
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One report as the Train controller received it."""
+
+    at: float
+    """Wall clock (time.time()) in the controller when the report reached it."""
+    epoch: int
+    epoch_s: float
+    """The reported epoch's compute seconds on rank 0 (its metrics row's epoch_s)."""
+
+
+class ReportClock(UserCallback):
+    """Ray Train callback (runs in the Train controller): each report's arrival as (at, epoch,
+    epoch_s), into a queue the bench reads once fit() has returned. Train calls after_report before
+    it can find the run finished, so every arrival is queued by then (see
+    raylife.training.trial_bridge). The put, one actor call after the clock reading, carries plain
+    numbers: an Arrival would make the queue's actor import this module on the first put (seconds
+    of torch and raylife), holding up the controller's next polls. Unpickling the callback imports
+    this module in the controller (about 0.1 s there, within fit_start_s)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+    ) -> None:
+        at, row = time.time(), metrics[0]
+        self.queue.put((at, int(row["epoch"]), float(row[EPOCH_SECONDS])))
+
+
+def worker_timeline(arrivals: list[Arrival]) -> tuple[list[list[float]], float]:
+    """Rank 0's epochs as [start, end] on the controller's clock, and the mean seconds between two
+    epochs' compute, from a run that reported every epoch once (see the module's docstring)."""
+    if [a.epoch for a in arrivals] != list(range(1, len(arrivals) + 1)) or len(arrivals) < 2:
+        raise ValueError(
+            f"a timeline needs one report per epoch from epoch 1, at least 2; got epochs "
+            f"{[a.epoch for a in arrivals]}"
+        )
+    compute = sum(a.epoch_s for a in arrivals[1:])
+    gap = (arrivals[-1].at - arrivals[0].at - compute) / (len(arrivals) - 1)
+    end = arrivals[0].at - gap
+    spans = [[end - arrivals[0].epoch_s, end]]
+    for arrival in arrivals[1:]:
+        start = spans[-1][1] + gap
+        spans.append([start, start + arrival.epoch_s])
+    return spans, gap
+
+
 def ray_fit(cfg: TrainConfig, data_ref: Any, settings: Settings) -> dict[str, float]:
-    """One TorchTrainer.fit(): steady epoch time, fit()'s fixed costs, median report cost."""
-    run_name = new_run_name(cfg.model, "bench")
-    trainer = build_trainer(cfg, data_ref, storage_path(settings), run_name)
-    called = time.time()
-    result = trainer.fit()
-    returned = time.time()
-    state = checkpoint_train_state(result.checkpoint)
-    epochs, reports = state["timings"]["epochs"], sorted(state["timings"]["reports"])
+    """One TorchTrainer.fit(): steady epoch time, fit()'s fixed costs, seconds between epochs."""
+    queue = Queue(actor_options={"num_cpus": 0})
+    queue.size()  # the queue's actor is up before the clock starts
+    try:
+        run_name = new_run_name(cfg.model, "bench")
+        trainer = build_trainer(
+            cfg, data_ref, storage_path(settings), run_name, callbacks=[ReportClock(queue)]
+        )
+        called = time.time()
+        trainer.fit()
+        returned = time.time()
+        arrivals = [Arrival(*item) for item in queue.get_nowait_batch(queue.size())]
+    finally:
+        queue.shutdown()
+    epochs, report_s = worker_timeline(arrivals)
     return {
         "epoch_s": steady_epoch_s(epochs),
         "fit_start_s": epochs[0][0] - called,
         "fit_end_s": returned - epochs[-1][1],
-        "report_s": reports[len(reports) // 2],
+        "report_s": report_s,
     }
 
 
