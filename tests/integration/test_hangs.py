@@ -20,6 +20,7 @@ from raylife.data.prepare import prepare
 from raylife.settings import Settings
 from raylife.training.tune import run_sweep
 from raylife.waiting import poll
+from raylife_dev.bench.train_bench import Arrival, ReportClock
 
 pytestmark = pytest.mark.slow
 
@@ -161,6 +162,7 @@ def test_a_ddp_run_whose_peer_froze_is_restarted_by_its_watch_and_finishes(tmp_p
     allreduce (gloo would wait 30 min), its watch ends its process past the bound, and Ray Train
     restarts the worker group from the latest checkpoint; the run finishes every epoch once."""
     import ray
+    from ray.util.queue import Queue
 
     from raylife.training.train import TRAIN_STATE_FILE, build_trainer, storage_path
 
@@ -176,9 +178,11 @@ def test_a_ddp_run_whose_peer_froze_is_restarted_by_its_watch_and_finishes(tmp_p
     )
     data_ref = ray.put(prepare(spec, cfg.data))
     box: dict[str, Any] = {}
+    reports = Queue(actor_options={"num_cpus": 0})  # when each report reached the controller
+    clock = [ReportClock(reports)]
     run = threading.Thread(
         target=lambda: box.update(
-            result=build_trainer(cfg, data_ref, storage_path(settings), "peer-froze").fit()
+            result=build_trainer(cfg, data_ref, storage_path(settings), "peer-froze", clock).fit()
         ),
         daemon=True,
     )
@@ -187,7 +191,7 @@ def test_a_ddp_run_whose_peer_froze_is_restarted_by_its_watch_and_finishes(tmp_p
     assert poll(lambda: len(list(runs.glob("checkpoint_*"))) >= 1, 180, interval_s=0.2)
     (frozen, *_) = _alive("RayTrainWorker")
     os.kill(frozen.pid, signal.SIGSTOP)
-    frozen_at = time.monotonic()
+    frozen_at, frozen_wall = time.monotonic(), time.time()
     run.join(timeout=300)
     assert not run.is_alive(), "the run waited on its frozen worker"
     print(f"\nrun finished {time.monotonic() - frozen_at:.1f} s after a worker froze (bound 8 s)")
@@ -198,12 +202,10 @@ def test_a_ddp_run_whose_peer_froze_is_restarted_by_its_watch_and_finishes(tmp_p
 
         state = torch.load(f"{folder}/{TRAIN_STATE_FILE}", map_location="cpu", weights_only=True)
     assert [int(r["epoch"]) for r in state["history"]] == [1, 2, 3, 4]
-    restarted = [
-        start
-        for start, _ in state["timings"]["epochs"]
-        if start > time.time() - (time.monotonic() - frozen_at)
-    ]
-    assert restarted, "no epoch ran after the freeze: the worker group was not restarted"
+    # A report needs every rank: one that arrived past the watch's bound came from a new group.
+    arrivals = [Arrival(*item) for item in reports.get_nowait_batch(reports.size())]
+    restarted = [a for a in arrivals if a.at > frozen_wall + cfg.stall_floor_s]
+    assert restarted, "no epoch reported after the freeze: the worker group was not restarted"
     err = capfd.readouterr().err
     assert "raylife watchdog: run peer-froze rank" in err, err[-3000:]
     with pytest.raises(ProcessLookupError):
