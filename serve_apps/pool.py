@@ -23,7 +23,7 @@ from ray.serve import Application
 from raylife.errors import RaylifeError
 from raylife.serve.endpoint_config import EndpointConfig
 from raylife.serve.http import MAX_ROWS, error_response
-from raylife.serve.oip import HEADER_LENGTH, server_metadata
+from raylife.serve.oip import HEADER_LENGTH, add_server_routes
 
 MODEL_DEPLOYMENT = "ModelServer"
 OIP_TAG = "Open Inference Protocol v2"
@@ -98,19 +98,12 @@ def add_oip_routes(app: FastAPI, pool: "PoolApp") -> None:
     """The Open Inference Protocol at the root: what KServe, Triton and MLServer clients call
     with the bare base URL."""
 
-    @app.get("/v2", summary="Server metadata", tags=[OIP_TAG])
-    async def server() -> dict[str, Any]:
-        return server_metadata()
-
-    @app.get("/v2/health/live", summary="Server live", tags=[OIP_TAG])
-    async def live() -> dict[str, bool]:
-        return {"live": True}
-
-    @app.get("/v2/health/ready", summary="Server ready", tags=[OIP_TAG])
     async def ready() -> JSONResponse:
         models = await pool.models()
         is_ready = all("version" in entry for entry in models.values())
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    add_server_routes(app, "/v2", ready)
 
     def route_for(what: str) -> Any:
         async def route(request: Request, name: str, version: str | None = None) -> Response:
@@ -235,7 +228,7 @@ class PoolApp:
                 "pooled": True,
                 "loaded": True,
             }
-        failed = self.pool.stats()["failed"].get(name)
+        failed = self.pool.failure(name)
         if failed:
             return {"error": failed, "route": f"/{name}", "pooled": True}
         return await asyncio.to_thread(self._from_store, name)

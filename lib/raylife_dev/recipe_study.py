@@ -27,15 +27,14 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from raylife.catalog import recipe
-from raylife.catalog.lookup import MODELS_ENV, get_spec
+from raylife.catalog.lookup import get_spec, use_models_dir
 from raylife.catalog.scaffold import infer, to_toml
 from raylife.catalog.specs import ModelSpec
 from raylife.config import DataConfig, TrainConfig, TuneConfig
@@ -104,20 +103,6 @@ def declare(dataset: str, folder: Path) -> str:
     header = "# Written by `raylife recipe-study`: raylife.catalog.recipe.for_table, untouched.\n\n"
     (folder / f"{name}.toml").write_text(header + to_toml(document))
     return name
-
-
-@contextmanager
-def models_folder(folder: Path) -> Iterator[Path]:
-    """Declarations in `folder` are the user's models while the block runs ($RAYLIFE_MODELS)."""
-    before = os.environ.get(MODELS_ENV)
-    os.environ[MODELS_ENV] = str(folder)
-    try:
-        yield folder
-    finally:
-        if before is None:
-            os.environ.pop(MODELS_ENV, None)
-        else:
-            os.environ[MODELS_ENV] = before
 
 
 def baseline_scores(spec: ModelSpec, seed: int) -> dict[str, float]:
@@ -257,7 +242,7 @@ def run(
     # the block hands $RAYLIFE_MODELS to its workers, which must still find it.
     folder = Path(settings.home) / "recipe-study" / "models"
     started = time.perf_counter()
-    with models_folder(folder):
+    with use_models_dir(folder):
         for dataset in datasets:
             declare(dataset, folder)
         entries = {

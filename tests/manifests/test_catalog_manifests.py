@@ -73,7 +73,8 @@ def test_a_team_model_gets_its_rayjobs_service_app_and_image_layer(team: Path):
     assert deployment["autoscaling_config"]["max_replicas"] == 3
     assert deployment["user_config"]["batching"]["enabled"] is True
     assert (
-        "churn" in next(a for a in config["applications"] if a["name"] == "pool")["args"]["dedicated"]
+        "churn"
+        in next(a for a in config["applications"] if a["name"] == "pool")["args"]["dedicated"]
     )
     layer = texts[models_layer.DOCKERFILE]
     assert (

@@ -203,7 +203,11 @@ OVERLAYS = [  # (file, its new text, what the line must say)
     ),
     ("local.yaml", "store: 5\n", ["invalid args: store: Input should be a valid string"]),
     ("local.yaml", "http_options: {port: eighty}\n", ["http_options.port: Input should be"]),
-    ("eks.yaml", "apps: {resnet: {num_cpus: 1}}\n", ["apps ['resnet'] are not dedicated models or the pool"]),
+    (
+        "eks.yaml",
+        "apps: {resnet: {num_cpus: 1}}\n",
+        ["apps ['resnet'] are not dedicated models or the pool"],
+    ),
     ("eks.yaml", None, ["eks.yaml not found; environments: local, eks"]),
     ("base.yaml", "http_options: {host: 127.0.0.1}\n", ["applications: Field required"]),
     (

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from raylife.catalog import recipe
-from raylife.catalog.lookup import get_spec
+from raylife.catalog.lookup import get_spec, use_models_dir
 from raylife.cli.flags import config_from_args
 from raylife.config import DataConfig
 from raylife.data.contracts import RawData
@@ -33,14 +33,14 @@ def test_the_declaration_is_inits_recipe_for_the_table(tmp_path, dataset, task, 
     assert written["task"] == task and written["data"] == {"embedded": dataset}
     assert written["hyperparameters"] == plan.hyperparameters
     assert written["search"] == plan.search and written["gate"] == plan.gate
-    with recipe_study.models_folder(tmp_path):
+    with use_models_dir(tmp_path):
         spec = get_spec(name)
     assert spec.defaults.hidden_sizes == tuple(plan.hyperparameters["hidden_sizes"])
 
 
 def test_the_baselines_score_the_runs_test_rows(tmp_path):
     name = recipe_study.declare("breast_cancer", tmp_path)
-    with recipe_study.models_folder(tmp_path):
+    with use_models_dir(tmp_path):
         spec = get_spec(name)
         scores = recipe_study.baseline_scores(spec, seed=3)
         test = prepare(spec, DataConfig(seed=3)).test_raw

@@ -135,24 +135,16 @@ class ServeDecl(_Strict):
 
     def deployment(self) -> dict[str, Any]:
         """These settings as a Serve deployment's fields (merged over the environment's)."""
-        autoscaling = {
-            k: v
-            for k, v in {
-                "min_replicas": self.min_replicas,
-                "max_replicas": self.max_replicas,
-                "target_ongoing_requests": self.target_ongoing_requests,
-            }.items()
-            if v is not None
-        }
-        batching = {
-            k: v
-            for k, v in {
-                "enabled": self.batching,
-                "max_batch_size": self.max_batch_size,
-                "wait_timeout_s": self.batch_wait_timeout_s,
-            }.items()
-            if v is not None
-        }
+        autoscaling = _given(
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            target_ongoing_requests=self.target_ongoing_requests,
+        )
+        batching = _given(
+            enabled=self.batching,
+            max_batch_size=self.max_batch_size,
+            wait_timeout_s=self.batch_wait_timeout_s,
+        )
         out: dict[str, Any] = {}
         if autoscaling:
             out["autoscaling_config"] = autoscaling
@@ -161,6 +153,11 @@ class ServeDecl(_Strict):
         if batching:
             out["user_config"] = {"batching": batching}
         return out
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields a declaration set (None: left to the environment)."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 class TutorialDecl(_Strict):

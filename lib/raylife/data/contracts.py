@@ -99,6 +99,11 @@ class InputSchema:
     example: list[float] = field(default_factory=list)
     """One raw (unpreprocessed) training example, flattened: for docs and smoke requests."""
 
+    def example_batch(self, rows: int = 1) -> np.ndarray:
+        """The raw example repeated `rows` times, shaped as a batch (n, *shape)."""
+        one = np.asarray(self.example, dtype=np.float64).reshape(1, *self.shape)
+        return np.repeat(one, rows, axis=0)
+
     @property
     def n_values(self) -> int:
         return int(np.prod(self.shape))

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import raylife
@@ -166,8 +165,8 @@ class Artifact:
         # lazy: torch.export is loaded only for user factories, at registration
         from raylife.lifecycle import exported
 
-        raw = np.asarray(self.schema.example, dtype=np.float64).reshape(1, *self.schema.shape)
-        example = torch.as_tensor(self.preprocessing.transform(np.concatenate([raw, raw])))
+        # two rows: torch.export specialises a batch of one, and the batch dimension must stay free
+        example = torch.as_tensor(self.preprocessing.transform(self.schema.example_batch(2)))
         self.exported, self.program_files = exported.export(self.build_module(), example)
 
     def load_program(self, read: Any, where: str) -> None:

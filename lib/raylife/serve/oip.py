@@ -383,23 +383,34 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "raylife", "version": "2", "extensions": ["binary_tensor_data"]}
 
 
+def add_server_routes(target: Any, prefix: str, ready: Callable[[], Awaitable[Any]]) -> None:
+    """GET <prefix> (server metadata), <prefix>/health/live and <prefix>/health/ready on an app or
+    router: one model's (always ready while it answers) or the root's (`ready` asks every model)."""
+    tags: list[str] = ["Open Inference Protocol v2"]
+
+    @target.get(prefix, summary="Server metadata", tags=tags)
+    async def server() -> dict[str, Any]:
+        return server_metadata()
+
+    @target.get(f"{prefix}/health/live", summary="Server live", tags=tags)
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @target.get(f"{prefix}/health/ready", summary="Server ready", tags=tags)
+    async def is_ready() -> Any:
+        return await ready()
+
+
 def oip_router(endpoint: OipEndpoint) -> APIRouter:
     """GET /v2, /v2/health/{live,ready}, /v2/models/<m>[/versions/<v>][/ready];
     POST /v2/models/<m>[/versions/<v>]/infer."""
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
     service = endpoint.service
 
-    @router.get("", summary="Server metadata")
-    async def server() -> dict[str, Any]:
-        return server_metadata()
-
-    @router.get("/health/live", summary="Server live")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
-
-    @router.get("/health/ready", summary="Server ready")
     async def ready() -> dict[str, bool]:
         return {"ready": True}
+
+    add_server_routes(router, "", ready)
 
     @router.get("/models/{name}", summary="Model metadata")
     @router.get("/models/{name}/versions/{version}", summary="Model version metadata")

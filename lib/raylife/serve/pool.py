@@ -155,6 +155,11 @@ class ModelPool:
         self._configs = dict(configs)
         await asyncio.gather(*(self.entries[m].configure(configs[m]) for m in changed))
 
+    def failure(self, model: str) -> str | None:
+        """Why `model`'s last load failed, while that still stands."""
+        failed = self._failed.get(model)
+        return failed[1] if failed else None
+
     def stats(self) -> dict[str, Any]:
         return {
             "loaded": list(self.entries),

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -74,7 +73,7 @@ def check_model_fits(cfg: TrainConfig, data: PreparedData) -> None:
     spec = get_spec(cfg.model)
     n_outputs = spec.task_obj.output_size(len(data.label_names or []))
     model = build_model(spec.architecture, model_args_for(cfg, data)).eval()
-    raw = np.asarray(data.schema.example, dtype=np.float64).reshape(1, *data.schema.shape)
+    raw = data.schema.example_batch()
     example = torch.as_tensor(data.preprocessing.transform(raw), dtype=torch.float32)
     where = f"model {cfg.model} ({spec.architecture})"
     try:
