@@ -12,7 +12,7 @@ SEEDS ?= 0,1,2
 QUALITY_SEEDS ?= 0,1,2,3,4,5,6,7,8,9
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ui test test-fast test-ha test-unit test-integration test-manifests quality quality-stream selection-study recipe-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
+.PHONY: help install run table-to-http ui test test-fast test-ha test-unit test-integration test-manifests quality quality-stream selection-study recipe-study report-cost bench bench-quick serve loadtest serve-configs kuberay-manifests rehearse eks-addons kuberay-operator-install kuberay-operator-upgrade kuberay-operator-uninstall kuberay-base monitoring-install image-constraints image image-push lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -67,6 +67,16 @@ recipe-study: $(INSTALLED) ## The recipe `raylife init` writes, tuned with the d
 
 report-cost: $(INSTALLED) ## Cost of one ray.train.report + checkpoint: every-epoch vs sparse reports, alternated
 	$(RAYLIFE) report-cost --model iris
+
+TABLE_DIR ?= /tmp/raylife-table-to-http
+
+table-to-http: $(INSTALLED) ## A new user's table to an HTTP answer: make-table 10,000 rows, init, run; prints the wall time (~1 min)
+	rm -rf $(TABLE_DIR) && mkdir -p $(TABLE_DIR)
+	$(RAYLIFE) make-table $(TABLE_DIR)/table --rows 10000 --features 12 --task binary --rows-per-part 10000
+	cd $(TABLE_DIR) && export RAYLIFE_HOME=$(TABLE_DIR)/home && start=$$(date +%s.%N) && \
+	  $(abspath $(RAYLIFE)) init customers --data table/part-00000.parquet --target target && \
+	  $(abspath $(RAYLIFE)) run --models customers && \
+	  echo "table to HTTP answer: $$(python3 -c "import time; print(round(time.time() - $$start, 1))") s wall"
 
 bench: $(INSTALLED) ## raylife vs plain PyTorch / bare uvicorn, interleaved -> reports/bench.{json,md} (~20 min)
 	$(RAYLIFE) bench
