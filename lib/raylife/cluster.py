@@ -153,10 +153,43 @@ def auth_headers() -> dict[str, str]:
     return dict(get_auth_headers_if_auth_enabled({}))
 
 
+# Ray's workers take 10002-19999 by default (--min/max-worker-port): chosen ports start above them.
+_CHOSEN_PORTS_FROM = 20000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback TCP port nothing listens on now (local clusters, Serve proxies, test servers)."""
+    """A TCP port nothing is bound to now, on every interface (local clusters, Serve proxies and
+    HAProxy's listeners, test servers), chosen between Ray's worker ports and the kernel's
+    ephemeral range. A port taken from the ephemeral range (bind to 0) can become the local port
+    of any outgoing connection before its user binds it: CI once saw HAProxy refuse to start on
+    "cannot bind socket (Address already in use)" for such a port. Never the same port twice in
+    one process."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    low, _ = _ephemeral_range()
+    candidates = range(_CHOSEN_PORTS_FROM, low)
+    for _ in range(200 if len(candidates) > 100 else 0):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:  # in use (or in TIME_WAIT): another one
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # an unusual ephemeral range leaves no room below it
+        sock.bind(("0.0.0.0", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; its default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999

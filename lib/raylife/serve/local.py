@@ -22,7 +22,7 @@ from raylife.errors import RaylifeError
 from raylife.lifecycle.store import ModelStore
 from raylife.serve import config as serve_config
 from raylife.settings import Settings
-from raylife.waiting import wait_until
+from raylife.waiting import poll, wait_until
 
 STATE_FILE = "serve.json"
 DEFAULT_PORT = 8000
@@ -220,9 +220,32 @@ def stop(settings: Settings) -> None:
 
     with contextlib.suppress(Exception):  # already gone: nothing left to stop
         serve.shutdown()
+    _wait_haproxy_ports_released()
     with contextlib.suppress(FileNotFoundError):
         _state_path(settings).unlink()
     shutdown_if_started()
+
+
+def _wait_haproxy_ports_released(timeout_s: float = 15.0) -> None:
+    """After serve.shutdown(): wait (bounded) until the HAProxy listener ports this process gave
+    its cluster can be bound again, so a Serve started next on the same cluster (the test suite
+    does so per module) does not race an HAProxy still exiting for them."""
+    import socket
+
+    ports = [int(os.environ[n]) for n in HAPROXY_PORT_VARIABLES if os.environ.get(n, "").isdigit()]
+
+    def released() -> bool:
+        for port in ports:
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HAProxy binds
+                try:
+                    sock.bind(("0.0.0.0", port))
+                except OSError:
+                    return False
+        return True
+
+    if ports:
+        poll(released, timeout_s)
 
 
 def wait_until_stopped() -> str:
