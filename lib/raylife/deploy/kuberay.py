@@ -7,7 +7,8 @@ unless all pass. A test fails when the committed files differ from what this mod
 Files: namespace.yaml, network-policy.yaml, fluent-bit.yaml, mlflow.yaml (the tracking server:
 `raylife.deploy.tracking_server`), ray-job.train-<model>.yaml (+ train-<model>-gpu for image models),
 ray-job.tune-<model>.yaml, ray-job.batch-predict-<model>.yaml, ray-service.models.yaml, pdb.models.yaml, ingress.models.yaml,
-monitoring.yaml, helm/install.sh.
+monitoring.yaml, cron-job.monitor-<model>.yaml + rbac.scheduler.yaml (scheduled drift monitoring:
+`raylife.deploy.schedules`), helm/install.sh.
 
 Pod sizes come from the node groups of kuberay/eks/cluster.yaml and the instance table of
 `raylife.deploy.nodes`; the torch/CUDA stack from `raylife.deploy.gpu_stack`.
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from raylife.catalog.lookup import catalogue, model_names
-from raylife.deploy import checks, deadlines, models_layer, nodes, tracking_server
+from raylife.deploy import checks, deadlines, models_layer, nodes, schedules, tracking_server
 from raylife.deploy import gpu_stack as stack
 from raylife.errors import RaylifeError
 from raylife.serve import config as serve_config
@@ -86,6 +87,7 @@ TRAINING_ENV = {**STORAGE_ENV, "RAYLIFE_MLFLOW_URI": tracking_server.uri(NAMESPA
 """The RayJobs' runtime env: runs are tracked by the cluster's MLflow server (kuberay/mlflow.yaml),
 which must be up before a job starts (an unreachable one stops the run before training)."""
 MLFLOW = nodes.Resources(500, 1536)
+KUBECTL = nodes.Resources(100, 128)
 TRACKING_GROUP = "tracking"
 """The MLflow server's node group (kuberay/eks/cluster.yaml): one zone, like its EBS volume."""
 
@@ -165,6 +167,10 @@ class Site:
     alb_idle_timeout_s: int = ALB_IDLE_TIMEOUT_S
     models_suffix: str = ""
     """`-m<digest>` of the team's models layer (raylife.deploy.models_layer), or nothing."""
+    kubectl_digest: str = ""
+    """`sha256:...` of the scheduler's kubectl image, or nothing (its release tag is immutable)."""
+    monitor_schedule: str = schedules.MONITOR_SCHEDULE
+    """When each model's drift monitor runs (cron syntax, UTC): kuberay/cron-job.monitor-*.yaml."""
 
     def groups(self) -> dict[str, nodes.NodeGroup]:
         return nodes.node_groups(self.cluster_config)
@@ -191,6 +197,15 @@ def image(site: Site, variant: str) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Pods: restricted Pod Security Standard, memory requests = limits, sized from the node table
+
+
+def pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_security() -> dict[str, Any]:
@@ -228,10 +243,23 @@ def _container(name: str, img: str, size: nodes.Resources, ports: dict[str, int]
     return container
 
 
+def _pulled_through(site: Site, prefix: str, image: str, digest: str) -> str:
+    """A third-party image as the nodes pull it: through the ECR pull-through cache of the images'
+    registry (rule `prefix`), by digest when one is given."""
+    host = site.registry.split("/", 1)[0]
+    return f"{host}/{prefix}/{image}" + (f"@{digest}" if digest else "")
+
+
 def fluent_bit_image(site: Site) -> str:
     """<registry host>/docker-hub/fluent/fluent-bit:<tag>@<digest>: cached in ECR, immutable."""
-    host = site.registry.split("/", 1)[0]
-    return f"{host}/{PULL_THROUGH_PREFIX}/{FLUENT_BIT_IMAGE}@{site.fluent_bit_digest}"
+    return _pulled_through(site, PULL_THROUGH_PREFIX, FLUENT_BIT_IMAGE, site.fluent_bit_digest)
+
+
+def kubectl_image(site: Site) -> str:
+    """<registry host>/k8s/kubectl:<release>[@<digest>]: the scheduler's, registry.k8s.io's own."""
+    return _pulled_through(
+        site, schedules.PULL_THROUGH_PREFIX, schedules.KUBECTL_IMAGE, site.kubectl_digest
+    )
 
 
 def _fluent_bit(site: Site, prestop_s: int) -> dict[str, Any]:
@@ -291,12 +319,7 @@ def _pod(
     spec: dict[str, Any] = {
         "serviceAccountName": account,
         "automountServiceAccountToken": api_token,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "nodeSelector": {nodes.NODE_GROUP_LABEL: node_group},
         "containers": containers,
         "volumes": volumes,
@@ -437,7 +460,13 @@ def serve_token_secret(site: Site) -> str:
 
 
 def ray_job(
-    site: Site, variant: str, entrypoint: str, budget: deadlines.JobBudget, gpu: bool = False
+    site: Site,
+    variant: str,
+    entrypoint: str,
+    budget: deadlines.JobBudget,
+    gpu: bool = False,
+    cpu_replicas: tuple[int, int] = (1, 10),
+    retries: int = 2,
 ) -> dict[str, Any]:
     submitter = _pod(
         [_container("ray-job-submitter", image(site, "cpu"), SUBMITTER, {})],
@@ -462,10 +491,14 @@ def ray_job(
             "ttlSecondsAfterFinished": 600,
             # One attempt (KubeRay restarts the count on retry): see raylife.deploy.deadlines.
             "activeDeadlineSeconds": budget.deadline_s,
-            "backoffLimit": 2,
+            "backoffLimit": retries,
             "submitterPodTemplate": submitter,
             "rayClusterSpec": ray_cluster_spec(
-                site, TRAIN_ACCOUNT, train_token_secret(site), gpu_group=gpu
+                site,
+                TRAIN_ACCOUNT,
+                train_token_secret(site),
+                gpu_group=gpu,
+                cpu_replicas=cpu_replicas,
             ),
         },
     }
@@ -513,6 +546,42 @@ def batch_predict_jobs(site: Site) -> dict[str, dict[str, Any]]:
         )
         for model in model_names()
     }
+
+
+MONITOR_BUDGET = deadlines.JobBudget(work_s=10 * 60, stall_s=deadlines.worker_stall_s(), failures=0)
+"""A drift check reads one window of captures: minutes. No in-job recovery (no Ray Train), so the
+deadline is the cluster's start plus the work, 25 minutes: shorter than an hourly schedule's
+period, so one model's runs never overlap."""
+
+
+def monitor_jobs(site: Site) -> dict[str, list[dict[str, Any]]]:
+    """cron-job.monitor-<model>.yaml: `raylife monitor <model>` on `site.monitor_schedule`, as a
+    RayJob created anew each run (raylife.deploy.schedules), on a cluster of at most one worker.
+    backoffLimit 0: exit 3 (drift found) fails the Ray job, and a retry would build a new cluster
+    to write the same report again; the next scheduled run is the retry."""
+    files = {}
+    for model in model_names():
+        schedule = schedules.Schedule(
+            name=f"monitor-{model}",
+            cron=site.monitor_schedule,
+            rayjob=ray_job(
+                site,
+                f"monitor-{model}",
+                schedules.monitor_entrypoint(model),
+                MONITOR_BUDGET,
+                cpu_replicas=(0, 1),
+                retries=0,
+            ),
+            kubectl_image=kubectl_image(site),
+            namespace=NAMESPACE,
+            labels=dict(PART_OF),
+            security=container_security(),
+            pod_security=pod_security(),
+            resources=_resources(KUBECTL),
+            node_selector={nodes.NODE_GROUP_LABEL: "cpu"},
+        )
+        files[f"cron-job.monitor-{model}.yaml"] = schedules.objects(schedule)
+    return files
 
 
 def _drain_s() -> int:
@@ -821,6 +890,8 @@ def manifests(site: Site | None = None) -> dict[str, list[dict[str, Any]]]:
     files["pdb.models.yaml"] = disruption_budgets(site)
     files["ingress.models.yaml"] = [ingress(site)]
     files["monitoring.yaml"] = monitors()
+    files.update(monitor_jobs(site))
+    files["rbac.scheduler.yaml"] = schedules.rbac(NAMESPACE, dict(PART_OF))
     return files
 
 
@@ -854,8 +925,18 @@ def helm_script() -> str:
     return "\n".join(out)
 
 
+class _Dumper(yaml.SafeDumper):
+    """yaml.safe_dump's, plus `schedules.Literal` text as a block literal (`|`)."""
+
+
+_Dumper.add_representer(
+    schedules.Literal,
+    lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|"),
+)
+
+
 def render_text(objects: list[dict[str, Any]]) -> str:
-    return HEADER + "---\n".join(yaml.safe_dump(obj, sort_keys=False) for obj in objects)
+    return HEADER + "---\n".join(yaml.dump(obj, Dumper=_Dumper, sort_keys=False) for obj in objects)
 
 
 def render(site: Site) -> dict[str, str]:
@@ -868,9 +949,14 @@ def render(site: Site) -> dict[str, str]:
     if layer is not None:
         texts[models_layer.DOCKERFILE] = layer
     charts = {name: chart.version for name, chart in CHARTS.items()}
+    # The RayJobs the CronJobs create are checked like the others (they live in ConfigMaps).
     problems = checks.generation_problems(
-        objects, site.groups(), charts, {"kuberay/helm/install.sh": texts["helm/install.sh"]}
+        {**objects, **schedules.templates(objects)},
+        site.groups(),
+        charts,
+        {"kuberay/helm/install.sh": texts["helm/install.sh"]},
     )
+    problems += schedules.problems(objects)
     problems += checks.version_problems(site.cluster_config, datetime.date.today())
     problems += models_layer.problems()
     if problems:
