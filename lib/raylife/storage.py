@@ -212,9 +212,12 @@ def _glob(loc: Location) -> list[tuple[str, int]]:
 
 
 def write_bytes(loc: Location, rel: str, payload: bytes) -> None:
-    """Write one file (locally flushed to disk before this returns)."""
+    """Write one file (locally flushed to disk before this returns; its folders are created,
+    as S3 has none to create)."""
     if loc.is_local:
-        _write_synced(Path(loc.at(rel)), payload)
+        path = Path(loc.at(rel))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_synced(path, payload)
         return
     with loc.fs.open_output_stream(loc.at(rel)) as handle:
         handle.write(payload)

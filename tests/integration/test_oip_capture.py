@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
+from raylife.lifecycle.captures import read_captures
 from raylife.serve import local as serving
-from raylife.serve.capture import read_captures
 from raylife_dev.loadtest import run_load
 from tests.integration.conftest import serving_quick_models
 from tests.support import oip_reference

@@ -6,9 +6,10 @@ import time
 import numpy as np
 from fastapi.testclient import TestClient
 
+from raylife.lifecycle.captures import CAPTURE_DIR, SCHEMA, read_captures
 from raylife.lifecycle.store import ModelStore
 from raylife.serve.api import build_model_api
-from raylife.serve.capture import CAPTURE_DIR, SCHEMA, CaptureWriter, read_captures
+from raylife.serve.capture import CaptureWriter
 from raylife.serve.model_service import ModelService
 from raylife.serve.rollout import REQUEST_ID_HEADER
 from raylife.waiting import wait_until

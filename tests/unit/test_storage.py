@@ -23,8 +23,9 @@ from raylife.data.sources import load_table
 from raylife.errors import InputError, RaylifeError
 from raylife.inference import batch_predict as bp
 from raylife.inference.predict import Predictor
+from raylife.lifecycle.captures import read_captures
 from raylife.lifecycle.store import ModelStore
-from raylife.serve.capture import CaptureWriter, read_captures
+from raylife.serve.capture import CaptureWriter
 from raylife.storage import COMPLETE_MARKER
 
 from ..conftest import prepared, quick_artifact

@@ -22,6 +22,7 @@ an impossible value is refused with one line naming the file, the field and the 
     [search]                             # lr = { loguniform = [1e-4, 1e-2] }, x = { choice = [...] }
     [gate]                               # absolute / relative tolerance of the promotion gate
     [serve]                              # replicas, batching, request limits of the model's app
+    [monitor]                            # drift windows and thresholds of `raylife monitor`
 """
 
 from __future__ import annotations
@@ -104,6 +105,19 @@ class GateDecl(_Strict):
     relative: float = Field(default=0.0, ge=0, lt=1)
 
 
+class MonitorDecl(_Strict):
+    """How `raylife monitor` judges this model's live traffic (raylife.monitoring.drift)."""
+
+    window_requests: int = Field(default=500, ge=20)
+    """Captured requests per window."""
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    """False-alarm rate of one window, over all its tests together (Bonferroni)."""
+    psi: float = Field(default=0.1, ge=0)
+    """Smallest population stability index that counts as drift, however significant."""
+    min_rows: int = Field(default=100, ge=10)
+    """A window with fewer captured rows is not tested."""
+
+
 class ServeDecl(_Strict):
     """The model's Serve settings; a field left out keeps the environment's (serve_apps/config)."""
 
@@ -177,6 +191,7 @@ class Declaration(_Strict):
     search: dict[str, LogUniformDecl | ChoiceDecl] = Field(default_factory=dict)
     gate: GateDecl = Field(default_factory=GateDecl)
     serve: ServeDecl = Field(default_factory=ServeDecl)
+    monitor: MonitorDecl = Field(default_factory=MonitorDecl)
     tutorial: TutorialDecl | None = None
 
     @model_validator(mode="after")

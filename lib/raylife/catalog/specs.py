@@ -18,6 +18,7 @@ from raylife.catalog.declaration import (
     DataDecl,
     Declaration,
     LogUniformDecl,
+    MonitorDecl,
     ServeDecl,
     Source,
     hyperparams,
@@ -95,6 +96,8 @@ class ModelSpec:
     declared_gate: PromotionGate | None
     serve: ServeDecl
     """The model's Serve application: replicas, autoscaling, batching, request limits."""
+    monitor: MonitorDecl = dataclasses.field(default_factory=MonitorDecl)
+    """How `raylife monitor` judges its live traffic: window size and drift thresholds."""
     tutorial: Baseline | None = None
     """The tutorial's figures (the four tutorial models only)."""
     source: Source | None = None
@@ -254,6 +257,7 @@ def from_declaration(declaration: Declaration, source: Source | None = None) -> 
         declared_search=space,
         declared_gate=declared_gate,
         serve=declaration.serve,
+        monitor=declaration.monitor,
         tutorial=Baseline(tutorial.metric, tutorial.reported, tutorial.same_data)
         if tutorial
         else None,

@@ -6,6 +6,7 @@ The verbs live in one module per group; `raylife --help` lists them all:
   governance.py  promote (gated), rollback, models history
   tracking.py  ui (MLflow UI of the local store), models sync (MLflow registry mirror)
   serving.py   serve, serve-configs
+  monitoring.py  monitor (drift in captured traffic)
   deploy.py    kuberay-manifests
 Developer verbs (quality, selection-study, bench, report-cost, gpu-check, loadtest, rehearse,
 rehearse-ha, make-table) come from raylife_dev.cli where the dev package is installed.
@@ -18,7 +19,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from raylife.cli import catalog, deploy, governance, models, serving, tracking, training
+from raylife.cli import (
+    catalog,
+    deploy,
+    governance,
+    models,
+    monitoring,
+    serving,
+    tracking,
+    training,
+)
 from raylife.cli.common import EXIT_USER_ERROR, OneLineErrors
 from raylife.errors import RaylifeError
 
@@ -28,7 +38,7 @@ __all__ = ["EXIT_USER_ERROR", "build_parser", "main"]
 def build_parser() -> OneLineErrors:
     parser = OneLineErrors(prog="raylife", description="The PyTorch ML lifecycle on Ray.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for group in (catalog, training, governance, models, serving, tracking, deploy):
+    for group in (catalog, training, governance, models, serving, monitoring, tracking, deploy):
         group.register(verbs)
     _register_dev_verbs(verbs)
     catalog.add_models_dir_flag(parser)
@@ -55,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # progress shows as it happens, also in logs
     try:
         catalog.apply_models_dir(args)
-        args.func(args)
+        code = args.func(args)  # a verb returns an exit code when it has one to give (monitor)
     except RaylifeError as exc:
         # One line even when a message quotes a multi-line library error (YAML, pydantic).
         print(f"raylife: error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -65,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         _shutdown_ray()
-    return 0
+    return int(code or 0)
 
 
 def _shutdown_ray() -> None:

@@ -20,6 +20,7 @@ from raylife.errors import InputError, RaylifeError
 # to unpickle the prepared data, and those imports would add ~1 s to every worker's start.
 if TYPE_CHECKING:
     from raylife.config import DataConfig
+    from raylife.data.profile import Profile
 
 InputKind = Literal["tabular", "image"]
 
@@ -137,6 +138,8 @@ class PreparedData:
     stream: Any = None
     """A streaming source's raylife.data.streaming.StreamedData: workers iterate its Ray dataset of the
     training rows (train above is then a small sample; val and test are capped samples)."""
+    profile: Profile | None = None
+    """The training rows' reference profile (raylife.data.profile), fitted beside preprocessing."""
 
 
 def cut(

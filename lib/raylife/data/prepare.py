@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raylife.data import streaming
+from raylife.data import profile, streaming
 from raylife.data.contracts import (
     InputSchema,
     PreparedData,
@@ -31,6 +31,14 @@ def prepare(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
     classification = spec.task != "regression"
     train, val, test = split(raw, cfg, stratify=classification)
     pre = fit_preprocessing(raw, train, regression=not classification)
+    sample = profile.Sample.of(
+        profile.monitored(train.X, raw.input_kind),
+        train.y,
+        profile.random_keys(len(train), cfg.seed),
+    )
+    reference = profile.profile_of(
+        sample, profile.monitored_names(raw.input_kind, raw.feature_names), raw.label_names
+    )
 
     def transformed(part: Split) -> Split:
         return Split(pre.transform(part.X), pre.transform_target(part.y))
@@ -58,4 +66,5 @@ def prepare(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
         schema,
         raw.label_names,
         provenance,
+        profile=reference,
     )

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from raylife import storage
+from raylife.data import profile
 from raylife.data.contracts import InputSchema, PreparedData, Preprocessing, Split
 from raylife.errors import InputError, RaylifeError
 
@@ -383,7 +384,8 @@ class Plan:
 
 def batch_stats(batch: dict[str, np.ndarray], plan: Plan) -> dict[str, np.ndarray]:
     """One row of partial statistics of one batch (a Ray Data map_batches function)."""
-    codes = plan.codes(batch)
+    keys = row_keys(batch, plan.key_columns)
+    codes = split_codes(keys, plan.seed, plan.val_fraction, plan.test_fraction)
     X = plan.features_of(batch)
     flat = X.reshape(len(X), -1)
     bad = ~np.isfinite(flat).all(axis=1)
@@ -413,8 +415,18 @@ def batch_stats(batch: dict[str, np.ndarray], plan: Plan) -> dict[str, np.ndarra
         "labels": labels,
         "bad_rows": int(bad.sum()),
         "bad_file": where,
+        # sampling keys apart from the split's draw: a row's split and its place in the sample
+        # are independent
+        "sample": profile.Sample.of(
+            profile.monitored(X[train], plan.kind),
+            raw_target[train] if not plan.regression else raw_target[train].astype(np.float64),
+            profile.hash_keys(_mix(keys[train] ^ _SAMPLE_SALT)),
+        ).to_json(),
     }
     return {"summary": np.array([json.dumps(summary)])}
+
+
+_SAMPLE_SALT = np.uint64(0x5A3B1E)
 
 
 @dataclass
@@ -425,6 +437,8 @@ class Stats:
     splits: list[int]
     bad_rows: int
     bad_file: str
+    sample: profile.Sample | None = None
+    """A uniform sample of the training rows, for the reference profile."""
 
 
 def merge_stats(summaries: list[str]) -> Stats:
@@ -439,6 +453,8 @@ def merge_stats(summaries: list[str]) -> Stats:
         out.splits = [a + b for a, b in zip(out.splits, part["splits"], strict=True)]
         out.bad_rows += part["bad_rows"]
         out.bad_file = out.bad_file or part["bad_file"]
+        sample = profile.Sample.from_json(part["sample"])
+        out.sample = sample if out.sample is None else out.sample.merge(sample)
     out.labels = sorted(labels)
     return out
 
@@ -621,6 +637,11 @@ def prepare_streaming(spec: ModelSpec, cfg: DataConfig) -> PreparedData:
             "sha256": _listing_digest(files, cfg),
         },
         stream=StreamedData({"train": train}, plan),
+        profile=profile.profile_of(
+            stats.sample, profile.monitored_names(plan.kind, plan.features), plan.labels
+        )
+        if stats.sample is not None
+        else None,
     )
 
 

@@ -61,6 +61,9 @@ class Artifact:
     """The loaded exported program (not serialized): what build_module returns when present."""
     program_files: dict[str, bytes] = field(default_factory=dict)
     """The exported program's files, written beside the weights at registration."""
+    profile: dict[str, Any] = field(default_factory=dict)
+    """The reference profile of its training data and validation predictions
+    (raylife.data.profile.Profile as a dict; empty for versions older than profiles)."""
     created_at: str = ""
     weights_sha256: str = ""
 
@@ -92,6 +95,7 @@ class Artifact:
             "declaration": self.declaration,
             "code": self.code,
             "exported": self.exported,
+            "profile": self.profile,
             "created_at": self.created_at,
             "weights_sha256": self.weights_sha256,
         }
@@ -136,6 +140,7 @@ class Artifact:
                 declaration=meta.get("declaration") or {},
                 code=meta.get("code"),
                 exported=meta.get("exported") or {},
+                profile=meta.get("profile") or {},
                 created_at=meta.get("created_at", ""),
                 weights_sha256=meta["weights_sha256"],
             )

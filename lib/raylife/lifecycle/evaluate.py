@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from raylife.catalog.lookup import get_spec
 from raylife.config import DataConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare
+from raylife.data.profile import Profile, predictions_distribution
 from raylife.errors import RaylifeError
 from raylife.lifecycle.artifact import Artifact
 from raylife.tasks import TASKS
@@ -37,3 +40,22 @@ def evaluate_artifact(artifact: Artifact, data: PreparedData | None = None) -> d
     outputs = module(X)
     sums = task.batch_sums(outputs, y, task.loss(outputs, y))
     return {f"test_{k}": v for k, v in task.finalize(sums, pre.target_std or 1.0).items()}
+
+
+@torch.no_grad()
+def with_validation_predictions(artifact: Artifact, data: PreparedData) -> dict[str, Any]:
+    """The artifact's reference profile completed with the distribution of its answers on the
+    validation split (what a monitor compares live answers with); {} when it has no profile."""
+    if not artifact.profile:
+        return {}
+    task = TASKS[artifact.task]
+    outputs = artifact.build_module()(torch.from_numpy(data.val.X))
+    if task.is_classification:
+        names = artifact.label_names or []
+        labels = [names[int(i)] for i in task.predict_labels(outputs)]
+        answers = predictions_distribution(labels, None, names)
+    else:
+        values = artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy())
+        answers = predictions_distribution(None, values, None)
+    profile = Profile.from_dict(artifact.profile)
+    return Profile(profile.features, profile.target, profile.rows, answers).to_dict()

@@ -18,7 +18,11 @@ from raylife.config import TrackingConfig, TrainConfig, TuneConfig
 from raylife.data.contracts import PreparedData
 from raylife.data.prepare import prepare
 from raylife.lifecycle.artifact import Artifact
-from raylife.lifecycle.evaluate import evaluate_artifact
+from raylife.lifecycle.evaluate import (
+    evaluate_artifact,
+    test_data_for,
+    with_validation_predictions,
+)
 from raylife.lifecycle.promotion import Outcome
 from raylife.lifecycle.promotion import promote as gated_promote
 from raylife.lifecycle.store import ModelStore, Pointer, load_artifact_dir
@@ -80,7 +84,9 @@ def register_checkpoint(
     with local_checkpoint(checkpoint_path) as folder:
         artifact = load_artifact_dir(folder)
     artifact.run = {**artifact.run, "checkpoint": checkpoint_path, **run_info}
+    data = data or test_data_for(artifact)
     artifact.metrics = {**artifact.metrics, **evaluate_artifact(artifact, data)}
+    artifact.profile = with_validation_predictions(artifact, data)
     artifact.created_at = ""
     version = store.register(artifact)
     problem = mirror.add_version(store, artifact.model, version, artifact) if mirror else ""

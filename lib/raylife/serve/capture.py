@@ -1,26 +1,6 @@
 """Request capture: a sample of answered requests written as Parquet rows under the model store, off
-the request path. Shadow reports, online accuracy and retraining read them with `read_captures`.
-
-Layout: `<store>/<model>/captures/date=YYYY-MM-DD/part-<writer>-<seq>.parquet`, one file per flush
-of one replica's writer (`<writer>` is unique per replica process, `<seq>` counts its files). A file
-appears whole or not at all (the store's atomic replace locally, one PUT on S3).
-
-One captured row per input row (a request of 3 rows gives 3 rows with the same `request_id`):
-
-| column | type | what |
-| --- | --- | --- |
-| `request_id` | string | the answer's request id header (`raylife.serve.rollout.REQUEST_ID_HEADER`; a caller's own usable id is kept), which feedback names |
-| `row` | int32 | index of this input row within its request; (`request_id`, `row`) is unique |
-| `time` | timestamp[us, UTC] | when the answer was ready |
-| `model` | string | registry key |
-| `version` | string | store version that produced the prediction |
-| `route` | string | `predict` (JSON rows), `image` (PNG upload) or `oip` (Open Inference Protocol) |
-| `inputs` | list<float64> | the raw input values of the row, flattened in input-schema order |
-| `prediction` | string | the row's answer as the caller got it (JSON) |
-| `label` | string | predicted class (classification; null for regression) |
-| `value` | float64 | predicted value (regression; null for classification) |
-| `latency_ms` | float64 | the request's prediction time in the replica (excludes HTTP parsing and the proxy) |
-| `replica` | string | the writer that captured it |
+the request path, in the format of raylife.lifecycle.captures (layout and columns are documented
+there).
 
 The request path only draws a random number and puts a tuple on a bounded queue; a writer thread
 turns queued answers into rows and writes a file when `batch_rows` rows wait or `flush_s` passed,
@@ -44,33 +24,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raylife import storage
+from raylife.lifecycle.captures import CAPTURE_DIR, SCHEMA
 from raylife.lifecycle.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
-CAPTURE_DIR = "captures"
 BATCH_ROWS = 1000
 FLUSH_S = 5.0
 MAX_QUEUE = 50_000
 """Queued answers (requests, not rows) before new ones are dropped: ~10 s of one replica's peak."""
-
-SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("row", pa.int32()),
-        ("time", pa.timestamp("us", tz="UTC")),
-        ("model", pa.string()),
-        ("version", pa.string()),
-        ("route", pa.string()),
-        ("inputs", pa.list_(pa.float64())),
-        ("prediction", pa.string()),
-        ("label", pa.string()),
-        ("value", pa.float64()),
-        ("latency_ms", pa.float64()),
-        ("replica", pa.string()),
-    ]
-)
 
 Answered = tuple[str, float, str, str, np.ndarray, list[dict[str, Any]], float]
 """(request id, unix time, version, route, rows, predictions, latency ms), as queued."""
@@ -236,35 +198,3 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return bytes(sink.getvalue().to_pybytes())
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading
-
-
-def read_captures(
-    store_uri: str,
-    model: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    version: str | None = None,
-) -> pa.Table:
-    """Every captured row of `model` (the columns above), optionally from `since` (inclusive) to
-    `until` (exclusive) and of one version. `.to_pandas()` gives a DataFrame. No captures: 0 rows."""
-    import pyarrow.dataset as ds
-
-    captures = storage.locate(store_uri, "model store").joined(f"{model}/{CAPTURE_DIR}")
-    if not storage.exists(captures):
-        return SCHEMA.empty_table()
-    # The dataset skips hidden and `_` names (".name.xxxx": a local write in progress), as
-    # storage.visible does.
-    dataset = ds.dataset(captures.path, schema=SCHEMA, format="parquet", filesystem=captures.fs)
-    condition = None
-    for term in (
-        ds.field("time") >= pa.scalar(since, pa.timestamp("us", tz="UTC")) if since else None,
-        ds.field("time") < pa.scalar(until, pa.timestamp("us", tz="UTC")) if until else None,
-        ds.field("version") == version if version else None,
-    ):
-        if term is not None:
-            condition = term if condition is None else condition & term
-    return dataset.to_table(filter=condition).sort_by([("time", "ascending")])

@@ -511,3 +511,32 @@ def _say(line: str) -> None:
     # Not print: Ray Train patches builtins.print in workers.
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def log_version_metrics(
+    tracking: TrackingConfig | None,
+    model: str,
+    run_name: str,
+    metrics: dict[str, float],
+    step: int,
+) -> str:
+    """Metrics on the run that trained a store version (the monitor's figures per window).
+    Best-effort: "" when logged or tracking is off, else the problem in one line."""
+    if tracking is None or not run_name:
+        return ""
+    try:
+        from mlflow.entities import Metric
+
+        mlflow = client(tracking.uri)
+        experiment = ensure_experiment(mlflow, model, tracking.artifact_location)
+        run = find_run(mlflow, experiment, run_name)
+        if run is None:
+            return f"no MLflow run named {run_name} in {experiment_name(model)}"
+        now = int(time.time() * 1000)
+        mlflow.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+        )
+        return ""
+    except Exception as exc:
+        return f"MLflow at {tracking.uri}: {error_text(exc)}"

@@ -128,6 +128,7 @@ def make_artifact(
         data=data.provenance,
         declaration=spec.source.to_dict() if spec.source else {},
         code=(cfg.carried or {}).get("code"),
+        profile=data.profile.to_dict() if data.profile else {},
     )
 
 

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from raylife.lifecycle.captures import read_captures
 from raylife.serve import local as serving
-from raylife.serve.capture import read_captures
 from raylife.settings import Settings
 from raylife_dev import loadtest
 from raylife_dev.bench import serve_bench
