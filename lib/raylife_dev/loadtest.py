@@ -86,7 +86,7 @@ async def _drive(
     retries: int,
     timeout_s: float,
     label: str,
-    body: dict[str, Any],
+    bodies: list[dict[str, Any]],
 ) -> LoadResult:
     import aiohttp
 
@@ -99,7 +99,7 @@ async def _drive(
         counts = {"first": 0, "final": 0, "retries": 0}
         remaining = iter(range(requests))
 
-        async def one() -> None:
+        async def one(body: dict[str, Any]) -> None:
             start = time.perf_counter()
             for attempt in range(retries + 1):
                 cause = ""
@@ -127,8 +127,8 @@ async def _drive(
             latencies.append(time.perf_counter() - start)
 
         async def worker() -> None:
-            for _ in remaining:
-                await one()
+            for i in remaining:
+                await one(bodies[i % len(bodies)])
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -169,19 +169,23 @@ def run_load(
     label: str = "serve",
     warmup: int = 50,
     body: dict[str, Any] | None = None,
+    bodies: list[dict[str, Any]] | None = None,
 ) -> LoadResult:
     """`requests` POSTs to `url` from `concurrency` workers; the body defaults to the model's
-    own input example (one row)."""
+    own input example (one row). `bodies`: request i sends bodies[i % len(bodies)] instead (rows
+    with true answers, as the drift scenario sends)."""
     if requests < 1 or concurrency < 1:
         raise RaylifeError("--requests and --concurrency must be at least 1")
     if retries < 0:
         raise RaylifeError(f"--retries must be >= 0 (0: no retries), got {retries}")
     url = url.rstrip("/")
-    if body is None:  # fetched once for the warm-up and the measured run
-        body = asyncio.run(_fetch_example(url, timeout_s))
+    if bodies is None:
+        if body is None:  # fetched once for the warm-up and the measured run
+            body = asyncio.run(_fetch_example(url, timeout_s))
+        bodies = [body]
     if warmup:
-        asyncio.run(_drive(url, warmup, concurrency, retries, timeout_s, label, body))
-    return asyncio.run(_drive(url, requests, concurrency, retries, timeout_s, label, body))
+        asyncio.run(_drive(url, warmup, concurrency, retries, timeout_s, label, bodies))
+    return asyncio.run(_drive(url, requests, concurrency, retries, timeout_s, label, bodies))
 
 
 # --------------------------------------------------------------------------------------------------

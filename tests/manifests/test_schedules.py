@@ -126,7 +126,7 @@ def test_each_run_is_a_new_rayjob_that_cleans_up_and_names_its_model():
         assert "name" not in meta and meta["generateName"] == f"rayjob-monitor-{model}-"
         assert meta["labels"][schedules.SCHEDULE_LABEL] == f"monitor-{model}"
         assert spec["entrypoint"].split()[:5] == ["python", "-m", "raylife.cli", "monitor", model]
-        assert "--window-requests 500" in spec["entrypoint"]
+        assert "--window-requests" not in spec["entrypoint"]  # the declaration's [monitor] decides
         assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
         # Exit 3 (drift) fails the Ray job: no retry on a new cluster; the next run is the retry.
         assert spec["backoffLimit"] == 0
@@ -374,4 +374,4 @@ def test_the_monitor_verb_takes_the_flags_the_rayjob_passes():
     entry = schedules.monitor_entrypoint("iris").split()
     assert entry[:4] == ["python", "-m", "raylife.cli", "monitor"]
     parsed = parser.parse_args(entry[4:])
-    assert parsed.model == "iris" and parsed.window_requests == schedules.WINDOW_REQUESTS
+    assert parsed.model == "iris" and parsed.window_requests is None

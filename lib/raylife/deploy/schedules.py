@@ -37,8 +37,6 @@ Objects = checks.Objects
 MONITOR_SCHEDULE = "17 * * * *"
 """Hourly, off the full hour (when everyone's CronJobs start). Cron syntax, in TIME_ZONE."""
 TIME_ZONE = "Etc/UTC"
-WINDOW_REQUESTS = 500
-"""`raylife monitor --window-requests`: the last N captured requests compared with the profile."""
 ACCOUNT = "raylife-scheduler"
 """The kubectl pod's service account: the only one that may create RayJobs on a schedule."""
 ROLE_RULES = [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create"]}]
@@ -92,9 +90,11 @@ class Schedule:
         return {"name": name, "namespace": self.namespace, "labels": dict(self.labels)}
 
 
-def monitor_entrypoint(model: str, window_requests: int = WINDOW_REQUESTS) -> str:
-    """`raylife monitor` run by the image's Python: exit 0 no drift, 3 drift, 2 bad input."""
-    return f"python -m raylife.cli monitor {model} --window-requests {window_requests}"
+def monitor_entrypoint(model: str) -> str:
+    """`raylife monitor` run by the image's Python: exit 0 no drift, 3 drift, 2 nothing to judge
+    (no captures, or fewer than a window). The window and thresholds are the model's declaration's
+    ([monitor]), so the schedule never overrides what the model's owner chose."""
+    return f"python -m raylife.cli monitor {model}"
 
 
 def template(schedule: Schedule) -> dict[str, Any]:

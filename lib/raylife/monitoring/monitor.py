@@ -260,8 +260,8 @@ def _waiting(
         and not storage.exists(store.root, f"{model}/{CAPTURE_DIR}")
     ):
         return (
-            f"no captures of {model} in {store.uri}: serve it with capture on "
-            "(RAYLIFE_CAPTURE_RATE, docs/serving.md) and send traffic, then run again"
+            f"no captures of {model} in {store.uri}: serve it with capture on (user_config "
+            "capture: 0.1 on its deployment, docs/monitoring.md) and send traffic, then run again"
         )
     since = f"since {cursor['time']}" if cursor.get("time") else "so far"
     got = len(set(table["request_id"].to_pylist()))

@@ -16,6 +16,7 @@ from raylife.settings import Settings
 from raylife_dev.bench import (
     batch_bench,
     data_bench,
+    drift_bench,
     lifecycle_bench,
     oip_capture_bench,
     pool_bench,
@@ -38,6 +39,7 @@ SECTIONS = (
     "oip-capture",
     "pool",
     "rollout",
+    "drift",
     "batch",
     "data",
     "lifecycle",
@@ -46,7 +48,7 @@ OWN_PROCESS = ("data", "lifecycle")
 """Sections with their own cluster, run after ours is down (data caps its object store)."""
 QUICK_SECTIONS = ("train", "trials", "soak", "tune", "serve", "oip-capture")
 """--quick skips the lifecycle section (`raylife run` alone takes minutes), pool (its small size
-runs in tests/integration/test_pool.py), batch and data
+runs in tests/integration/test_pool.py), drift (tests/integration/test_drift.py), batch and data
 (`--sections batch --quick` / `--sections data --quick` run their small sizes; data starts a
 second, capped cluster, which the test session's shared cluster must not meet)."""
 
@@ -104,6 +106,7 @@ def run_bench(
             "pool": pool_bench.run,
             "batch": batch_bench.run,
             "rollout": rollout_bench.run,
+            "drift": drift_bench.run,
         }
         try:
             for name in in_cluster:
