@@ -140,3 +140,40 @@ def test_every_route_is_captured_with_the_answers_request_id(tmp_path):
     assert set(table["request_id"]) == {native.headers[REQUEST_ID_HEADER], "caller-1"}
     assert sorted(table["route"]) == ["oip", "predict", "predict"]
     assert table["prediction"].str.contains('"label"').all()
+
+
+def test_feedback_is_kept_beside_the_captures_while_capture_is_on(tmp_path):
+    from raylife.lifecycle.captures import FEEDBACK_DIR, read_feedback
+    from raylife.serve.rollout import Rollouts
+
+    model = "iris"
+    store = ModelStore(str(tmp_path))
+    store.promote(model, store.register(quick_artifact(model, epochs=0)))
+    service = ModelService(model, str(tmp_path))
+    writer = CaptureWriter(str(tmp_path), model, fraction=0.0)
+
+    async def predict(X):
+        loaded, predictions = service.predict(X)
+        return loaded.version, predictions
+
+    rollouts = Rollouts(model, "cpu", service.load_version)
+    client = TestClient(build_model_api(service, predict, rollouts=rollouts, capture=writer))
+    answer = client.post("/", json={"rows": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+    request_id = answer.headers[REQUEST_ID_HEADER]
+    off = client.post("/feedback", json={"request_id": request_id, "label": "setosa"})
+    assert off.status_code == 404 and "capture is off" in off.json()["message"]  # nothing kept
+    writer.fraction = 1.0
+    for row, label in [(0, "versicolor"), (1, 2), (0, "setosa")]:  # a later truth wins
+        kept = client.post("/feedback", json={"request_id": request_id, "row": row, "label": label})
+        assert kept.status_code == 200 and kept.json()["kept"] is True
+    bad = client.post("/feedback", json={"request_id": request_id, "label": "rose"})
+    assert bad.status_code in (400, 422) and "unknown label" in bad.text, bad.text
+    writer.close()
+    assert list((tmp_path / model / FEEDBACK_DIR).rglob("*.parquet"))
+    truths = read_feedback(str(tmp_path), model).to_pandas()
+    assert sorted(zip(truths["row"], truths["label"], strict=True)) == [
+        (0, "setosa"),
+        (1, "virginica"),
+    ]
+    assert writer.stats()["feedback"] == 3
+    assert read_captures(str(tmp_path), model).num_rows == 0  # the answer came before capture

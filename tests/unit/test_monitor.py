@@ -11,7 +11,7 @@ import pytest
 from raylife.cli import main
 from raylife.inference.predict import Predictor
 from raylife.lifecycle.captures import CAPTURE_DIR
-from raylife.lifecycle.evaluate import with_validation_predictions
+from raylife.lifecycle.evaluate import evaluate_artifact, with_validation_predictions
 from raylife.lifecycle.store import ModelStore
 from raylife.monitoring.monitor import EXIT_DRIFT
 from raylife.serve.capture import CaptureWriter
@@ -24,27 +24,41 @@ def served(home: Path) -> tuple[ModelStore, str, Predictor]:
     store = ModelStore(str(home / "store"))
     artifact = quick_artifact("iris", epochs=3)
     artifact.profile = with_validation_predictions(artifact, prepared("iris"))
+    artifact.metrics.update(evaluate_artifact(artifact, prepared("iris")))
     version = store.register(artifact)
     store.promote("iris", version)
     return store, version, Predictor(artifact, version)
 
 
 def capture(
-    store: ModelStore, version: str, predictor: Predictor, rows: np.ndarray, tag: str
+    store: ModelStore,
+    version: str,
+    predictor: Predictor,
+    rows: np.ndarray,
+    tag: str,
+    truths: list[str] | None = None,
 ) -> None:
+    """Answer each row, capture it, and send back its truth when given (as POST /feedback does)."""
     writer = CaptureWriter(store.uri, "iris", fraction=1.0, flush_s=0.05)
     for i, row in enumerate(rows):
         one = row[None, :]
         writer.record(f"{tag}-{i}", one, version, predictor.predict_array(one), 1.0, "predict")
+        if truths is not None:
+            writer.record_feedback(f"{tag}-{i}", 0, truths[i], None)
     writer.close()
 
 
 def traffic(n: int, shift: float = 0.0, seed: int = 0) -> np.ndarray:
     """Held-out iris rows (test split), resampled; `shift` cm added to the sepal length."""
-    X = prepared("iris").test_raw.X
-    rows = X[np.random.default_rng(seed).integers(len(X), size=n)].copy()
-    rows[:, 0] += shift
-    return rows
+    return labelled(n, seed)[0] + np.array([shift, 0.0, 0.0, 0.0])
+
+
+def labelled(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """n held-out iris rows (test split, resampled) and their true species."""
+    data = prepared("iris")
+    chosen = np.random.default_rng(seed).integers(len(data.test_raw.y), size=n)
+    names = data.label_names or []
+    return data.test_raw.X[chosen].copy(), [names[int(y)] for y in data.test_raw.y[chosen]]
 
 
 def monitor(*extra: str) -> int:
@@ -132,3 +146,25 @@ def test_a_version_without_a_profile_names_the_fix(home, capsys):
 def test_a_bad_period_is_refused(served, every, capsys):
     assert monitor("--every", every) == 2
     assert "--every" in capsys.readouterr().err
+
+
+def test_feedback_gives_the_live_metric_and_a_changed_world_is_caught(served, capsys):
+    # Same inputs, so no feature moves; but in the second half the truth changed (every answer is
+    # now wrong): only the live accuracy, from feedback, can see it.
+    store, version, predictor = served
+    rows, truths = labelled(200, seed=5)
+    capture(store, version, predictor, rows, "same", truths)
+    answers = [a["label"] for a in predictor.predict_array(rows)]
+    names = prepared("iris").label_names or []
+    wrong = [next(n for n in names if n != a) for a in answers]
+    capture(store, version, predictor, rows, "changed", wrong)
+    assert monitor("--window-requests", "100") == EXIT_DRIFT
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if " window " in line]
+    assert "no drift" in lines[0] and "no drift" in lines[1], out
+    assert "drift: live accuracy 0 vs test" in lines[2], out
+    folder = Path(store.uri) / "iris" / "monitor" / "reports" / version
+    report = json.loads(sorted(folder.glob("*.json"))[0].read_text())
+    [metric] = [f for f in report["findings"] if f["name"] == "live accuracy"]
+    same = [a == t for a, t in zip(answers[:100], truths[:100], strict=True)]
+    assert metric["value"] == pytest.approx(np.mean(same)) and not metric["drifted"]

@@ -82,6 +82,7 @@ def monitor_once(args: argparse.Namespace) -> int:
         window,
         args.version,
         config_for(settings),
+        (spec.gate.absolute, spec.gate.relative),
     )
     for report in reports:
         print(report.line())

@@ -21,6 +21,11 @@ One captured row per input row (a request of 3 rows gives 3 rows with the same `
 | `value` | float64 | predicted value (regression; null for classification) |
 | `latency_ms` | float64 | the request's prediction time in the replica (excludes HTTP parsing and the proxy) |
 | `replica` | string | the writer that captured it |
+
+Feedback (`POST /<model>/feedback`, kept while capture is on) lands beside it, under
+`<store>/<model>/feedback/date=YYYY-MM-DD/`, one row per truth: `request_id`, `row` (which row of
+that request), `time`, `model`, `label` (classification) or `value` (regression), `replica`. Join
+it to the captures on (`request_id`, `row`); `read_feedback` keeps the last truth sent per row.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import pyarrow as pa
 from raylife import storage
 
 CAPTURE_DIR = "captures"
+FEEDBACK_DIR = "feedback"
 
 SCHEMA = pa.schema(
     [
@@ -51,6 +57,19 @@ SCHEMA = pa.schema(
 )
 
 
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("row", pa.int32()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("model", pa.string()),
+        ("label", pa.string()),
+        ("value", pa.float64()),
+        ("replica", pa.string()),
+    ]
+)
+
+
 def read_captures(
     store_uri: str,
     model: str,
@@ -60,14 +79,36 @@ def read_captures(
 ) -> pa.Table:
     """Every captured row of `model` (the columns above), optionally from `since` (inclusive) to
     `until` (exclusive) and of one version. `.to_pandas()` gives a DataFrame. No captures: 0 rows."""
+    return _read(store_uri, model, CAPTURE_DIR, SCHEMA, since, until, version)
+
+
+def read_feedback(store_uri: str, model: str) -> pa.Table:
+    """Every truth sent back for `model`'s answers, the last one per (request_id, row)."""
+    table = _read(store_uri, model, FEEDBACK_DIR, FEEDBACK_SCHEMA, None, None, None)
+    if table.num_rows == 0:
+        return table
+    keys = list(zip(table["request_id"].to_pylist(), table["row"].to_pylist(), strict=True))
+    last = {key: i for i, key in enumerate(keys)}  # in time order: a later truth wins
+    return table.take(sorted(last.values()))
+
+
+def _read(
+    store_uri: str,
+    model: str,
+    folder: str,
+    schema: pa.Schema,
+    since: datetime | None,
+    until: datetime | None,
+    version: str | None,
+) -> pa.Table:
     import pyarrow.dataset as ds
 
-    captures = storage.locate(store_uri, "model store").joined(f"{model}/{CAPTURE_DIR}")
-    if not storage.exists(captures):
-        return SCHEMA.empty_table()
+    place = storage.locate(store_uri, "model store").joined(f"{model}/{folder}")
+    if not storage.exists(place):
+        return schema.empty_table()
     # The dataset skips hidden and `_` names (".name.xxxx": a local write in progress), as
     # storage.visible does.
-    dataset = ds.dataset(captures.path, schema=SCHEMA, format="parquet", filesystem=captures.fs)
+    dataset = ds.dataset(place.path, schema=schema, format="parquet", filesystem=place.fs)
     condition = None
     for term in (
         ds.field("time") >= pa.scalar(since, pa.timestamp("us", tz="UTC")) if since else None,

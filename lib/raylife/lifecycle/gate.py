@@ -10,6 +10,7 @@ says so (GateUnavailable); `--force` is the way past it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from raylife.catalog.lookup import get_spec
@@ -157,3 +158,12 @@ def _split_key(artifact: Artifact) -> tuple[object, ...] | None:
         return None
     data_config = artifact.run.get("data_config", {})
     return (sha256, artifact.data.get("split_seed"), data_config.get("test_fraction"))
+
+
+def accuracy_drop_z(mine: float, n_mine: int, theirs: float, n_theirs: int) -> float:
+    """How many standard errors accuracy `mine` (over n_mine answers) lies below `theirs` (each
+    proportion smoothed by one success and one failure, so 0/n and n/n still have a spread): the
+    canary's live gate and the monitor's live metric share it."""
+    p1, p2 = (mine * n_mine + 1) / (n_mine + 2), (theirs * n_theirs + 1) / (n_theirs + 2)
+    spread = math.sqrt(p1 * (1 - p1) / n_mine + p2 * (1 - p2) / n_theirs)
+    return (theirs - mine) / spread

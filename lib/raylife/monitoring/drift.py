@@ -46,11 +46,23 @@ class Finding:
     p_value: float
     psi: float
     drifted: bool
+    value: float | None = None
+    """A live metric's value (the metric findings only)."""
+    reference: float | None = None
+    """What it is held against: the version's test metric."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def reason(self) -> str:
+        if self.value is not None and self.reference is not None:
+            return f"{self.name} {self.value:.4g} vs test {self.reference:.4g}"
+        return f"PSI {self.psi:.2f} on {self.name}"
+
     def line(self) -> str:
+        if self.value is not None:
+            figures = f"{self.test} {self.statistic:.2f} (p {self.p_value:.2g})"
+            return f"{self.reason()}: {figures}{'  WORSE' if self.drifted else ''}"
         return (
             f"{self.name}: PSI {self.psi:.3f}, {self.test} {self.statistic:.3f} "
             f"(p {self.p_value:.2g}){'  DRIFT' if self.drifted else ''}"
@@ -97,6 +109,45 @@ def _classes_finding(
     statistic, p_value = chi2_test(reference, labels)
     index = classes_psi(reference, labels)
     return Finding(name, "chi2", statistic, p_value, index, p_value < bar and index >= psi_bar)
+
+
+MIN_FEEDBACK = 30
+"""Truths a window needs before its live metric is tested (as the canary's live gate)."""
+
+
+def live_metric(
+    classification: bool,
+    correct_or_squared: np.ndarray,
+    test_value: float,
+    test_rows: int,
+    worst_acceptable: float,
+    alpha: float,
+) -> Finding | None:
+    """The window's live accuracy or RMSE, from the truths sent back for its answers, against the
+    version's test metric: worse when it is past the promotion gate's tolerance (worst_acceptable)
+    AND significantly worse (one-sided, at alpha). None below MIN_FEEDBACK truths.
+    classification: per answer 1/0 correct; regression: per answer squared error."""
+    from scipy.stats import norm  # lazy: scipy is heavy and only the monitor needs it
+
+    from raylife.lifecycle.gate import accuracy_drop_z  # lazy: the gate imports torch
+
+    values = np.asarray(correct_or_squared, dtype=np.float64)
+    n = len(values)
+    if n < MIN_FEEDBACK:
+        return None
+    if classification:
+        live = float(values.mean())
+        z = accuracy_drop_z(live, n, test_value, max(test_rows, 1))
+        worse = live < worst_acceptable
+        name = "live accuracy"
+    else:
+        live = float(np.sqrt(values.mean()))
+        spread = float(values.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
+        z = (float(values.mean()) - test_value**2) / spread if spread > 0 else 0.0
+        worse = live > worst_acceptable
+        name = "live rmse"
+    p_value = float(norm.sf(z))
+    return Finding(name, "z", z, p_value, 0.0, worse and p_value < alpha, live, test_value)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ from raylife.config import TrackingConfig
 from raylife.data.profile import Profile, monitored
 from raylife.errors import RaylifeError
 from raylife.lifecycle.artifact import Artifact
-from raylife.lifecycle.captures import CAPTURE_DIR, SCHEMA
+from raylife.lifecycle.captures import CAPTURE_DIR, SCHEMA, read_feedback
 from raylife.lifecycle.store import ModelStore
-from raylife.monitoring.drift import Finding, Thresholds, compare
+from raylife.monitoring.drift import Finding, Thresholds, compare, live_metric
+from raylife.tasks import TASKS
 from raylife.tracking.runs import log_version_metrics
 
 MONITOR_DIR = "monitor"
@@ -55,11 +56,14 @@ class WindowReport:
 
     @property
     def drifted(self) -> list[Finding]:
-        return sorted((f for f in self.findings if f.drifted), key=lambda f: -f.psi)
+        """What moved: a worse live metric first, then values by PSI."""
+        return sorted(
+            (f for f in self.findings if f.drifted), key=lambda f: (f.value is None, -f.psi)
+        )
 
     def reason(self) -> str:
         """Why it drifted, as the history would say it: `drift: PSI 0.31 on carat, ...`."""
-        return "drift: " + ", ".join(f"PSI {f.psi:.2f} on {f.name}" for f in self.drifted[:3])
+        return "drift: " + ", ".join(f.reason() for f in self.drifted[:3])
 
     def line(self) -> str:
         verdict = self.reason() if self.drifted else "no drift"
@@ -99,10 +103,12 @@ def run(
     window_requests: int,
     version: str | None = None,
     tracking: TrackingConfig | None = None,
+    tolerance: tuple[float, float] = (0.0, 0.0),
 ) -> list[WindowReport]:
     """Judge every complete window captured since the last run; write reports, move the cursor,
     log each window's figures on the version's MLflow run (best-effort: a problem is printed).
-    Raises RaylifeError (one line) when nothing can be judged: no profile, no captures, too few."""
+    tolerance: the promotion gate's (absolute, relative) slack, which a live metric judged from
+    feedback must exceed (significantly) to count. Raises RaylifeError (one line) when nothing can be judged: no profile, no captures, too few."""
     version, artifact = store.load(model, version)
     profile = _profile(artifact, model, version)
     cursor = _read_cursor(store, model, version)
@@ -110,10 +116,15 @@ def run(
     windows = cut_windows(table, window_requests)
     if not windows:
         raise RaylifeError(_waiting(store, model, version, table, window_requests, cursor))
+    truths = _truths(read_feedback(store.uri, model))
     reports: list[WindowReport] = []
     for rows in windows:
         number = int(cursor.get("windows", 0)) + len(reports) + 1
-        reports.append(judge(model, version, number, rows, artifact, profile, thresholds))
+        report = judge(model, version, number, rows, artifact, profile, thresholds)
+        metric = _live_metric(rows, truths, artifact, thresholds, tolerance)
+        if metric is not None:
+            report.findings.append(metric)
+        reports.append(report)
     for report in reports:
         _write_report(store, report, profile)
         problem = log_version_metrics(
@@ -167,6 +178,42 @@ def judge(
         elif finding.name in names:
             report.live[finding.name] = live[:, names.index(finding.name)].tolist()
     return report
+
+
+def _truths(feedback: Any) -> dict[tuple[str, int], tuple[str | None, float | None]]:
+    keys = zip(feedback["request_id"].to_pylist(), feedback["row"].to_pylist(), strict=True)
+    answers = zip(feedback["label"].to_pylist(), feedback["value"].to_pylist(), strict=True)
+    return dict(zip(keys, answers, strict=True))
+
+
+def _live_metric(
+    rows: Any,
+    truths: dict[tuple[str, int], tuple[str | None, float | None]],
+    artifact: Artifact,
+    thresholds: Thresholds,
+    tolerance: tuple[float, float],
+) -> Finding | None:
+    """The window's answers that have a truth, scored, against the version's test metric."""
+    task = TASKS[artifact.task]
+    test_value = artifact.metrics.get(f"test_{task.metric}")
+    if not truths or test_value is None:
+        return None
+    keys = zip(rows["request_id"].to_pylist(), rows["row"].to_pylist(), strict=True)
+    answers = zip(rows["label"].to_pylist(), rows["value"].to_pylist(), strict=True)
+    scores = []
+    for key, (label, value) in zip(keys, answers, strict=True):
+        if key in truths:
+            truth_label, truth_value = truths[key]
+            if task.is_classification:
+                scores.append(float(label == truth_label))
+            elif value is not None and truth_value is not None:
+                scores.append((value - truth_value) ** 2)
+    rows_info = artifact.data.get("rows", {})
+    test_rows = int(artifact.data.get("test_rows_scored") or rows_info.get("test", 0))
+    bar = task.worst_acceptable(test_value, *tolerance)
+    return live_metric(
+        task.is_classification, np.asarray(scores), test_value, test_rows, bar, thresholds.alpha
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,6 +382,10 @@ def plot(report: WindowReport, profile: Profile) -> bytes:
     drifted = report.drifted[:6]
     fig, axes = plt.subplots(1, len(drifted), figsize=(3.6 * len(drifted), 3.0), squeeze=False)
     for ax, finding in zip(axes[0], drifted, strict=True):
+        if finding.value is not None:  # a live metric from feedback: the window's vs the test's
+            ax.bar(["test", "window"], [finding.reference or 0.0, finding.value])
+            ax.set_title(f"{finding.reason()}\n{finding.test} {finding.statistic:.1f}")
+            continue
         reference = (
             profile.predictions if finding.name == "predictions" else profile.features[finding.name]
         )

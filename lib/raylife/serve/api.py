@@ -276,7 +276,8 @@ def build_model_api(
     media_types = {"/": "application/json"}
     if rollouts is not None:
         media_types["/feedback"] = "application/json"
-        add_rollout_routes(app, rollouts, lambda: service.label_names)
+        keep = capture.record_feedback if capture is not None else None
+        add_rollout_routes(app, rollouts, lambda: service.label_names, keep)
 
     async def _predict(X: np.ndarray, route: str) -> tuple[str, list[dict[str, Any]]]:
         """Every route's answers come from here (and are captured here)."""

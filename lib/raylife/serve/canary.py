@@ -11,7 +11,6 @@ normal gated promotion (raylife.lifecycle.promotion.promote).
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 
 from raylife.errors import RaylifeError
 from raylife.lifecycle import history
-from raylife.lifecycle.gate import schema_mismatch
+from raylife.lifecycle.gate import accuracy_drop_z, schema_mismatch
 from raylife.lifecycle.promotion import Outcome, promote
 from raylife.lifecycle.store import ModelStore
 from raylife.serve import config as serve_config
@@ -139,14 +138,6 @@ def judge(
     )
 
 
-def _drop_z(mine: float, n_mine: int, theirs: float, n_theirs: int) -> float:
-    """How many standard errors the challenger's accuracy lies below the champion's (each
-    proportion smoothed by one success and one failure, so 0/n and n/n still have a spread)."""
-    p1, p2 = (mine * n_mine + 1) / (n_mine + 2), (theirs * n_theirs + 1) / (n_theirs + 2)
-    spread = math.sqrt(p1 * (1 - p1) / n_mine + p2 * (1 - p2) / n_theirs)
-    return (theirs - mine) / spread
-
-
 def _online_metric(
     champion: VersionStats, challenger: VersionStats, gates: Gates, classification: bool
 ) -> str:
@@ -154,7 +145,7 @@ def _online_metric(
         return ""
     if classification:
         mine, theirs = challenger.accuracy or 0.0, champion.accuracy or 0.0
-        z = _drop_z(mine, challenger.feedback, theirs, champion.feedback)
+        z = accuracy_drop_z(mine, challenger.feedback, theirs, champion.feedback)
         if mine < theirs - gates.max_accuracy_drop and z > gates.accuracy_z:
             return (
                 f"online accuracy {mine:.3f} ({challenger.feedback} labels) vs champion "

@@ -6,6 +6,8 @@ The request path only draws a random number and puts a tuple on a bounded queue;
 turns queued answers into rows and writes a file when `batch_rows` rows wait or `flush_s` passed,
 and once more on close (the replica's graceful shutdown). A full queue drops the answer and counts
 it (`stats()["dropped"]`, on the model's `/info`): capture never slows or blocks a request.
+Feedback (the truth for an answer, `POST /<model>/feedback`) rides the same queue and thread into
+its own folder, while capture is on: the data owner opted in to keeping callers' data.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from raylife.lifecycle.captures import CAPTURE_DIR, SCHEMA
+from raylife.lifecycle.captures import CAPTURE_DIR, FEEDBACK_DIR, FEEDBACK_SCHEMA, SCHEMA
 from raylife.lifecycle.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,24 @@ MAX_QUEUE = 50_000
 
 Answered = tuple[str, float, str, str, np.ndarray, list[dict[str, Any]], float]
 """(request id, unix time, version, route, rows, predictions, latency ms), as queued."""
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The truth sent back for one row of an answer, as queued."""
+
+    request_id: str
+    row: int
+    at: float
+    label: str | None
+    value: float | None
+
+
+Queued = Answered | Truth
+
+
+def _rows(item: Queued) -> int:
+    return 1 if isinstance(item, Truth) else len(item[5])
 
 
 def new_request_id() -> str:
@@ -58,8 +79,15 @@ class CaptureWriter:
         self.fraction = fraction
         self.batch_rows, self.flush_s = batch_rows, flush_s
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._queue: queue.Queue[Answered] = queue.Queue(maxsize=max_queue)
-        self._counts = {"captured": 0, "dropped": 0, "written": 0, "files": 0, "write_errors": 0}
+        self._queue: queue.Queue[Queued] = queue.Queue(maxsize=max_queue)
+        self._counts = {
+            "captured": 0,
+            "dropped": 0,
+            "written": 0,
+            "files": 0,
+            "write_errors": 0,
+            "feedback": 0,
+        }
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,6 +118,23 @@ class CaptureWriter:
         with self._lock:
             self._counts[counted] += len(predictions)
 
+    def record_feedback(
+        self, request_id: str, row: int, label: str | None, value: float | None
+    ) -> bool:
+        """Queue the truth for one row of an answer; False when capture is off (nothing keeps
+        feedback then) or the queue is full. Never blocks."""
+        if self.fraction <= 0:
+            return False
+        if self._thread is None:
+            self._start()
+        try:
+            self._queue.put_nowait(Truth(request_id, row, time.time(), label, value))
+        except queue.Full:
+            with self._lock:
+                self._counts["dropped"] += 1
+            return False
+        return True
+
     def stats(self) -> dict[str, Any]:
         """Rows captured (queued), written, dropped (queue full), files and failed writes."""
         with self._lock:
@@ -106,14 +151,14 @@ class CaptureWriter:
                 self._thread.start()
 
     def _run(self) -> None:
-        pending: list[Answered] = []
+        pending: list[Queued] = []
         rows, deadline = 0, time.monotonic() + self.flush_s
         while True:
             timeout = max(0.0, deadline - time.monotonic())
             try:  # short waits: a close() is noticed within 0.2 s
                 item = self._queue.get(timeout=min(timeout, 0.2))
                 pending.append(item)
-                rows += len(item[5])
+                rows += _rows(item)
             except queue.Empty:
                 pass
             stopping = self._stop.is_set()
@@ -122,44 +167,51 @@ class CaptureWriter:
                     pending.extend(self._drain())
                 if pending:
                     pending = self._write(pending)
-                rows = sum(len(item[5]) for item in pending)
+                rows = sum(_rows(item) for item in pending)
                 deadline = time.monotonic() + self.flush_s
                 if stopping:
                     if pending:  # the store still failing at shutdown: say what is lost
                         logger.error("capture: %d answers not written at shutdown", len(pending))
                         with self._lock:
-                            self._counts["dropped"] += sum(len(item[5]) for item in pending)
+                            self._counts["dropped"] += sum(_rows(item) for item in pending)
                     return
 
-    def _drain(self) -> list[Answered]:
-        items: list[Answered] = []
+    def _drain(self) -> list[Queued]:
+        items: list[Queued] = []
         while True:
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
                 return items
 
-    def _write(self, pending: list[Answered]) -> list[Answered]:
-        """Write one file per date; what fails to write stays pending for the next flush."""
-        by_date: dict[str, list[Answered]] = {}
+    def _write(self, pending: list[Queued]) -> list[Queued]:
+        """Write one file per kind (answers, feedback) and date; what fails to write stays
+        pending for the next flush."""
+        groups: dict[tuple[bool, str], list[Queued]] = {}
         for item in pending:
-            day = datetime.fromtimestamp(item[1], UTC).strftime("%Y-%m-%d")
-            by_date.setdefault(day, []).append(item)
-        left: list[Answered] = []
-        for day, items in by_date.items():
+            truth = isinstance(item, Truth)
+            at = item.at if isinstance(item, Truth) else item[1]
+            day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+            groups.setdefault((truth, day), []).append(item)
+        left: list[Queued] = []
+        for (truth, day), items in groups.items():
             try:
-                table = to_table(self.model, self.name, items)
+                if truth:
+                    table = feedback_table(self.model, self.name, items)  # type: ignore[arg-type]
+                else:
+                    table = to_table(self.model, self.name, items)  # type: ignore[arg-type]
                 self._seq += 1
-                name = f"{CAPTURE_DIR}/date={day}/part-{self.name}-{self._seq:06d}.parquet"
+                folder = FEEDBACK_DIR if truth else CAPTURE_DIR
+                name = f"{folder}/date={day}/part-{self.name}-{self._seq:06d}.parquet"
                 self.store.replace_model_file(self.model, name, _parquet_bytes(table))
             except Exception:  # a store outage must not kill the writer; retried next flush
-                logger.exception("capture: writing %d answers failed; retrying", len(items))
+                logger.exception("capture: writing %d items failed; retrying", len(items))
                 with self._lock:
                     self._counts["write_errors"] += 1
                 left.extend(items)
                 continue
             with self._lock:
-                self._counts["written"] += table.num_rows
+                self._counts["feedback" if truth else "written"] += table.num_rows
                 self._counts["files"] += 1
         return left
 
@@ -190,6 +242,21 @@ def to_table(model: str, writer: str, items: list[Answered]) -> pa.Table:
             columns["latency_ms"].append(latency_ms)
             columns["replica"].append(writer)
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def feedback_table(model: str, writer: str, items: list[Truth]) -> pa.Table:
+    return pa.Table.from_pydict(
+        {
+            "request_id": [t.request_id for t in items],
+            "row": [t.row for t in items],
+            "time": [datetime.fromtimestamp(t.at, UTC) for t in items],
+            "model": [model] * len(items),
+            "label": [t.label for t in items],
+            "value": [t.value for t in items],
+            "replica": [writer] * len(items),
+        },
+        schema=FEEDBACK_SCHEMA,
+    )
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

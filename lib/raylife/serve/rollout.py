@@ -517,16 +517,24 @@ def _in_ray() -> bool:
 
 
 class Feedback(BaseModel):
-    """The truth for an answer this model gave during a rollout."""
+    """The truth for an answer this model gave: scored live during a rollout, kept beside the
+    captures while capture is on (what `raylife monitor` measures the live metric with)."""
 
     model_config = ConfigDict(extra="forbid")
     request_id: str = Field(
         min_length=1, max_length=64, description=f"the answer's {REQUEST_ID_HEADER}"
     )
+    row: int = Field(
+        default=0, ge=0, le=100_000, description="which row of that request (0: the first)"
+    )
     label: str | int | None = Field(default=None, description="classification: label or index")
     value: float | None = Field(
         default=None, allow_inf_nan=False, description="regression: the true value"
     )
+
+
+Keep = Callable[[str, int, "str | None", "float | None"], bool]
+"""(request id, row, label, value) -> kept: how a route keeps a truth (CaptureWriter.record_feedback)."""
 
 
 def truth_of(body: Feedback, labels: list[str]) -> Any:
@@ -546,24 +554,35 @@ def truth_of(body: Feedback, labels: list[str]) -> Any:
     return float(body.value)
 
 
-def add_rollout_routes(app: Any, rollouts: Rollouts, labels: Callable[[], list[str]]) -> None:
-    """POST /feedback (a truth for an answer) and GET /rollout (live figures of the rollout)."""
+def add_rollout_routes(
+    app: Any, rollouts: Rollouts, labels: Callable[[], list[str]], keep: Keep | None = None
+) -> None:
+    """POST /feedback (a truth for an answer) and GET /rollout (live figures of the rollout).
+    keep: where feedback is kept beyond the rollout (the capture writer's record_feedback)."""
     from fastapi.responses import JSONResponse
 
-    @app.post("/feedback", summary="The true label or value of an answer, for online accuracy")
+    @app.post(
+        "/feedback", summary="The true label or value of an answer: online accuracy, monitoring"
+    )
     async def feedback(body: Feedback) -> Any:
-        result = await rollouts.feedback(body.request_id, truth_of(body, labels()))
-        if result is None:
-            return JSONResponse(
-                {
-                    "error": "unknown_request_id",
-                    "message": f"no answer of the current rollout has request id {body.request_id!r} "
-                    "(ids are kept for single-row answers during a canary, and scored once); "
-                    f"send the {REQUEST_ID_HEADER} header of an answer",
-                },
-                status_code=404,
-            )
-        return result
+        truth = truth_of(body, labels())
+        label, value = (truth, None) if isinstance(truth, str) else (None, float(truth))
+        kept = keep(body.request_id, body.row, label, value) if keep else False
+        scored = await rollouts.feedback(body.request_id, truth) if body.row == 0 else None
+        if scored is not None:
+            return {**scored, "kept": kept}
+        if kept:
+            return {"request_id": body.request_id, "row": body.row, "kept": True}
+        return JSONResponse(
+            {
+                "error": "unknown_request_id",
+                "message": f"no answer of the current rollout has request id {body.request_id!r} "
+                "(ids are kept for single-row answers during a canary, and scored once), and "
+                "capture is off, so nothing keeps feedback; send the "
+                f"{REQUEST_ID_HEADER} header of an answer, or turn capture on",
+            },
+            status_code=404,
+        )
 
     @app.get("/rollout", summary="The rollout in progress and its live figures per version")
     async def rollout_figures() -> dict[str, Any]:
