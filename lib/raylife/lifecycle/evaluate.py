@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from raylife.catalog.lookup import get_spec
@@ -43,19 +44,29 @@ def evaluate_artifact(artifact: Artifact, data: PreparedData | None = None) -> d
 
 
 @torch.no_grad()
+def answers(artifact: Artifact, X: np.ndarray, scaled: bool = False) -> list[str] | np.ndarray:
+    """The artifact's answers to rows X: predicted label names (classification) or values.
+    scaled: X is already through the artifact's preprocessing (a prepared split)."""
+    task = TASKS[artifact.task]
+    features = X if scaled else artifact.preprocessing.transform(X)
+    outputs = artifact.build_module()(torch.from_numpy(np.asarray(features, dtype=np.float32)))
+    if task.is_classification:
+        names = artifact.label_names or []
+        return [names[int(i)] for i in task.predict_labels(outputs)]
+    return np.asarray(
+        artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy()), np.float64
+    )
+
+
 def with_validation_predictions(artifact: Artifact, data: PreparedData) -> dict[str, Any]:
     """The artifact's reference profile completed with the distribution of its answers on the
     validation split (what a monitor compares live answers with); {} when it has no profile."""
     if not artifact.profile:
         return {}
-    task = TASKS[artifact.task]
-    outputs = artifact.build_module()(torch.from_numpy(data.val.X))
-    if task.is_classification:
-        names = artifact.label_names or []
-        labels = [names[int(i)] for i in task.predict_labels(outputs)]
-        answers = predictions_distribution(labels, None, names)
+    given = answers(artifact, data.val.X, scaled=True)
+    if isinstance(given, list):
+        distribution = predictions_distribution(given, None, artifact.label_names or [])
     else:
-        values = artifact.preprocessing.inverse_target(outputs.squeeze(1).double().numpy())
-        answers = predictions_distribution(None, values, None)
+        distribution = predictions_distribution(None, given, None)
     profile = Profile.from_dict(artifact.profile)
-    return Profile(profile.features, profile.target, profile.rows, answers).to_dict()
+    return Profile(profile.features, profile.target, profile.rows, distribution).to_dict()

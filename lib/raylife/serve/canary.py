@@ -71,6 +71,8 @@ class Plan:
     """Fraction of requests mirrored to the challenger (a shadow run: nothing is promoted)."""
     sticky_header: str | None = None
     gates: Gates = field(default_factory=Gates)
+    note: str = ""
+    """Why this rollout happens (a retrain's drift reason): the history entry says it."""
 
 
 @dataclass
@@ -349,7 +351,7 @@ def _canary(ctl: _Controller, rollout: Rollout) -> Result:
         store,
         plan.model,
         rollout.challenger,
-        note=f"canary {_steps(plan)} passed",
+        note="; ".join(n for n in (plan.note, f"canary {_steps(plan)} passed") if n),
         mirror=ctl.mirror,
     )
     if outcome.action != "promote":
@@ -400,6 +402,7 @@ def _roll_back(ctl: _Controller, rollout: Rollout, problem: str, result: Result)
     reason = (
         f"canary {_steps(plan)} failed at step {rollout.step + 1} ({rollout.weight:g}%): {problem}"
     )
+    reason = "; ".join(n for n in (plan.note, reason) if n)
     with store.promotion_lock(plan.model):
         entries = history.read(store, plan.model)
         pointer = store.pointer(plan.model)

@@ -14,8 +14,11 @@ rows large diamonds): how many such windows alarm, the monitor's sensitivity sho
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import tarfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,13 +29,16 @@ import numpy as np
 import pandas as pd
 
 from raylife.catalog.lookup import get_spec, use_models_dir
+from raylife.cli.monitoring import retrain_and_roll_out
 from raylife.config import TrainConfig
 from raylife.errors import RaylifeError
-from raylife.lifecycle.captures import read_captures
+from raylife.lifecycle import history
+from raylife.lifecycle.captures import read_captures, read_feedback
 from raylife.lifecycle.store import ModelStore
 from raylife.lifecycle.train_and_store import train_and_register
 from raylife.monitoring import drift, monitor
 from raylife.serve import local as serving
+from raylife.serve.rollout import REQUEST_ID_HEADER
 from raylife.settings import Settings
 from raylife.waiting import poll
 from raylife_dev import loadtest
@@ -61,13 +67,33 @@ class DriftSetup:
     mixes: tuple[float, ...] = ()
     """Partial shifts, measured beside the gated figures: windows where this share of the rows
     are large diamonds (the rest held-out small ones), `shifted_windows` of each."""
+    labelled_requests: int = 0
+    """The closed loop: large diamonds sent with their true price as feedback, then
+    `raylife retrain --when-drifted` and its canary under load (0: no loop)."""
+    retrain_samples: int = 2
+    canary: tuple[float, ...] = (50.0, 100.0)
+    dwell_s: float = 10.0
     seed: int = 0
 
 
 def setup_for(quick: bool) -> DriftSetup:
     if quick:
-        return DriftSetup(4000, 100, 20, 2, 8, 3)
-    return DriftSetup(20_000, 500, 40, 4, 16, 8, mixes=(0.05, 0.1, 0.25))
+        return DriftSetup(
+            4000, 100, 20, 2, 8, 3, labelled_requests=300, retrain_samples=1, dwell_s=6
+        )
+    return DriftSetup(
+        20_000,
+        500,
+        40,
+        4,
+        16,
+        8,
+        mixes=(0.05, 0.1, 0.25),
+        labelled_requests=1500,
+        retrain_samples=2,
+        canary=(10.0, 50.0, 100.0),
+        dwell_s=15.0,
+    )
 
 
 def diamonds() -> Any:
@@ -112,6 +138,10 @@ batch_size = 128
 epochs = 1
 hidden_sizes = [16]
 
+# a retrained version may score up to 5% worse (RMSE) on the champion's own test split
+[gate]
+relative = 0.05
+
 [serve]
 mode = "dedicated"
 
@@ -142,6 +172,8 @@ def run(settings: Settings, quick: bool, say: Callable[[str], None] = print) -> 
         with serve_bench.section_serve(settings, [MODEL]) as local:
             _capture_all(settings, local)
             verdicts, sent = _windows(settings, local, setup, control, shifted, say)
+            if setup.labelled_requests:
+                _closed_loop(section, settings, local, setup, control, shifted, say)
     _figures(section, setup, verdicts, sent)
     section.seconds = time.monotonic() - started
     return section
@@ -253,3 +285,130 @@ def _figures(
         2,
     )
     section.check("non-2xx answers while capturing", sent["non_2xx"], "<=", 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The closed loop: feedback -> monitor -> retrain -> canary -> promoted, under load
+
+
+def _closed_loop(
+    section: Section,
+    settings: Settings,
+    local: serving.LocalServe,
+    setup: DriftSetup,
+    control: Any,
+    shifted: Any,
+    say: Callable[[str], None],
+) -> None:
+    features = [c for c in control.columns if c != "price"]
+    rng = np.random.default_rng(setup.seed + 2)
+    rows = shifted.iloc[rng.choice(len(shifted), setup.labelled_requests, replace=False)]
+    say(f"  drift loop: {len(rows)} large diamonds answered, each with its price sent back")
+    labelled_non_2xx = asyncio.run(_labelled(f"{local.url}/{MODEL}", rows, features))
+    _wait_written(settings, setup.labelled_requests)
+    with contextlib.suppress(RaylifeError):  # fewer than a window: the last report still stands
+        _judge(settings, setup)
+    store = ModelStore(settings.store_uri)
+    champion = store.pointer(MODEL)
+    before = len(history.read(store, MODEL))
+    mixed = pd.concat([control.sample(200, random_state=1), shifted.sample(200, random_state=2)])
+    bodies = [{"row": r} for r in mixed[features].to_numpy().tolist()]
+    with _background_load(f"{local.url}/{MODEL}", bodies) as load:
+        action, figures = retrain_and_roll_out(
+            settings, MODEL, True, setup.retrain_samples, False, setup.canary, setup.dwell_s, say
+        )
+    entries = history.read(store, MODEL)[before:]
+    after = store.pointer(MODEL)
+    section.extra["loop"] = {
+        "outcome": action,
+        "champion before": champion.version if champion else None,
+        "champion after": after.version if after else None,
+        "requests under load": load["requests"],
+        "non-2xx under load": load["non_2xx"],
+        "non-2xx of labelled requests and feedback": labelled_non_2xx,
+        "candidate vs champion": {k: round(v, 4) for k, v in figures.items()},
+        "history": [f"{e.action} {e.to_version}: {e.reason}" for e in entries],
+    }
+    say(f"    loop: {action}; {load['requests']} requests under load, {load['non_2xx']} non-2xx")
+    section.check("closed loop ends promoted (1 = yes)", float(action == "promoted"), ">=", 1)
+    section.check(
+        "retrained vs champion on the recent shifted rows: paired z (99% one-sided)",
+        figures.get("recent_gain_z", 0.0),
+        ">=",
+        2.326,
+    )
+    original = [k for k in figures if k.startswith("original_test_")]
+    if len(original) == 2:
+        mine, theirs = (figures[k] for k in sorted(original))  # candidate, champion
+        section.check(
+            "retrained / champion RMSE on the champion's original test split (gate: 1.05)",
+            mine / theirs,
+            "<=",
+            1.05,
+        )
+    section.check(
+        "non-2xx during capture -> monitor -> retrain -> canary",
+        load["non_2xx"] + labelled_non_2xx,
+        "<=",
+        0,
+    )
+
+
+async def _labelled(url: str, rows: Any, features: list[str]) -> int:
+    """Each row answered under an id of ours, then its true price sent back: non-2xx count."""
+    import httpx
+
+    failures = 0
+    gate = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def one(i: int, values: list[float], price: float) -> None:
+            nonlocal failures
+            async with gate:
+                rid = f"loop-{i}"
+                answer = await client.post(
+                    url, json={"row": values}, headers={REQUEST_ID_HEADER: rid}
+                )
+                truth = await client.post(
+                    f"{url}/feedback", json={"request_id": rid, "value": price}
+                )
+                failures += (answer.status_code != 200) + (truth.status_code != 200)
+
+        await asyncio.gather(
+            *(
+                one(i, values, float(price))
+                for i, (values, price) in enumerate(
+                    zip(rows[features].to_numpy().tolist(), rows["price"], strict=True)
+                )
+            )
+        )
+    return failures
+
+
+def _wait_written(settings: Settings, truths: int) -> None:
+    def written() -> bool:
+        return read_feedback(settings.store_uri, MODEL).num_rows >= truths
+
+    if not poll(written, 60.0):
+        raise RuntimeError(f"fewer than {truths} truths written after 60 s")
+
+
+@contextlib.contextmanager
+def _background_load(url: str, bodies: list[dict[str, Any]]) -> Any:
+    """Requests at concurrency 4 in a thread until the block ends: {"requests", "non_2xx"}."""
+    counts = {"requests": 0, "non_2xx": 0}
+    stop = threading.Event()
+
+    def drive() -> None:
+        while not stop.is_set():
+            result = loadtest.run_load(url, 100, 4, warmup=0, bodies=bodies)
+            counts["requests"] += result.requests
+            counts["non_2xx"] += result.requests - result.ok_final
+
+    thread = threading.Thread(target=drive, name="drift-load", daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join(timeout=60)
