@@ -1,5 +1,7 @@
 """Scheduled drift monitoring on EKS: kuberay/cron-job.monitor-<model>.yaml (a CronJob whose kubectl
-pod creates a RayJob from a template in the same file) and kuberay/rbac.scheduler.yaml.
+pod creates a RayJob from a template in the same file), kuberay/cron-job.retrain-<model>.yaml (the
+same, running `raylife retrain <model> --when-drifted` daily, table models only) and
+kuberay/rbac.scheduler.yaml.
 
 KubeRay v1.7.0 has no RayCronJob (its CRDs: RayCluster, RayJob, RayService), hence the CronJob.
 Every rule is checked on the committed files, and each check is shown to fail on the broken form.
@@ -17,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from raylife.catalog.lookup import model_names
+from raylife.catalog.lookup import get_spec, model_names
 from raylife.deploy import checks, kuberay, schedules
 from raylife.errors import RaylifeError
 from raylife_dev import manifest_checks
@@ -29,6 +31,8 @@ OBJECTS = manifest_checks.load(KUBERAY)
 CRON_FILES = {n: objs for n, objs in OBJECTS.items() if n.startswith("cron-job.")}
 TEMPLATES = schedules.templates(CRON_FILES)
 CLUSTER = yaml.safe_load((KUBERAY / "eks" / "cluster.yaml").read_text())
+TABLE_MODELS = [m for m in model_names() if get_spec(m).input_kind != "image"]
+IMAGE_MODELS = sorted(set(model_names()) - set(TABLE_MODELS))
 
 
 def _no(problems: list[str]) -> None:
@@ -62,15 +66,32 @@ def test_kuberay_has_no_raycronjob_so_a_cronjob_creates_the_rayjobs():
 # ---- one per declared model, valid, named ----------------------------------------------------
 
 
-def test_one_cronjob_per_declared_model():
-    assert sorted(CRON_FILES) == sorted(f"cron-job.monitor-{m}.yaml" for m in model_names())
-    for model in model_names():
-        name = f"cron-job.monitor-{model}.yaml"
-        assert [o["kind"] for o in CRON_FILES[name]] == ["ConfigMap", "CronJob"]
-        cron = _one(name, "CronJob")
-        assert cron["apiVersion"] == "batch/v1"
-        assert cron["metadata"]["name"] == f"cronjob-monitor-{model}"
-        assert cron["spec"]["schedule"] == schedules.MONITOR_SCHEDULE
+def test_a_monitor_per_declared_model_and_a_retrain_per_table_model():
+    assert IMAGE_MODELS and TABLE_MODELS  # the tutorial catalogue has both kinds
+    assert sorted(CRON_FILES) == sorted(
+        [
+            *(f"cron-job.monitor-{m}.yaml" for m in model_names()),
+            *(f"cron-job.retrain-{m}.yaml" for m in TABLE_MODELS),
+        ]
+    )
+    for verb, models, cron_text in [
+        ("monitor", model_names(), schedules.MONITOR_SCHEDULE),
+        ("retrain", TABLE_MODELS, schedules.RETRAIN_SCHEDULE),
+    ]:
+        for model in models:
+            name = f"cron-job.{verb}-{model}.yaml"
+            assert [o["kind"] for o in CRON_FILES[name]] == ["ConfigMap", "CronJob"]
+            cron = _one(name, "CronJob")
+            assert cron["apiVersion"] == "batch/v1"
+            assert cron["metadata"]["name"] == f"cronjob-{verb}-{model}"
+            assert cron["spec"]["schedule"] == cron_text
+
+
+def test_image_models_get_no_retrain_schedule():
+    """`raylife retrain` takes table models only: an image model's schedule would fail daily."""
+    for model in IMAGE_MODELS:
+        assert f"cron-job.retrain-{model}.yaml" not in OBJECTS
+        assert f"cron-job.monitor-{model}.yaml" in OBJECTS
 
 
 @pytest.mark.parametrize("name", sorted([*CRON_FILES, "rbac.scheduler.yaml"]))
@@ -91,12 +112,20 @@ def test_the_embedded_rayjob_validates_against_the_crd(name):
     assert crd_errors(_template(name)) == []
 
 
-def test_a_broken_template_is_rejected_by_the_crd():
-    job = _template("cron-job.monitor-iris.yaml")
+@pytest.mark.parametrize("name", ["cron-job.monitor-iris.yaml", "cron-job.retrain-iris.yaml"])
+def test_a_broken_template_is_rejected_by_the_crd(name):
+    job = _template(name)
     job["spec"]["shutdownAfterJobFinishes"] = "yes"
     job["spec"]["schedule"] = "17 * * * *"  # what a RayCronJob would take; RayJob has none
     errors = "\n".join(crd_errors(job))
     assert "shutdownAfterJobFinishes" in errors and "schedule" in errors, errors
+
+
+def test_a_broken_retrain_cronjob_is_rejected_by_the_schema():
+    cron = copy.deepcopy(_one("cron-job.retrain-iris.yaml", "CronJob"))
+    cron["spec"]["jobTemplate"]["spec"]["backoffLimitt"] = 0
+    with pytest.raises(kubernetes_validate.ValidationError, match="backoffLimitt"):
+        kubernetes_validate.validate(cron, kubernetes_validate.latest_version(), strict=True)
 
 
 # ---- the RayJob each run creates ---------------------------------------------------------------
@@ -136,10 +165,51 @@ def test_each_run_is_a_new_rayjob_that_cleans_up_and_names_its_model():
             )  # reads the store
 
 
+def test_each_retrain_run_is_a_new_rayjob_sized_like_the_tune_job():
+    for model in TABLE_MODELS:
+        job = _template(f"cron-job.retrain-{model}.yaml")
+        meta, spec = job["metadata"], job["spec"]
+        assert "name" not in meta and meta["generateName"] == f"rayjob-retrain-{model}-"
+        assert meta["labels"][schedules.SCHEDULE_LABEL] == f"retrain-{model}"
+        assert spec["entrypoint"] == f"python -m raylife.cli retrain {model} --when-drifted"
+        assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+        # Exit 2 (no report, too little feedback) fails it; the next day's run is the retry.
+        assert spec["backoffLimit"] == 0
+        tune = _one(f"ray-job.tune-{model}.yaml", "RayJob")
+        # A sweep: the tune job's CPU workers and its deadline (the sweep driver's stall allowance).
+        assert spec["rayClusterSpec"] == tune["spec"]["rayClusterSpec"]
+        assert spec["activeDeadlineSeconds"] == tune["spec"]["activeDeadlineSeconds"]
+        assert (
+            meta["annotations"][kuberay.deadlines.ANNOTATION]
+            == tune["metadata"]["annotations"][kuberay.deadlines.ANNOTATION]
+        )
+        for _, template in checks.pod_templates(job):
+            assert template["spec"]["serviceAccountName"] == kuberay.TRAIN_ACCOUNT
+
+
 def test_a_run_ends_before_the_next_one_starts():
     assert schedules.MONITOR_SCHEDULE.split()[1:] == ["*", "*", "*", "*"]  # hourly
-    for name in CRON_FILES:
-        assert _template(name)["spec"]["activeDeadlineSeconds"] < 3600
+    minute, hour, *every_day = schedules.RETRAIN_SCHEDULE.split()
+    assert every_day == ["*", "*", "*"] and minute.isdigit() and hour.isdigit()  # daily
+    for model in model_names():
+        assert _template(f"cron-job.monitor-{model}.yaml")["spec"]["activeDeadlineSeconds"] < 3600
+    for model in TABLE_MODELS:
+        retrain = _template(f"cron-job.retrain-{model}.yaml")["spec"]
+        assert retrain["activeDeadlineSeconds"] < 24 * 3600
+
+
+def test_the_retrain_starts_after_that_hours_monitor_run_has_ended():
+    """It reads the monitor's latest report: the one the same hour's run wrote, if it ran."""
+    minute = int(schedules.RETRAIN_SCHEDULE.split()[0])
+    monitor_minute = int(schedules.MONITOR_SCHEDULE.split()[0])
+    deadline_min = (
+        max(
+            _template(f"cron-job.monitor-{m}.yaml")["spec"]["activeDeadlineSeconds"]
+            for m in model_names()
+        )
+        / 60
+    )
+    assert minute >= monitor_minute + deadline_min
 
 
 def test_the_templates_pass_every_rayjob_rule():
@@ -162,6 +232,15 @@ def test_the_generator_checks_the_templates_like_any_rayjob(tmp_path, monkeypatc
     shutil.copy(KUBERAY / "eks" / "cluster.yaml", tmp_path / "eks" / "cluster.yaml")
     monkeypatch.setattr(kuberay, "MONITOR_BUDGET", kuberay.deadlines.JobBudget(600, 60, 0))
     with pytest.raises(RaylifeError, match="rayjob-monitor-.*watchdog may wait"):
+        kuberay.write(tmp_path, kuberay.load_site(tmp_path))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cluster.yaml", "eks"]
+
+
+def test_the_generator_checks_the_retrain_templates_deadline(tmp_path, monkeypatch):
+    (tmp_path / "eks").mkdir()
+    shutil.copy(KUBERAY / "eks" / "cluster.yaml", tmp_path / "eks" / "cluster.yaml")
+    monkeypatch.setattr(kuberay, "RETRAIN_BUDGET", kuberay.deadlines.JobBudget(600, 60, 0))
+    with pytest.raises(RaylifeError, match="rayjob-retrain-.*watchdog may wait"):
         kuberay.write(tmp_path, kuberay.load_site(tmp_path))
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["cluster.yaml", "eks"]
 
@@ -272,12 +351,14 @@ def _kubectl(objects) -> dict[str, Any]:
     return _cron(objects)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
 
 
-def _set_template(objects, change) -> None:
-    config = _one("cron-job.monitor-iris.yaml", "ConfigMap", objects)
+def _set_template(objects, change, name: str = "cron-job.monitor-iris.yaml") -> None:
+    config = _one(name, "ConfigMap", objects)
     job = yaml.safe_load(config["data"][schedules.TEMPLATE_KEY])
     change(job)
     config["data"][schedules.TEMPLATE_KEY] = yaml.safe_dump(job)
 
+
+RETRAIN = "cron-job.retrain-iris.yaml"
 
 BROKEN = {
     "pods": (lambda o: _role(o)["rules"][0]["resources"].append("pods"), "grant exactly"),
@@ -329,6 +410,42 @@ BROKEN = {
         ),
         "not `raylife monitor iris`",
     ),
+    "a monitor retried": (
+        lambda o: _set_template(o, lambda j: j["spec"].update(backoffLimit=2)),
+        "backoffLimit is 2",
+    ),
+    "retrain without --when-drifted": (
+        lambda o: _set_template(
+            o,
+            lambda j: j["spec"].update(entrypoint="python -m raylife.cli retrain iris"),
+            RETRAIN,
+        ),
+        "not `raylife retrain iris --when-drifted`",
+    ),
+    "retrain of another model": (
+        lambda o: _set_template(
+            o,
+            lambda j: j["spec"].update(
+                entrypoint="python -m raylife.cli retrain boston --when-drifted"
+            ),
+            RETRAIN,
+        ),
+        "not `raylife retrain iris --when-drifted`",
+    ),
+    "a retrain schedule that monitors": (
+        lambda o: _set_template(
+            o, lambda j: j["spec"].update(entrypoint="python -m raylife.cli monitor iris"), RETRAIN
+        ),
+        "not `raylife retrain iris --when-drifted`",
+    ),
+    "a retrain retried": (
+        lambda o: _set_template(o, lambda j: j["spec"].update(backoffLimit=1), RETRAIN),
+        "backoffLimit is 1",
+    ),
+    "an unknown schedule": (
+        lambda o: _one(RETRAIN, "CronJob", o)["metadata"].update(name="cronjob-sweep-iris"),
+        "no schedule of raylife.deploy.schedules.VERBS",
+    ),
     "no template": (
         lambda o: _cron(o)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"][0].update(
             configMap={"name": "elsewhere"}
@@ -375,3 +492,16 @@ def test_the_monitor_verb_takes_the_flags_the_rayjob_passes():
     assert entry[:4] == ["python", "-m", "raylife.cli", "monitor"]
     parsed = parser.parse_args(entry[4:])
     assert parsed.model == "iris" and parsed.window_requests is None
+
+
+def test_the_retrain_verb_takes_the_flags_the_rayjob_passes():
+    from raylife import cli
+
+    [verbs] = cli.build_parser()._subparsers._group_actions  # type: ignore[union-attr]
+    if "retrain" not in (verbs.choices or {}):
+        pytest.skip("`raylife retrain` is not registered in this tree yet")
+    parser = verbs.choices["retrain"]
+    entry = schedules.retrain_entrypoint("iris").split()
+    assert entry[:4] == ["python", "-m", "raylife.cli", "retrain"]
+    parsed = parser.parse_args(entry[4:])
+    assert parsed.model == "iris" and parsed.when_drifted is True

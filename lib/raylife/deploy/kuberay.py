@@ -7,8 +7,9 @@ unless all pass. A test fails when the committed files differ from what this mod
 Files: namespace.yaml, network-policy.yaml, fluent-bit.yaml, mlflow.yaml (the tracking server:
 `raylife.deploy.tracking_server`), ray-job.train-<model>.yaml (+ train-<model>-gpu for image models),
 ray-job.tune-<model>.yaml, ray-job.batch-predict-<model>.yaml, ray-service.models.yaml, pdb.models.yaml, ingress.models.yaml,
-monitoring.yaml, cron-job.monitor-<model>.yaml + rbac.scheduler.yaml (scheduled drift monitoring:
-`raylife.deploy.schedules`), helm/install.sh.
+monitoring.yaml, cron-job.monitor-<model>.yaml, cron-job.retrain-<model>.yaml (table models) +
+rbac.scheduler.yaml (scheduled drift monitoring and retraining: `raylife.deploy.schedules`),
+helm/install.sh.
 
 Pod sizes come from the node groups of kuberay/eks/cluster.yaml and the instance table of
 `raylife.deploy.nodes`; the torch/CUDA stack from `raylife.deploy.gpu_stack`.
@@ -171,6 +172,8 @@ class Site:
     """`sha256:...` of the scheduler's kubectl image, or nothing (its release tag is immutable)."""
     monitor_schedule: str = schedules.MONITOR_SCHEDULE
     """When each model's drift monitor runs (cron syntax, UTC): kuberay/cron-job.monitor-*.yaml."""
+    retrain_schedule: str = schedules.RETRAIN_SCHEDULE
+    """When each table model retrains if drifted (cron syntax, UTC): cron-job.retrain-*.yaml."""
 
     def groups(self) -> dict[str, nodes.NodeGroup]:
         return nodes.node_groups(self.cluster_config)
@@ -554,17 +557,34 @@ deadline is the cluster's start plus the work, 25 minutes: shorter than an hourl
 period, so one model's runs never overlap."""
 
 
+def _scheduled(site: Site, variant: str, cron: str, rayjob: dict[str, Any]) -> list[dict]:
+    """cron-job.<variant>.yaml: `rayjob` created anew on `cron` by the scheduler's kubectl pod."""
+    schedule = schedules.Schedule(
+        name=variant,
+        cron=cron,
+        rayjob=rayjob,
+        kubectl_image=kubectl_image(site),
+        namespace=NAMESPACE,
+        labels=dict(PART_OF),
+        security=container_security(),
+        pod_security=pod_security(),
+        resources=_resources(KUBECTL),
+        node_selector={nodes.NODE_GROUP_LABEL: "cpu"},
+    )
+    return schedules.objects(schedule)
+
+
 def monitor_jobs(site: Site) -> dict[str, list[dict[str, Any]]]:
     """cron-job.monitor-<model>.yaml: `raylife monitor <model>` on `site.monitor_schedule`, as a
     RayJob created anew each run (raylife.deploy.schedules), on a cluster of at most one worker.
     backoffLimit 0: exit 3 (drift found) fails the Ray job, and a retry would build a new cluster
     to write the same report again; the next scheduled run is the retry."""
-    files = {}
-    for model in model_names():
-        schedule = schedules.Schedule(
-            name=f"monitor-{model}",
-            cron=site.monitor_schedule,
-            rayjob=ray_job(
+    return {
+        f"cron-job.monitor-{model}.yaml": _scheduled(
+            site,
+            f"monitor-{model}",
+            site.monitor_schedule,
+            ray_job(
                 site,
                 f"monitor-{model}",
                 schedules.monitor_entrypoint(model),
@@ -572,16 +592,37 @@ def monitor_jobs(site: Site) -> dict[str, list[dict[str, Any]]]:
                 cpu_replicas=(0, 1),
                 retries=0,
             ),
-            kubectl_image=kubectl_image(site),
-            namespace=NAMESPACE,
-            labels=dict(PART_OF),
-            security=container_security(),
-            pod_security=pod_security(),
-            resources=_resources(KUBECTL),
-            node_selector={nodes.NODE_GROUP_LABEL: "cpu"},
         )
-        files[f"cron-job.monitor-{model}.yaml"] = schedules.objects(schedule)
-    return files
+        for model in model_names()
+    }
+
+
+RETRAIN_BUDGET = deadlines.budget_for("tune")
+"""A retrain is a sweep (4 trials by default, the tune job runs 8) plus reading the table and
+judging the winner: the tune job's budget, with the sweep driver's stall allowance."""
+
+
+def retrain_jobs(site: Site) -> dict[str, list[dict[str, Any]]]:
+    """cron-job.retrain-<model>.yaml, per table model (`raylife retrain` takes no image model):
+    `raylife retrain <model> --when-drifted` on `site.retrain_schedule`, on a cluster sized like
+    the tune job's. backoffLimit 0: a refusal exits 0, and bad input (exit 2: no monitor report, too
+    few captured rows with feedback) fails the same way again; the next day's run is the retry."""
+    return {
+        f"cron-job.retrain-{spec.name}.yaml": _scheduled(
+            site,
+            f"retrain-{spec.name}",
+            site.retrain_schedule,
+            ray_job(
+                site,
+                f"retrain-{spec.name}",
+                schedules.retrain_entrypoint(spec.name),
+                RETRAIN_BUDGET,
+                retries=0,
+            ),
+        )
+        for spec in catalogue().values()
+        if spec.input_kind != "image"
+    }
 
 
 def _drain_s() -> int:
@@ -891,6 +932,7 @@ def manifests(site: Site | None = None) -> dict[str, list[dict[str, Any]]]:
     files["ingress.models.yaml"] = [ingress(site)]
     files["monitoring.yaml"] = monitors()
     files.update(monitor_jobs(site))
+    files.update(retrain_jobs(site))
     files["rbac.scheduler.yaml"] = schedules.rbac(NAMESPACE, dict(PART_OF))
     return files
 

@@ -1,5 +1,6 @@
 """Scheduled RayJobs on EKS: `kuberay/cron-job.monitor-<model>.yaml` runs `raylife monitor <model>`
-on a schedule, and `kuberay/rbac.scheduler.yaml` is the one account allowed to start them.
+hourly, `kuberay/cron-job.retrain-<model>.yaml` runs `raylife retrain <model> --when-drifted` daily
+(table models), and `kuberay/rbac.scheduler.yaml` is the one account allowed to start them.
 
 KubeRay v1.7.0 has no RayCronJob: its CRDs are RayCluster, RayJob and RayService only, and a
 RayJob's spec has no schedule field (the v1.7.0 CRDs the manifest tests validate against). So a
@@ -36,6 +37,11 @@ Objects = checks.Objects
 
 MONITOR_SCHEDULE = "17 * * * *"
 """Hourly, off the full hour (when everyone's CronJobs start). Cron syntax, in TIME_ZONE."""
+RETRAIN_SCHEDULE = "43 3 * * *"
+"""Daily, at night, after the 03:17 monitor run's deadline (25 minutes): the retrain reads the
+latest report that run wrote. Cron syntax, in TIME_ZONE."""
+VERBS: dict[str, tuple[str, ...]] = {"monitor": (), "retrain": ("--when-drifted",)}
+"""What a schedule may run: `<verb>-<model>` runs `raylife <verb> <model>` with these flags."""
 TIME_ZONE = "Etc/UTC"
 ACCOUNT = "raylife-scheduler"
 """The kubectl pod's service account: the only one that may create RayJobs on a schedule."""
@@ -73,7 +79,7 @@ class Schedule:
     """One scheduled RayJob, as the generator (raylife.deploy.kuberay) decides it."""
 
     name: str
-    """`monitor-<model>`: the variant in the file's, the CronJob's and the RayJobs' names."""
+    """`<verb>-<model>` (VERBS): the variant in the file's, the CronJob's and the RayJobs' names."""
     cron: str
     rayjob: dict[str, Any]
     """The RayJob to run (kuberay.ray_job); its `metadata.name` becomes the generateName prefix."""
@@ -90,11 +96,33 @@ class Schedule:
         return {"name": name, "namespace": self.namespace, "labels": dict(self.labels)}
 
 
+def _command(verb: str, model: str) -> str:
+    return " ".join(["python", "-m", "raylife.cli", verb, model, *VERBS[verb]])
+
+
 def monitor_entrypoint(model: str) -> str:
     """`raylife monitor` run by the image's Python: exit 0 no drift, 3 drift, 2 nothing to judge
     (no captures, or fewer than a window). The window and thresholds are the model's declaration's
     ([monitor]), so the schedule never overrides what the model's owner chose."""
-    return f"python -m raylife.cli monitor {model}"
+    return _command("monitor", model)
+
+
+def retrain_entrypoint(model: str) -> str:
+    """`raylife retrain --when-drifted`: nothing unless the monitor's latest window of the promoted
+    version drifted; then a sweep (the verb's default samples), judged against the champion. Exit 0
+    when nothing drifted, the winner lost (a refusal in the history) or it won: with no Serve app in
+    a RayJob, it prints the version and the `raylife promote ... --canary` to roll it out. Exit 2 on
+    bad input (no monitor report, too few captured rows with feedback)."""
+    return _command("retrain", model)
+
+
+def _runs(entrypoint: str, verb: str, model: str) -> bool:
+    """Whether `entrypoint` runs `raylife <verb> <model>` with the verb's flags (VERBS)."""
+    words = entrypoint.split()
+    return any(
+        words[i : i + 2] == [verb, model] and set(VERBS[verb]) <= set(words[i + 2 :])
+        for i in range(len(words) - 1)
+    )
 
 
 def template(schedule: Schedule) -> dict[str, Any]:
@@ -332,11 +360,29 @@ def _cron_problems(where: str, cron: dict[str, Any], maps: dict[str, dict]) -> l
             f"{where}: the template is no RayJob with metadata.generateName and no name; each "
             "run needs a new, unique RayJob"
         )
-    variant = cron["metadata"]["name"].removeprefix("cronjob-")
-    model = variant.removeprefix("monitor-")
-    entry = (rayjob.get("spec") or {}).get("entrypoint", "")
-    if variant.startswith("monitor-") and f" monitor {model} " not in f"{entry} ":
-        problems.append(f"{where}: the RayJob runs {entry!r}, not `raylife monitor {model}`")
+    return problems + _run_problems(where, cron["metadata"]["name"], rayjob)
+
+
+def _run_problems(where: str, cron_name: str, rayjob: dict[str, Any]) -> list[str]:
+    """`cronjob-<verb>-<model>` creates RayJobs that run `raylife <verb> <model>` (+ VERBS' flags),
+    once: a scheduled run is not retried, the next run is the retry."""
+    verb, _, model = cron_name.removeprefix("cronjob-").partition("-")
+    if verb not in VERBS or not model:
+        return [
+            f"{where}: no schedule of raylife.deploy.schedules.VERBS; name it "
+            f"cronjob-<{'|'.join(VERBS)}>-<model>"
+        ]
+    spec = rayjob.get("spec") or {}
+    entry = spec.get("entrypoint", "")
+    problems = []
+    if not _runs(entry, verb, model):
+        wanted = " ".join(["raylife", verb, model, *VERBS[verb]])
+        problems.append(f"{where}: the RayJob runs {entry!r}, not `{wanted}`")
+    if spec.get("backoffLimit") != 0:
+        problems.append(
+            f"{where}: the RayJob's backoffLimit is {spec.get('backoffLimit')!r}; use 0 (a retry "
+            "builds a new cluster to repeat the run; the next scheduled run is the retry)"
+        )
     return problems
 
 
