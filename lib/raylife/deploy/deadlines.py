@@ -87,7 +87,8 @@ def budget_for(kind: str) -> JobBudget:
 
 def stall_needed_s(entrypoint: str) -> int:
     """The watchdog bound a job's stall allowance must cover, from what its entrypoint runs."""
-    return sweep_stall_s() if "jobs.tune" in entrypoint else worker_stall_s()
+    sweep = "jobs.tune" in entrypoint or " retrain " in f"{entrypoint} "  # retrain runs a sweep
+    return sweep_stall_s() if sweep else worker_stall_s()
 
 
 def problems(name: str, spec: dict[str, Any], annotations: dict[str, str]) -> list[str]:

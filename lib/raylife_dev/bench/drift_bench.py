@@ -90,7 +90,7 @@ def setup_for(quick: bool) -> DriftSetup:
         8,
         mixes=(0.05, 0.1, 0.25),
         labelled_requests=1500,
-        retrain_samples=2,
+        retrain_samples=4,
         canary=(10.0, 50.0, 100.0),
         dwell_s=15.0,
     )
@@ -131,6 +131,10 @@ lr = 3e-3
 batch_size = 128
 epochs = {setup.epochs}
 hidden_sizes = [64, 32]
+
+[search]                          # what `raylife retrain`'s sweep samples
+lr = {{ loguniform = [1e-3, 1e-2] }}
+hidden_sizes = {{ choice = [[64, 32], [128, 64], [256, 128]] }}
 
 [debug]
 lr = 3e-3
