@@ -116,7 +116,7 @@ class BenchOptions:
     """Smoke-test sizes (CI), about 2 min."""
     sections: str | None = None
     """Comma-separated subset of
-    train,trials,soak,tune,serve,oip-capture,pool,rollout,batch,data,lifecycle
+    train,trials,soak,tune,serve,oip-capture,pool,rollout,drift,batch,data,lifecycle
     (default: all; --quick: train,trials,soak,tune,serve,oip-capture)."""
     output_dir: str = "reports"
     """Where bench.json/bench.md go."""
