@@ -112,18 +112,27 @@ def test_reader_filters_and_an_empty_store(tmp_path):
     assert read_captures(str(tmp_path), "iris", until=future).num_rows == 4
 
 
-def test_every_route_is_captured_with_the_answers_request_id(tmp_path):
-    model = "iris"
-    store = ModelStore(str(tmp_path))
-    store.promote(model, store.register(quick_artifact(model, epochs=0)))
-    service = ModelService(model, str(tmp_path))
-    writer = CaptureWriter(str(tmp_path), model, fraction=1.0)
+def iris_api(folder, fraction: float, rollouts: bool = False) -> tuple[TestClient, CaptureWriter]:
+    """A promoted untrained iris behind its HTTP API, capturing `fraction` of its answers;
+    rollouts: with the Serve-only routes (/feedback, /rollout)."""
+    from raylife.serve.rollout import Rollouts
+
+    store = ModelStore(str(folder))
+    store.promote("iris", store.register(quick_artifact("iris", epochs=0)))
+    service = ModelService("iris", str(folder))
+    writer = CaptureWriter(str(folder), "iris", fraction=fraction)
 
     async def predict(X):
         loaded, predictions = service.predict(X)
         return loaded.version, predictions
 
-    client = TestClient(build_model_api(service, predict, capture=writer))
+    routes = Rollouts("iris", "cpu", service.load_version) if rollouts else None
+    return TestClient(build_model_api(service, predict, rollouts=routes, capture=writer)), writer
+
+
+def test_every_route_is_captured_with_the_answers_request_id(tmp_path):
+    model = "iris"
+    client, writer = iris_api(tmp_path, 1.0)
     row = [5.1, 3.5, 1.4, 0.2]
     native = client.post("/", json={"rows": [row, row]})
     oip = client.post(
@@ -144,20 +153,9 @@ def test_every_route_is_captured_with_the_answers_request_id(tmp_path):
 
 def test_feedback_is_kept_beside_the_captures_while_capture_is_on(tmp_path):
     from raylife.lifecycle.captures import FEEDBACK_DIR, read_feedback
-    from raylife.serve.rollout import Rollouts
 
     model = "iris"
-    store = ModelStore(str(tmp_path))
-    store.promote(model, store.register(quick_artifact(model, epochs=0)))
-    service = ModelService(model, str(tmp_path))
-    writer = CaptureWriter(str(tmp_path), model, fraction=0.0)
-
-    async def predict(X):
-        loaded, predictions = service.predict(X)
-        return loaded.version, predictions
-
-    rollouts = Rollouts(model, "cpu", service.load_version)
-    client = TestClient(build_model_api(service, predict, rollouts=rollouts, capture=writer))
+    client, writer = iris_api(tmp_path, 0.0, rollouts=True)
     answer = client.post("/", json={"rows": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
     request_id = answer.headers[REQUEST_ID_HEADER]
     off = client.post("/feedback", json={"request_id": request_id, "label": "setosa"})
