@@ -241,3 +241,13 @@ def test_data_bench_checks_its_bounds():
         "Ray Data / DataLoader rows/s": True,
     }
     assert section.ratio("ray data rows/s", "dataloader rows/s") == pytest.approx(0.9)
+
+
+def test_a_declared_id_column_is_the_rows_identity_never_a_feature(tmp_path):
+    _table(tmp_path / "t", "p0.parquet", customer=[7.0, 9.0], x=[1.0, 2.0], target=[0, 1])
+    files = streaming.resolve(str(tmp_path / "t"))
+    declared = streaming.check_tables(files, "target", "customer")
+    assert (declared.features, declared.id_column) == (["x"], "customer")
+    assert streaming.check_tables(files, "target").features == ["customer", "x"]  # undeclared
+    with pytest.raises(RaylifeError, match=r"id column 'client' not in .*p0.parquet; columns are"):
+        streaming.check_tables(files, "target", "client")

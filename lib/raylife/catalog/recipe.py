@@ -51,7 +51,7 @@ def table_shape(spec: ModelSpec) -> tuple[int, int]:
     import pyarrow.dataset as ds
 
     files = streaming.resolve(cfg.source)
-    table = streaming.check_tables(files, cfg.target)
+    table = streaming.check_tables(files, cfg.target, spec.data.id_column)
     rows = ds.dataset(files.paths, filesystem=files.filesystem, format=files.format).count_rows()
     return rows, len(table.features)
 

@@ -162,9 +162,10 @@ def common_schema(files: Files) -> tuple[Any, str]:
     return first, first_path
 
 
-def check_tables(files: Files, target: str | None) -> TableSchema:
+def check_tables(files: Files, target: str | None, id_column: str | None = None) -> TableSchema:
     """The parts' common schema, with the target and numeric features; one line naming the file
-    and the fix otherwise."""
+    and the fix otherwise. id_column: the declaration's (`[data] id_column`), which must exist;
+    without one, a column named ID_COLUMN is the rows' identity by convention."""
     import pyarrow as pa
 
     if not target:
@@ -174,7 +175,12 @@ def check_tables(files: Files, target: str | None) -> TableSchema:
         raise RaylifeError(
             f"target column {target!r} not in {first_path}; columns are: {', '.join(first.names)}"
         )
-    id_column = ID_COLUMN if ID_COLUMN in first.names else None
+    if id_column is not None and id_column not in first.names:
+        raise RaylifeError(
+            f"id column {id_column!r} not in {first_path}; columns are: {', '.join(first.names)}"
+        )
+    if id_column is None:
+        id_column = ID_COLUMN if ID_COLUMN in first.names else None
     features = [n for n in first.names if n not in (target, id_column)]
     numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
     bad = [n for n in features if not any(ok(first.field(n).type) for ok in numeric)]
@@ -657,7 +663,8 @@ def _plan(spec: ModelSpec, cfg: DataConfig, files: Files) -> Plan:
         raise RaylifeError(
             f"{spec.name} takes images: point --data at a folder of PNG class folders"
         )
-    table = check_tables(files, cfg.target)
+    declared = spec.data.id_column if cfg.source == spec.data.uri else None
+    table = check_tables(files, cfg.target, declared)
     keys = [table.id_column] if table.id_column else table.features
     return Plan(
         "tabular", table.features, table.target, keys, *split, [len(table.features)], regression
