@@ -92,24 +92,14 @@ def monitor_once(args: argparse.Namespace) -> int:
     # lazy: the CLI and tools load a verb's modules (torch, Ray, mlflow) only when it runs
     from raylife.catalog.lookup import get_spec
     from raylife.lifecycle.store import ModelStore
-    from raylife.monitoring import drift, monitor
+    from raylife.monitoring import monitor
     from raylife.tracking.runs import config_for
 
-    spec = get_spec(args.model)
-    declared = spec.monitor
-    window = args.window_requests or declared.window_requests
-    if window < 1:
-        raise RaylifeError(f"--window-requests {window}: give a positive number of requests")
     settings = settings_from(args)
-    thresholds = drift.Thresholds(declared.alpha, declared.psi, declared.min_rows)
-    reports = monitor.run(
-        ModelStore(settings.store_uri),
-        spec.name,
-        thresholds,
-        window,
-        args.version,
-        config_for(settings),
-        (spec.gate.absolute, spec.gate.relative),
+    store = ModelStore(settings.store_uri)
+    spec = get_spec(args.model)
+    reports = monitor.run_declared(
+        store, spec, args.window_requests, args.version, config_for(settings)
     )
     for report in reports:
         print(report.line())

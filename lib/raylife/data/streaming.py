@@ -357,8 +357,12 @@ class Plan:
     labels: list[str] | None = None
     preprocessing: Preprocessing | None = None
 
-    def codes(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        keys = row_keys(batch, self.key_columns)
+    def keys(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        return row_keys(batch, self.key_columns)
+
+    def codes(self, batch: Mapping[str, np.ndarray], keys: np.ndarray | None = None) -> np.ndarray:
+        """Each row's split (0 train, 1 validation, 2 test); `keys`: the batch's, if computed."""
+        keys = self.keys(batch) if keys is None else keys
         return split_codes(keys, self.seed, self.val_fraction, self.test_fraction)
 
     def features_of(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -390,8 +394,8 @@ class Plan:
 
 def batch_stats(batch: dict[str, np.ndarray], plan: Plan) -> dict[str, np.ndarray]:
     """One row of partial statistics of one batch (a Ray Data map_batches function)."""
-    keys = row_keys(batch, plan.key_columns)
-    codes = split_codes(keys, plan.seed, plan.val_fraction, plan.test_fraction)
+    keys = plan.keys(batch)
+    codes = plan.codes(batch, keys)
     X = plan.features_of(batch)
     flat = X.reshape(len(X), -1)
     bad = ~np.isfinite(flat).all(axis=1)

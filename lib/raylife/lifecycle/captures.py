@@ -57,6 +57,19 @@ SCHEMA = pa.schema(
 )
 
 
+def part_name(folder: str, day: str, writer: str, seq: int) -> str:
+    """Where a writer's file lands below the model: `<folder>/date=<day>/part-<writer>-<seq>`."""
+    return f"{folder}/date={day}/part-{writer}-{seq:06d}.parquet"
+
+
+def day_of(path: str) -> str:
+    """The `date=YYYY-MM-DD` partition a file's path lies in ("" when none)."""
+    for part in path.split("/"):
+        if part.startswith("date="):
+            return part.removeprefix("date=")
+    return ""
+
+
 FEEDBACK_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),

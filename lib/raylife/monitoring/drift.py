@@ -16,11 +16,14 @@ Nothing here reads files or decides anything beyond the verdict; raylife.monitor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raylife.data.profile import Distribution
+
+if TYPE_CHECKING:
+    from raylife.catalog.declaration import MonitorDecl
 
 DECILES = slice(10, 100, 10)
 """The reference's interior deciles: the PSI's bin edges."""
@@ -34,6 +37,11 @@ class Thresholds:
     """Smallest PSI that counts as drift (0.1: the usual "moderate shift")."""
     min_rows: int = 100
     """Fewer live rows than this: the window is not tested."""
+
+    @classmethod
+    def declared(cls, monitor: MonitorDecl) -> Thresholds:
+        """A model's thresholds, from its declaration's [monitor] table."""
+        return cls(monitor.alpha, monitor.psi, monitor.min_rows)
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from raylife import storage
+from raylife.catalog.specs import ModelSpec
 from raylife.config import TrackingConfig
 from raylife.data.profile import Profile, monitored
 from raylife.errors import RaylifeError
 from raylife.lifecycle.artifact import Artifact
-from raylife.lifecycle.captures import CAPTURE_DIR, SCHEMA, read_feedback
+from raylife.lifecycle.captures import CAPTURE_DIR, SCHEMA, day_of, read_feedback
 from raylife.lifecycle.store import ModelStore
 from raylife.monitoring.drift import Finding, Thresholds, compare, live_metric
 from raylife.tasks import TASKS
@@ -137,6 +138,23 @@ def run(
     return reports
 
 
+def run_declared(
+    store: ModelStore,
+    spec: ModelSpec,
+    window_requests: int | None = None,
+    version: str | None = None,
+    tracking: TrackingConfig | None = None,
+) -> list[WindowReport]:
+    """`run` as the model's declaration sets it: [monitor]'s thresholds and window (unless
+    `window_requests` overrides it) and [gate]'s tolerance for the live metric."""
+    window = spec.monitor.window_requests if window_requests is None else window_requests
+    if window < 1:
+        raise RaylifeError(f"--window-requests {window}: give a positive number of requests")
+    thresholds = Thresholds.declared(spec.monitor)
+    tolerance = (spec.gate.absolute, spec.gate.relative)
+    return run(store, spec.name, thresholds, window, version, tracking, tolerance)
+
+
 def judge(
     model: str,
     version: str,
@@ -233,7 +251,7 @@ def read_rows(
     after = datetime.fromisoformat(since) if since else None
     parts = []
     for path, _ in storage.list_files(folder):
-        if after is not None and _day_of(path) < after.date().isoformat():
+        if after is not None and day_of(path) < after.date().isoformat():
             continue  # a day folder wholly before the cursor
         uri = folder.uri_of(path)
         try:
@@ -267,13 +285,6 @@ def _check_fits(part: Any, artifact: Artifact, version: str, uri: str) -> None:
             f"but {version} takes {wanted}; these captures are another model's or version's: "
             "move the file aside"
         )
-
-
-def _day_of(path: str) -> str:
-    for part in path.split("/"):
-        if part.startswith("date="):
-            return part.removeprefix("date=")
-    return ""
 
 
 def cut_windows(table: Any, window_requests: int) -> list[Any]:

@@ -58,7 +58,7 @@ def drift_reason(store: ModelStore, model: str, version: str) -> str:
             f"{model} {version} has no monitor report in {store.uri}/{model}/{MONITOR_DIR}; run "
             f"`raylife monitor {model}` first, or retrain without --when-drifted"
         )
-    latest = json.loads(folder.fs.open_input_stream(sorted(reports)[-1]).read())
+    latest = json.loads(storage.read_bytes(folder.child(sorted(reports)[-1])))
     return str(latest.get("reason", ""))
 
 

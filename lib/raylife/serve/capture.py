@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raylife.lifecycle.captures import CAPTURE_DIR, FEEDBACK_DIR, FEEDBACK_SCHEMA, SCHEMA
+from raylife.lifecycle.captures import (
+    CAPTURE_DIR,
+    FEEDBACK_DIR,
+    FEEDBACK_SCHEMA,
+    SCHEMA,
+    part_name,
+)
 from raylife.lifecycle.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -202,7 +208,7 @@ class CaptureWriter:
                     table = to_table(self.model, self.name, items)  # type: ignore[arg-type]
                 self._seq += 1
                 folder = FEEDBACK_DIR if truth else CAPTURE_DIR
-                name = f"{folder}/date={day}/part-{self.name}-{self._seq:06d}.parquet"
+                name = part_name(folder, day, self.name, self._seq)
                 self.store.replace_model_file(self.model, name, _parquet_bytes(table))
             except Exception:  # a store outage must not kill the writer; retried next flush
                 logger.exception("capture: writing %d items failed; retrying", len(items))

@@ -44,7 +44,7 @@ from raylife.lifecycle import history
 from raylife.lifecycle.captures import read_captures, read_feedback
 from raylife.lifecycle.store import ModelStore
 from raylife.lifecycle.train_and_store import train_and_register
-from raylife.monitoring import drift, monitor
+from raylife.monitoring import monitor
 from raylife.serve import local as serving
 from raylife.serve.rollout import REQUEST_ID_HEADER
 from raylife.settings import Settings
@@ -330,10 +330,8 @@ def _wait_for(count: Callable[[], int], wanted: int) -> None:
 
 
 def _judge(sc: Scenario) -> list[monitor.WindowReport]:
-    declared = get_spec(sc.model).monitor
-    thresholds = drift.Thresholds(declared.alpha, declared.psi, declared.min_rows)
     store = ModelStore(sc.settings.store_uri)
-    return monitor.run(store, sc.model, thresholds, sc.setup.window_requests)
+    return monitor.run_declared(store, get_spec(sc.model), sc.setup.window_requests)
 
 
 # --------------------------------------------------------------------------------------------------
