@@ -93,6 +93,11 @@ def test_a_version_without_a_profile_names_the_fix(home, capsys):
     assert "has no reference profile" in capsys.readouterr().err
 
 
+def test_a_window_of_no_requests_is_refused(served, capsys):
+    assert monitor("--window-requests", "0") == 2
+    assert "--window-requests 0: give a positive number" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("every", ["0s", "fast", "5 weeks"])
 def test_a_bad_period_is_refused(served, every, capsys):
     assert monitor("--every", every) == 2

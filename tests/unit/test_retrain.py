@@ -67,3 +67,20 @@ def test_when_drifted_reads_the_latest_report(served, capsys):
     capture(store, version, predictor, labelled(100, seed=6)[0] + [1.5, 0, 0, 0], "moved")
     monitor("--window-requests", "100")
     assert retrain.drift_reason(store, "iris", version).startswith("drift: PSI")
+
+
+def test_an_image_model_is_refused_in_one_line(served):
+    store, version, _ = served
+    with pytest.raises(RaylifeError, match="retrain takes table models; mnist takes images"):
+        retrain.build_table(store, get_spec("mnist"), store.load("iris", version)[1])
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [(["--samples", "0"], "--samples must be at least 1"), (["--canary", "10,50"], "not 100")],
+)
+def test_retrain_refuses_bad_flags_before_any_work(served, flags, problem, capsys):
+    from raylife.cli import main
+
+    assert main(["retrain", "iris", "--no-tracking", *flags]) == 2
+    assert problem in capsys.readouterr().err
