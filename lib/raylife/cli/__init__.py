@@ -6,7 +6,7 @@ The verbs live in one module per group; `raylife --help` lists them all:
   governance.py  promote (gated), rollback, models history
   tracking.py  ui (MLflow UI of the local store), models sync (MLflow registry mirror)
   serving.py   serve, serve-configs
-  monitoring.py  monitor (drift in captured traffic)
+  monitoring.py  monitor (drift in captured traffic), retrain (a sweep on labelled traffic, a verdict, a canary)
   deploy.py    kuberay-manifests
 Developer verbs (quality, selection-study, bench, report-cost, gpu-check, loadtest, rehearse,
 rehearse-ha, make-table) come from raylife_dev.cli where the dev package is installed.
