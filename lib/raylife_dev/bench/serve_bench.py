@@ -21,7 +21,7 @@ from raylife.lifecycle.train_and_store import train_and_register
 from raylife.serve import config as serve_config
 from raylife.serve import local as serving
 from raylife.settings import Settings
-from raylife_dev import loadtest
+from raylife_dev import loadtest, wrk
 from raylife_dev.bench.stats import Section, alternate
 
 
@@ -34,6 +34,8 @@ class ServeBenchSetup:
     concurrencies: tuple[int, ...]
     requests: int
     repeats: int
+    wrk_seconds: float
+    """Seconds per wrk run (the third-party load generator, when installed)."""
     batching: bool
     """Also compare @serve.batch on vs off (concurrency 16)."""
     train_epochs: int
@@ -43,9 +45,18 @@ class ServeBenchSetup:
 
 def setup_for(quick: bool) -> ServeBenchSetup:
     if quick:
-        return ServeBenchSetup(("iris",), ("iris",), (16,), 200, 1, batching=False, train_epochs=1)
+        return ServeBenchSetup(
+            ("iris",), ("iris",), (16,), 200, 1, 2.0, batching=False, train_epochs=1
+        )
     return ServeBenchSetup(
-        tuple(model_names()), ("iris", "mnist"), (1, 16), 1500, 3, batching=True, train_epochs=2
+        tuple(model_names()),
+        ("iris", "mnist"),
+        (1, 16),
+        1500,
+        3,
+        8.0,
+        batching=True,
+        train_epochs=2,
     )
 
 
@@ -125,6 +136,10 @@ def _measure(
                 "serve": cpu_profile(f"{local.url}/iris", setup.requests),
                 "bare": cpu_profile(f"{bare['iris']}/iris", setup.requests),
             }
+            if wrk.available():
+                _wrk_comparison(section, f"{local.url}/iris", f"{bare['iris']}/iris", setup, say)
+            else:
+                say("  serve: wrk not installed, its comparison skipped (apt-get install wrk)")
     if setup.batching:
         for model in setup.models:
             _batching(section, settings, local, model, setup, say)
@@ -156,12 +171,17 @@ def _cpu_by_group() -> dict[str, float]:
     return totals
 
 
-def cpu_profile(url: str, requests: int) -> dict[str, float]:
-    """CPU milliseconds per request in each process group (and in this client) over one run."""
+def cpu_profile(url: str, requests: int, load: Callable[[], int] | None = None) -> dict[str, float]:
+    """CPU milliseconds per request in each process group (and in this client) over one run.
+    load: runs the load and returns the requests answered (default: raylife's client, `requests`
+    requests at concurrency 16)."""
     import os
 
     before, client_before = _cpu_by_group(), os.times()
-    loadtest.run_load(url, requests, 16, 0, warmup=0)
+    if load is None:
+        loadtest.run_load(url, requests, 16, 0, warmup=0)
+    else:
+        requests = load()
     after, client_after = _cpu_by_group(), os.times()
     per_request = {
         group: round((after[group] - before.get(group, 0.0)) * 1000 / requests, 3)
@@ -171,6 +191,49 @@ def cpu_profile(url: str, requests: int) -> dict[str, float]:
     client = (client_after.user + client_after.system) - (client_before.user + client_before.system)
     per_request["load-test client (this process)"] = round(client * 1000 / requests, 3)
     return per_request
+
+
+IRIS_BODY = {"row": [5.5, 3.5, 1.3, 0.2]}
+
+
+def _wrk_comparison(
+    section: Section,
+    serve_url: str,
+    bare_url: str,
+    setup: ServeBenchSetup,
+    say: Callable[[str], None],
+) -> None:
+    """Iris at concurrency 16 driven by wrk, Serve and bare alternated (the issue's own method: a
+    C client leaves both cores to the servers), then where each request's CPU goes under wrk."""
+    say(f"  serve: iris at concurrency 16 under wrk ({setup.wrk_seconds:g} s runs), Serve vs bare")
+
+    def load(url: str) -> dict[str, float]:
+        result = wrk.run(url, IRIS_BODY, setup.wrk_seconds, 16)
+        return {
+            "rps": result.rps,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "errors": result.non_2xx + result.socket_errors,
+        }
+
+    wrk.run(serve_url, IRIS_BODY, 2, 16)  # warm both before the first timed round
+    wrk.run(bare_url, IRIS_BODY, 2, 16)
+    measured = alternate(
+        {"serve": lambda _: load(serve_url), "bare": lambda _: load(bare_url)}, setup.repeats, say
+    )
+    for label, values in measured.items():
+        section.add(f"iris c16 wrk {label} rps", values["rps"], "1/s")
+        section.add(f"iris c16 wrk {label} p50_ms", values["p50_ms"], "ms")
+        section.add(f"iris c16 wrk {label} p99_ms", values["p99_ms"], "ms")
+        section.add(f"iris c16 wrk {label} errors", values["errors"], "")
+
+    def wrk_load(url: str) -> Callable[[], int]:
+        return lambda: wrk.run(url, IRIS_BODY, setup.wrk_seconds, 16).requests
+
+    section.extra["iris c16 wrk CPU ms per request"] = {
+        "serve": cpu_profile(serve_url, 0, wrk_load(serve_url)),
+        "bare": cpu_profile(bare_url, 0, wrk_load(bare_url)),
+    }
 
 
 def _add_comparison(section: Section, key: str, summary: dict[str, Any]) -> None:
@@ -230,3 +293,16 @@ def _checks(section: Section, setup: ServeBenchSetup) -> None:
         "<=",
         1.5,
     )
+    if "iris c16 wrk serve rps" in section.figures:
+        section.check(
+            "Iris c=16 Serve / bare throughput (wrk)",
+            section.ratio("iris c16 wrk serve rps", "iris c16 wrk bare rps"),
+            ">=",
+            0.8,
+        )
+        section.check(
+            "Iris c=16 Serve p99 / bare p99 (wrk)",
+            section.ratio("iris c16 wrk serve p99_ms", "iris c16 wrk bare p99_ms"),
+            "<=",
+            1.5,
+        )
