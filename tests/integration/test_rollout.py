@@ -123,6 +123,7 @@ def test_pin_header_sticky_routing_and_feedback(served: Any, tmp_path: Path) -> 
         }
         assert len(sticky) == 1
         request_id = pinned.headers[REQUEST_ID_HEADER]
+        assert request_id == pinned.headers["x-request-id"]  # one id with Serve's own
         scored = httpx.post(
             f"{local.url}/iris/feedback", json={"request_id": request_id, "label": 0}
         )

@@ -138,16 +138,25 @@ def test_every_route_is_captured_with_the_answers_request_id(tmp_path):
     oip = client.post(
         "/v2/models/iris/infer",
         json={"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]},
-        headers={REQUEST_ID_HEADER: "caller-1"},
+        headers={REQUEST_ID_HEADER: "caller-1", "x-request-id": "trace-0"},  # raylife's wins
     )
+    traced = client.post("/", json={"row": row}, headers={"x-request-id": "trace-7"})
+    assert traced.headers[REQUEST_ID_HEADER] == "trace-7"  # one id with the proxy's logs
+    bad = client.post("/", json={"row": row}, headers={"x-request-id": "a b/c"})
+    assert bad.headers[REQUEST_ID_HEADER] not in ("a b/c", "")  # unusable: a fresh id instead
     assert native.status_code == oip.status_code == 200
     assert client.post("/", json={"row": [1, 2]}).status_code == 422  # refused: not captured
-    assert client.get("/info").json()["capture"]["captured"] == 3
+    assert client.get("/info").json()["capture"]["captured"] == 5
     writer.close()
     table = read_captures(str(tmp_path), model).to_pandas()
-    assert len(table) == 3
-    assert set(table["request_id"]) == {native.headers[REQUEST_ID_HEADER], "caller-1"}
-    assert sorted(table["route"]) == ["oip", "predict", "predict"]
+    assert len(table) == 5
+    assert set(table["request_id"]) == {
+        native.headers[REQUEST_ID_HEADER],
+        "caller-1",
+        "trace-7",
+        bad.headers[REQUEST_ID_HEADER],
+    }
+    assert sorted(table["route"]) == ["oip", "predict", "predict", "predict", "predict"]
     assert table["prediction"].str.contains('"label"').all()
 
 

@@ -40,6 +40,9 @@ PIN_HEADER = "x-raylife-version"
 REQUEST_ID_HEADER = "x-raylife-request-id"
 """Every answer carries one (the caller's own, if it sent a usable one): feedback names it. Not
 x-request-id: Serve's proxy sets that one on its own answers, and a second would join the first."""
+TRACE_ID_HEADER = "x-request-id"
+"""The de facto request id (load balancers, tracing, Serve). Serve sets it on every request it
+takes in, so reusing it gives one id per request across Serve's logs and raylife's captures."""
 LEDGER_NAMESPACE = "raylife"
 FLUSH_S = 0.2
 """How often a replica sends its figures to the ledger (feedback waits this long for stragglers)."""
@@ -95,8 +98,10 @@ def _usable_id(value: str) -> bool:
 
 
 class RequestIds:
-    """ASGI middleware: each HTTP request gets an id (the caller's x-request-id when usable),
-    visible to the route's code through `current_request` and echoed in the answer's headers."""
+    """ASGI middleware: each HTTP request gets an id, visible to the route's code through
+    `current_request` and echoed in the answer's headers. The id is the caller's
+    x-raylife-request-id when usable, else the request's x-request-id when usable (the one Serve
+    logs it under), else a fresh one."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -105,8 +110,20 @@ class RequestIds:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get(REQUEST_ID_HEADER, "")
-        request_id = given if _usable_id(given) else uuid.uuid4().hex
+        request_id = (
+            next(
+                (
+                    given
+                    for given in (
+                        headers.get(REQUEST_ID_HEADER, ""),
+                        headers.get(TRACE_ID_HEADER, ""),
+                    )
+                    if _usable_id(given)
+                ),
+                None,
+            )
+            or uuid.uuid4().hex
+        )
         token = current_request.set(RequestInfo(request_id, headers))
 
         async def send_with_id(message: Any) -> None:
