@@ -118,10 +118,16 @@ class ModelServer:
         return self.endpoint.service.info()
 
     async def oip(
-        self, what: str, name: str, version: str | None, raw: bytes, header_length: str | None
+        self,
+        what: str,
+        name: str,
+        version: str | None,
+        raw: bytes,
+        header_length: str | None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """The Open Inference Protocol at the server's root (serve_apps.pool) forwards here."""
-        return await self.endpoint.oip(what, name, version, raw, header_length)
+        return await self.endpoint.oip(what, name, version, raw, header_length, headers)
 
     def __del__(self) -> None:
         """Serve calls this on a graceful replica stop (after draining requests): the captured

@@ -24,6 +24,7 @@ from raylife.errors import RaylifeError
 from raylife.serve.endpoint_config import EndpointConfig
 from raylife.serve.http import MAX_ROWS, error_response
 from raylife.serve.oip import HEADER_LENGTH, add_server_routes
+from raylife.serve.rollout import REQUEST_ID_HEADER, request_id_of
 
 MODEL_DEPLOYMENT = "ModelServer"
 OIP_TAG = "Open Inference Protocol v2"
@@ -108,7 +109,15 @@ def add_oip_routes(app: FastAPI, pool: "PoolApp") -> None:
     def route_for(what: str) -> Any:
         async def route(request: Request, name: str, version: str | None = None) -> Response:
             raw = await request.body() if what == "infer" else b""
-            return await pool.oip(what, name, version, raw, request.headers.get(HEADER_LENGTH))
+            # One id for the request, whichever replica answers it (rollout.request_id_of).
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            headers[REQUEST_ID_HEADER] = request_id_of(headers)
+            answer = await pool.oip(
+                what, name, version, raw, request.headers.get(HEADER_LENGTH), headers
+            )
+            if what == "infer":
+                answer.headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER]
+            return answer
 
         return route
 
@@ -180,18 +189,24 @@ class PoolApp:
         return self._handles[name]
 
     async def oip(
-        self, what: str, name: str, version: str | None, raw: bytes, header_length: str | None
+        self,
+        what: str,
+        name: str,
+        version: str | None,
+        raw: bytes,
+        header_length: str | None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         """A protocol model route at the root: a pooled model answers here, a dedicated one
         through its handle; an unknown one is the protocol's 404."""
         try:
             if self.pool is not None and name in self.pool.known:
-                status, headers, body = await (await self.pool.get(name)).oip(
-                    what, name, version, raw, header_length
+                status, answer_headers, body = await (await self.pool.get(name)).oip(
+                    what, name, version, raw, header_length, headers
                 )
             elif name in self.args.dedicated:
-                status, headers, body = await self.handle(name).oip.remote(
-                    what, name, version, raw, header_length
+                status, answer_headers, body = await self.handle(name).oip.remote(
+                    what, name, version, raw, header_length, headers
                 )
             else:
                 return JSONResponse(
@@ -201,7 +216,7 @@ class PoolApp:
         except Exception as exc:  # a model that cannot load, or its replicas restarting: not a 500
             status = getattr(exc, "status", 503)
             return JSONResponse({"error": f"{exc}"[:500]}, status_code=status)
-        return Response(body, status_code=status, headers=headers)
+        return Response(body, status_code=status, headers=answer_headers)
 
     async def _dedicated(self, name: str) -> dict[str, Any]:
         try:

@@ -61,6 +61,15 @@ def test_third_party_clients_and_every_request_captured(tmp_path):
             )
             with pytest.raises(http.InferenceServerException, match="not numeric"):
                 client.infer("iris", [bad])
+        # At the root, a dedicated model's answer (forwarded through its deployment handle) keeps
+        # the request's id: header, body and captured rows agree.
+        body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
+                            "data": rows.reshape(-1).tolist()}]}  # fmt: skip
+        traced = httpx.post(
+            f"{local.url}/v2/models/iris/infer", json=body, headers={"x-request-id": "root-trace"}
+        )
+        assert traced.status_code == 200, traced.text
+        assert traced.headers["x-raylife-request-id"] == traced.json()["id"] == "root-trace"
         # An unknown model at the root: the protocol's 404, naming what is served.
         unknown = httpx.get(f"{local.url}/v2/models/irs")
         assert unknown.status_code == 404 and "served: iris" in unknown.json()["error"]
@@ -71,12 +80,14 @@ def test_third_party_clients_and_every_request_captured(tmp_path):
         assert info["dropped"] == 0
         store = settings.store_uri
     # serving_quick_models stopped Serve as `raylife serve` stops: the replicas' queues flushed.
-    two_row_requests = 1 + 2 * 2 + kserve_answers  # native batch, tritonclient 2 x 2, kserve
+    # native batch, tritonclient 2 x 2, the traced one at the root, kserve
+    two_row_requests = 1 + 2 * 2 + 1 + kserve_answers
     table = read_captures(store, "iris").to_pandas()
     assert len(table) == 2 * two_row_requests + LOAD_REQUESTS
     assert table["request_id"].nunique() == two_row_requests + LOAD_REQUESTS
     assert not table.duplicated(["request_id", "row"]).any()
     assert set(table["route"]) == {"predict", "oip"}
+    assert (table["request_id"] == "root-trace").sum() == 2
 
 
 def meta_outputs(meta):

@@ -208,6 +208,35 @@ def test_a_pooled_model_answers_the_same_api_as_a_dedicated_app(app: TestClient,
     assert models["iris"]["version"] == version and models["iris"]["pooled"] is True
 
 
+def test_an_answer_at_the_root_has_one_id_for_header_body_capture_and_feedback(
+    tmp_path: Path, store: str
+):
+    """The root's Open Inference Protocol route answers with the id its model captured under."""
+    import shutil
+
+    from serve_apps.pool import PoolApp, PoolRouter, build_root_api
+
+    from raylife.lifecycle.captures import read_captures
+
+    own = str(tmp_path / "store")  # captures land in the store: keep the module's clean
+    shutil.copytree(store, own)
+    replica = PoolApp({"models": ["iris"], "store": own})
+    run(replica.pool.configure({"iris": EndpointConfig(capture=1.0)}))
+    app = TestClient(PoolRouter(build_root_api(replica), replica))
+    row = [5.1, 3.5, 1.4, 0.2]
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
+    traced = app.post("/v2/models/iris/infer", json=body, headers={"x-request-id": "trace-9"})
+    fresh = app.post("/v2/models/iris/infer", json=body)
+    assert traced.status_code == fresh.status_code == 200
+    assert traced.headers["x-raylife-request-id"] == traced.json()["id"] == "trace-9"
+    assert fresh.headers["x-raylife-request-id"] == fresh.json()["id"]
+    kept = app.post("/iris/feedback", json={"request_id": "trace-9", "label": "setosa"})
+    assert kept.status_code == 200 and kept.json()["kept"], kept.text
+    replica.pool.entries["iris"].close()  # the queued captures written
+    ids = set(read_captures(own, "iris").to_pandas()["request_id"])
+    assert ids == {"trace-9", fresh.json()["id"]}
+
+
 def test_unknown_names_are_404s_naming_the_served_models(app: TestClient):
     missing = app.post("/irs", json={"row": [1, 2, 3, 4]})
     assert missing.status_code == 404 and "POST /boston, POST /iris" in missing.json()["message"]

@@ -86,11 +86,17 @@ class ModelEndpoint:
         self.config = config
 
     async def oip(
-        self, what: str, name: str, version: str | None, raw: bytes, header_length: str | None
+        self,
+        what: str,
+        name: str,
+        version: str | None,
+        raw: bytes,
+        header_length: str | None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """The Open Inference Protocol at the server's root forwards here."""
         forwarded: tuple[int, dict[str, str], bytes] = await self.app.state.oip.forward(
-            what, name, version, raw, header_length
+            what, name, version, raw, header_length, headers
         )
         return forwarded
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raylife.data.contracts import InputSchema, flatten, validate_rows
 from raylife.errors import RaylifeError
-from raylife.serve.rollout import current_request
+from raylife.serve.rollout import RequestInfo, current_request, request_id_of
 
 if TYPE_CHECKING:  # imports torch: the root app (serve_apps.pool) builds without it
     from raylife.serve.model_service import ModelService
@@ -364,11 +364,26 @@ class OipEndpoint:
         return infer_response(body, self.service.model, served, tensors, asked, specs)
 
     async def forward(
-        self, what: str, name: str, version: str | None, raw: bytes, header_length: str | None
+        self,
+        what: str,
+        name: str,
+        version: str | None,
+        raw: bytes,
+        header_length: str | None,
+        headers: dict[str, str] | None = None,
     ) -> Forwarded:
-        """`what` (metadata | ready | infer) as plain values a deployment handle can carry."""
+        """`what` (metadata | ready | infer) as plain values a deployment handle can carry.
+        headers: the root request's (lower-case, its id set): the answer's id, the captured rows'
+        and feedback's are then the one id the root answered with, and routing sees its headers."""
         if what == "infer":
-            response = await self.infer(name, version, raw, header_length)
+            token = None
+            if headers is not None and current_request.get() is None:
+                token = current_request.set(RequestInfo(request_id_of(headers), headers))
+            try:
+                response = await self.infer(name, version, raw, header_length)
+            finally:
+                if token is not None:
+                    current_request.reset(token)
         elif what == "metadata":
             response = self.metadata(name, version)
         else:

@@ -97,11 +97,18 @@ def _usable_id(value: str) -> bool:
     return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
 
 
+def request_id_of(headers: Mapping[str, str]) -> str:
+    """A request's id from its (lower-case) headers: the caller's x-raylife-request-id when
+    usable, else its x-request-id when usable (the one Serve logs it under), else a fresh one."""
+    for given in (headers.get(REQUEST_ID_HEADER, ""), headers.get(TRACE_ID_HEADER, "")):
+        if _usable_id(given):
+            return given
+    return uuid.uuid4().hex
+
+
 class RequestIds:
-    """ASGI middleware: each HTTP request gets an id, visible to the route's code through
-    `current_request` and echoed in the answer's headers. The id is the caller's
-    x-raylife-request-id when usable, else the request's x-request-id when usable (the one Serve
-    logs it under), else a fresh one."""
+    """ASGI middleware: each HTTP request gets an id (request_id_of), visible to the route's code
+    through `current_request` and echoed in the answer's headers."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -110,20 +117,7 @@ class RequestIds:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = (
-            next(
-                (
-                    given
-                    for given in (
-                        headers.get(REQUEST_ID_HEADER, ""),
-                        headers.get(TRACE_ID_HEADER, ""),
-                    )
-                    if _usable_id(given)
-                ),
-                None,
-            )
-            or uuid.uuid4().hex
-        )
+        request_id = request_id_of(headers)
         token = current_request.set(RequestInfo(request_id, headers))
 
         async def send_with_id(message: Any) -> None:
