@@ -19,6 +19,7 @@ from ray.serve import Application
 from raylife.catalog.declaration import NAME_PATTERN
 from raylife.serve.endpoint_config import EndpointConfig
 from raylife.serve.http import MAX_ROWS
+from raylife.serve.oip import Forwarded, OipCall
 
 # What only a replica runs (torch, the model, the API) is imported in the replica: the Serve
 # controller builds each application from this module in a process of its own, and importing
@@ -117,17 +118,9 @@ class ModelServer:
     async def info(self) -> dict[str, Any]:
         return self.endpoint.service.info()
 
-    async def oip(
-        self,
-        what: str,
-        name: str,
-        version: str | None,
-        raw: bytes,
-        header_length: str | None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
+    async def oip(self, call: OipCall) -> Forwarded:
         """The Open Inference Protocol at the server's root (serve_apps.pool) forwards here."""
-        return await self.endpoint.oip(what, name, version, raw, header_length, headers)
+        return await self.endpoint.oip(call)
 
     def __del__(self) -> None:
         """Serve calls this on a graceful replica stop (after draining requests): the captured

@@ -23,7 +23,7 @@ from ray.serve import Application
 from raylife.errors import RaylifeError
 from raylife.serve.endpoint_config import EndpointConfig
 from raylife.serve.http import MAX_ROWS, error_response
-from raylife.serve.oip import HEADER_LENGTH, add_server_routes
+from raylife.serve.oip import HEADER_LENGTH, OipCall, add_server_routes
 from raylife.serve.rollout import REQUEST_ID_HEADER, request_id_of
 
 MODEL_DEPLOYMENT = "ModelServer"
@@ -113,7 +113,7 @@ def add_oip_routes(app: FastAPI, pool: "PoolApp") -> None:
             headers = {k.lower(): v for k, v in request.headers.items()}
             headers[REQUEST_ID_HEADER] = request_id_of(headers)
             answer = await pool.oip(
-                what, name, version, raw, request.headers.get(HEADER_LENGTH), headers
+                OipCall(what, name, version, raw, request.headers.get(HEADER_LENGTH), headers)
             )
             if what == "infer":
                 answer.headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER]
@@ -188,26 +188,15 @@ class PoolApp:
             self._handles[name] = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=name)
         return self._handles[name]
 
-    async def oip(
-        self,
-        what: str,
-        name: str,
-        version: str | None,
-        raw: bytes,
-        header_length: str | None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
+    async def oip(self, call: OipCall) -> Response:
         """A protocol model route at the root: a pooled model answers here, a dedicated one
         through its handle; an unknown one is the protocol's 404."""
+        name = call.name
         try:
             if self.pool is not None and name in self.pool.known:
-                status, answer_headers, body = await (await self.pool.get(name)).oip(
-                    what, name, version, raw, header_length, headers
-                )
+                status, headers, body = await (await self.pool.get(name)).oip(call)
             elif name in self.args.dedicated:
-                status, answer_headers, body = await self.handle(name).oip.remote(
-                    what, name, version, raw, header_length, headers
-                )
+                status, headers, body = await self.handle(name).oip.remote(call)
             else:
                 return JSONResponse(
                     {"error": f"unknown model {name!r}; served: {', '.join(self.names())}"},
@@ -216,7 +205,7 @@ class PoolApp:
         except Exception as exc:  # a model that cannot load, or its replicas restarting: not a 500
             status = getattr(exc, "status", 503)
             return JSONResponse({"error": f"{exc}"[:500]}, status_code=status)
-        return Response(body, status_code=status, headers=answer_headers)
+        return Response(body, status_code=status, headers=headers)
 
     async def _dedicated(self, name: str) -> dict[str, Any]:
         try:

@@ -19,6 +19,7 @@ from raylife.serve.capture import CaptureWriter
 from raylife.serve.endpoint_config import EndpointConfig
 from raylife.serve.http import MAX_ROWS
 from raylife.serve.model_service import ModelService
+from raylife.serve.oip import Forwarded, OipCall
 from raylife.serve.rollout import ChampionFn, Rollouts
 
 OFFLOAD_MIN_VALUES = 2048
@@ -85,19 +86,9 @@ class ModelEndpoint:
         await self.rollouts.configure(config.rollout, self.service.check_schema)
         self.config = config
 
-    async def oip(
-        self,
-        what: str,
-        name: str,
-        version: str | None,
-        raw: bytes,
-        header_length: str | None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
+    async def oip(self, call: OipCall) -> Forwarded:
         """The Open Inference Protocol at the server's root forwards here."""
-        forwarded: tuple[int, dict[str, str], bytes] = await self.app.state.oip.forward(
-            what, name, version, raw, header_length, headers
-        )
+        forwarded: Forwarded = await self.app.state.oip.forward(call)
         return forwarded
 
     def close(self) -> None:

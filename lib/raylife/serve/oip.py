@@ -22,6 +22,7 @@ import json
 import struct
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -299,6 +300,24 @@ Forwarded = tuple[int, dict[str, str], bytes]
 """A protocol answer across a deployment handle: status, headers, body."""
 
 
+@dataclass(frozen=True)
+class OipCall:
+    """A protocol model route's request as plain values a deployment handle can carry: the root
+    (serve_apps.pool) forwards it to the model, pooled or dedicated (OipEndpoint.forward)."""
+
+    what: str
+    """metadata | ready | infer"""
+    name: str
+    version: str | None = None
+    raw: bytes = b""
+    """infer: the request body"""
+    header_length: str | None = None
+    """infer: the Inference-Header-Content-Length header (binary tensors)"""
+    headers: dict[str, str] | None = None
+    """The root request's headers (lower-case, its id set): the answer's id, its captured rows'
+    and feedback's are the one id the root answered with, and routing sees its headers."""
+
+
 class OipEndpoint:
     """One model's protocol answers, whoever asks: the model app's own /v2 routes, and the root's
     (`serve_apps.pool`, which forwards through a deployment handle: `forward`)."""
@@ -363,31 +382,22 @@ class OipEndpoint:
             return oip_error(OipError(str(exc)))
         return infer_response(body, self.service.model, served, tensors, asked, specs)
 
-    async def forward(
-        self,
-        what: str,
-        name: str,
-        version: str | None,
-        raw: bytes,
-        header_length: str | None,
-        headers: dict[str, str] | None = None,
-    ) -> Forwarded:
-        """`what` (metadata | ready | infer) as plain values a deployment handle can carry.
-        headers: the root request's (lower-case, its id set): the answer's id, the captured rows'
-        and feedback's are then the one id the root answered with, and routing sees its headers."""
-        if what == "infer":
+    async def forward(self, call: OipCall) -> Forwarded:
+        """A call forwarded from the root, answered as plain values a deployment handle carries."""
+        if call.what == "infer":
             token = None
-            if headers is not None and current_request.get() is None:
-                token = current_request.set(RequestInfo(request_id_of(headers), headers))
+            if call.headers is not None and current_request.get() is None:
+                info = RequestInfo(request_id_of(call.headers), call.headers)
+                token = current_request.set(info)
             try:
-                response = await self.infer(name, version, raw, header_length)
+                response = await self.infer(call.name, call.version, call.raw, call.header_length)
             finally:
                 if token is not None:
                     current_request.reset(token)
-        elif what == "metadata":
-            response = self.metadata(name, version)
+        elif call.what == "metadata":
+            response = self.metadata(call.name, call.version)
         else:
-            response = self.ready(name, version)
+            response = self.ready(call.name, call.version)
         headers = {
             k: v for k, v in response.headers.items() if k.lower() not in ("content-length",)
         }
