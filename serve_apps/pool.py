@@ -24,7 +24,7 @@ from raylife.errors import RaylifeError
 from raylife.serve.endpoint_config import EndpointConfig
 from raylife.serve.http import MAX_ROWS, error_response
 from raylife.serve.oip import HEADER_LENGTH, OipCall, add_server_routes
-from raylife.serve.rollout import REQUEST_ID_HEADER, request_id_of
+from raylife.serve.rollout import RequestIds, current_request
 
 MODEL_DEPLOYMENT = "ModelServer"
 OIP_TAG = "Open Inference Protocol v2"
@@ -59,6 +59,7 @@ class PoolUserConfig(BaseModel):
 
 def build_root_api(pool: "PoolApp") -> FastAPI:
     app = FastAPI(title="raylife", description="The served models, health and the protocol root.")
+    app.add_middleware(RequestIds)  # every answer's id, as a model app's (rollout.RequestIds)
 
     @app.get("/healthz", summary="Liveness of the Serve application")
     async def healthz() -> dict[str, str]:
@@ -109,15 +110,9 @@ def add_oip_routes(app: FastAPI, pool: "PoolApp") -> None:
     def route_for(what: str) -> Any:
         async def route(request: Request, name: str, version: str | None = None) -> Response:
             raw = await request.body() if what == "infer" else b""
-            # One id for the request, whichever replica answers it (rollout.request_id_of).
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            headers[REQUEST_ID_HEADER] = request_id_of(headers)
-            answer = await pool.oip(
-                OipCall(what, name, version, raw, request.headers.get(HEADER_LENGTH), headers)
-            )
-            if what == "infer":
-                answer.headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER]
-            return answer
+            length = request.headers.get(HEADER_LENGTH)
+            # The request's id (the root's RequestIds) goes with it, whichever replica answers.
+            return await pool.oip(OipCall(what, name, version, raw, length, current_request.get()))
 
         return route
 

@@ -56,3 +56,5 @@ def test_wrk_drives_a_real_server(tmp_path):
     assert ok.requests > 0 and ok.non_2xx == 0 and ok.socket_errors == 0
     assert 0 < ok.p50_ms <= ok.p99_ms
     assert missing.requests > 0 and missing.non_2xx == missing.requests
+    with pytest.raises(RaylifeError, match=r"wrk failed \(\d+\)"):
+        wrk.run("not-a-url", {"row": []}, 1, 1)  # wrk's own complaint, in one line

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raylife.data.contracts import InputSchema, flatten, validate_rows
 from raylife.errors import RaylifeError
-from raylife.serve.rollout import RequestInfo, current_request, request_id_of
+from raylife.serve.rollout import RequestInfo, current_request
 
 if TYPE_CHECKING:  # imports torch: the root app (serve_apps.pool) builds without it
     from raylife.serve.model_service import ModelService
@@ -313,9 +313,9 @@ class OipCall:
     """infer: the request body"""
     header_length: str | None = None
     """infer: the Inference-Header-Content-Length header (binary tensors)"""
-    headers: dict[str, str] | None = None
-    """The root request's headers (lower-case, its id set): the answer's id, its captured rows'
-    and feedback's are the one id the root answered with, and routing sees its headers."""
+    request: RequestInfo | None = None
+    """The root request's id and headers (its RequestIds middleware's): the model answers,
+    captures and takes feedback under that id, and routes by those headers."""
 
 
 class OipEndpoint:
@@ -385,10 +385,10 @@ class OipEndpoint:
     async def forward(self, call: OipCall) -> Forwarded:
         """A call forwarded from the root, answered as plain values a deployment handle carries."""
         if call.what == "infer":
+            # A deployment handle does not carry the root's request context: restore it.
             token = None
-            if call.headers is not None and current_request.get() is None:
-                info = RequestInfo(request_id_of(call.headers), call.headers)
-                token = current_request.set(info)
+            if call.request is not None and current_request.get() is None:
+                token = current_request.set(call.request)
             try:
                 response = await self.infer(call.name, call.version, call.raw, call.header_length)
             finally:

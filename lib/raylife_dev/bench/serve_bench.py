@@ -133,8 +133,8 @@ def _measure(
         if "iris" in setup.models:
             say("  serve: CPU per request, by process (iris, concurrency 16)")
             section.extra["iris c16 CPU ms per request"] = {
-                "serve": cpu_profile(f"{local.url}/iris", setup.requests),
-                "bare": cpu_profile(f"{bare['iris']}/iris", setup.requests),
+                "serve": cpu_profile(client_load(f"{local.url}/iris", setup.requests)),
+                "bare": cpu_profile(client_load(f"{bare['iris']}/iris", setup.requests)),
             }
             if wrk.available():
                 _wrk_comparison(section, f"{local.url}/iris", f"{bare['iris']}/iris", setup, say)
@@ -171,17 +171,23 @@ def _cpu_by_group() -> dict[str, float]:
     return totals
 
 
-def cpu_profile(url: str, requests: int, load: Callable[[], int] | None = None) -> dict[str, float]:
+def client_load(url: str, requests: int) -> Callable[[], int]:
+    """raylife's client: `requests` requests at concurrency 16 (a load for cpu_profile)."""
+
+    def load() -> int:
+        loadtest.run_load(url, requests, 16, 0, warmup=0)
+        return requests
+
+    return load
+
+
+def cpu_profile(load: Callable[[], int]) -> dict[str, float]:
     """CPU milliseconds per request in each process group (and in this client) over one run.
-    load: runs the load and returns the requests answered (default: raylife's client, `requests`
-    requests at concurrency 16)."""
+    load: runs the load and returns the requests it made."""
     import os
 
     before, client_before = _cpu_by_group(), os.times()
-    if load is None:
-        loadtest.run_load(url, requests, 16, 0, warmup=0)
-    else:
-        requests = load()
+    requests = load()
     after, client_after = _cpu_by_group(), os.times()
     per_request = {
         group: round((after[group] - before.get(group, 0.0)) * 1000 / requests, 3)
@@ -193,9 +199,6 @@ def cpu_profile(url: str, requests: int, load: Callable[[], int] | None = None) 
     return per_request
 
 
-IRIS_BODY = {"row": [5.5, 3.5, 1.3, 0.2]}
-
-
 def _wrk_comparison(
     section: Section,
     serve_url: str,
@@ -205,10 +208,16 @@ def _wrk_comparison(
 ) -> None:
     """Iris at concurrency 16 driven by wrk, Serve and bare alternated (the issue's own method: a
     C client leaves both cores to the servers), then where each request's CPU goes under wrk."""
+    import httpx
+
     say(f"  serve: iris at concurrency 16 under wrk ({setup.wrk_seconds:g} s runs), Serve vs bare")
+    body = {"row": httpx.get(f"{serve_url}/info", timeout=30).json()["input"]["example"]}
+
+    def run(url: str, seconds: float = setup.wrk_seconds) -> wrk.WrkResult:
+        return wrk.run(url, body, seconds, 16)
 
     def load(url: str) -> dict[str, float]:
-        result = wrk.run(url, IRIS_BODY, setup.wrk_seconds, 16)
+        result = run(url)
         return {
             "rps": result.rps,
             "p50_ms": result.p50_ms,
@@ -216,8 +225,8 @@ def _wrk_comparison(
             "errors": result.non_2xx + result.socket_errors,
         }
 
-    wrk.run(serve_url, IRIS_BODY, 2, 16)  # warm both before the first timed round
-    wrk.run(bare_url, IRIS_BODY, 2, 16)
+    run(serve_url, 2)  # warm both before the first timed round
+    run(bare_url, 2)
     measured = alternate(
         {"serve": lambda _: load(serve_url), "bare": lambda _: load(bare_url)}, setup.repeats, say
     )
@@ -227,12 +236,9 @@ def _wrk_comparison(
         section.add(f"iris c16 wrk {label} p99_ms", values["p99_ms"], "ms")
         section.add(f"iris c16 wrk {label} errors", values["errors"], "")
 
-    def wrk_load(url: str) -> Callable[[], int]:
-        return lambda: wrk.run(url, IRIS_BODY, setup.wrk_seconds, 16).requests
-
     section.extra["iris c16 wrk CPU ms per request"] = {
-        "serve": cpu_profile(serve_url, 0, wrk_load(serve_url)),
-        "bare": cpu_profile(bare_url, 0, wrk_load(bare_url)),
+        "serve": cpu_profile(lambda: run(serve_url).requests),
+        "bare": cpu_profile(lambda: run(bare_url).requests),
     }
 
 
