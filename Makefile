@@ -21,14 +21,17 @@ help: ## List the targets
 # disk; any resolver left to choose would download a different multi-GB build. What runs the
 # life-cycle needs the runtime dependencies only ($(RUNTIME)); tests and linters add the dev
 # extra ($(INSTALLED)), so a first `make run` does not wait for fuzzers and validators.
-$(RUNTIME): pyproject.toml
+# Every install takes the images' pins (-c): the environment the tests pass in is the one the
+# images ship, and a dependency released upstream after the pins cannot change what CI tests.
+CONSTRAINTS := kuberay/docker/constraints.txt
+$(RUNTIME): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e . -c $(CONSTRAINTS)
 	@touch $@
 
 $(INSTALLED): $(RUNTIME) lib/raylife_dev/pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -c $(CONSTRAINTS)
 	$(PY) -m pip install --quiet --no-deps -e lib/raylife_dev
 	@touch $@
 
